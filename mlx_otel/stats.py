@@ -1,0 +1,654 @@
+"""In-process metric history: statistics, moving averages, CSV/JSON exports.
+
+:class:`ComprehensiveStatsCollector` keeps, per metric, the most recent
+``max_history`` finite values with their step and timestamp in numpy ring
+buffers, so memory stays bounded however long the run. NaN and inf are
+signals, not data: they are counted per metric and left out of every
+statistic (the gauges exported elsewhere still show them).
+
+Example::
+
+    from pathlib import Path
+    from mlx_otel.stats import ComprehensiveStatsCollector
+
+    stats = ComprehensiveStatsCollector(output_dir=Path("./stats"), max_history=10000)
+    stats.record_step(100, {"loss": 0.5, "reward": 0.8})
+    stats.get_metric_stats("loss")["mean"]      # 0.5
+    stats.export_to_csv()                       # ./stats/metrics_history.csv
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import operator
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlx_otel.fileio import atomic_path, atomic_write_text
+
+__all__ = ["ComprehensiveStatsCollector", "MetricHistory"]
+
+logger = logging.getLogger(__name__)
+
+#: Percentiles reported by :meth:`ComprehensiveStatsCollector.get_metric_stats`.
+PERCENTILES: tuple[int, ...] = (5, 25, 50, 75, 95, 99)
+
+# Buffers start small and double up to max_history, so a short run or a
+# rarely logged metric does not pay for the full capacity up front.
+_INITIAL_CAPACITY = 256
+
+
+@dataclass(frozen=True)
+class MetricHistory:
+    """The retained history of one metric, oldest first (copies, safe to keep).
+
+    Example::
+
+        history = stats.get_history("loss")
+        history.values.mean(), history.steps[-1]
+    """
+
+    name: str
+    values: np.ndarray
+    steps: np.ndarray
+    timestamps: np.ndarray
+    non_finite: int
+
+    def __len__(self) -> int:
+        return int(self.values.size)
+
+
+class _MetricBuffer:
+    """Ring buffer of (value, step, timestamp) with a fixed maximum capacity."""
+
+    __slots__ = ("capacity", "values", "steps", "timestamps", "start", "size",
+                 "non_finite", "last_step")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        initial = min(capacity, _INITIAL_CAPACITY)
+        self.values = np.empty(initial, dtype=np.float64)
+        self.steps = np.empty(initial, dtype=np.int64)
+        self.timestamps = np.empty(initial, dtype=np.float64)
+        self.start = 0  # index of the oldest entry once the buffer is full
+        self.size = 0
+        self.non_finite = 0
+        self.last_step: int | None = None
+
+    def append(self, value: float, step: int, timestamp: float) -> None:
+        if self.size < self.capacity:
+            if self.size == self.values.size:
+                self._grow()
+            index = self.size
+            self.size += 1
+        else:
+            # Full: overwrite the oldest entry and advance the start.
+            index = self.start
+            self.start = (self.start + 1) % self.capacity
+        self.values[index] = value
+        self.steps[index] = step
+        self.timestamps[index] = timestamp
+
+    def _grow(self) -> None:
+        new_size = min(self.capacity, self.values.size * 2)
+        for attr in ("values", "steps", "timestamps"):
+            old = getattr(self, attr)
+            grown = np.empty(new_size, dtype=old.dtype)
+            grown[: old.size] = old
+            setattr(self, attr, grown)
+
+    def _ordered(self, array: np.ndarray) -> np.ndarray:
+        if self.start == 0:
+            return array[: self.size].copy()
+        return np.concatenate((array[self.start : self.size], array[: self.start]))
+
+    def snapshot(self, name: str) -> MetricHistory:
+        return MetricHistory(
+            name=name,
+            values=self._ordered(self.values),
+            steps=self._ordered(self.steps),
+            timestamps=self._ordered(self.timestamps),
+            non_finite=self.non_finite,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.steps.nbytes + self.timestamps.nbytes
+
+
+def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
+    """Summary statistics of finite values (NaN when there are none)."""
+    count = int(values.size)
+    if count == 0:
+        nan = math.nan
+        result: dict[str, float | int] = {"mean": nan, "std": nan, "min": nan, "max": nan}
+        result.update({f"p{q}": nan for q in PERCENTILES})
+        result.update({"count": 0, "last": nan, "final": nan, "non_finite": non_finite})
+        return result
+    # One call for all percentiles; numpy's default "linear" method is the
+    # same as pandas' Series.quantile default.
+    quantiles = np.percentile(values, PERCENTILES)
+    last = float(values[-1])
+    result = {
+        "mean": float(values.mean()),
+        "std": float(values.std()),  # population std (ddof=0), as numpy
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+    result.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, quantiles)})
+    result.update({"count": count, "last": last, "final": last, "non_finite": non_finite})
+    return result
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf by None recursively: JSON has no NaN, and a strict
+    parser (browsers, jq) rejects the ``NaN`` token Python would write."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _validate_window(window: int) -> int:
+    try:
+        window = operator.index(window)
+    except TypeError:
+        raise TypeError(f"window must be an integer, got {window!r}") from None
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    return window
+
+
+class ComprehensiveStatsCollector:
+    """Bounded per-metric history with statistics and exports.
+
+    Use it for end-of-run summaries, CSV/JSON exports and the data behind
+    snapshot charts; live dashboards read Prometheus instead. Each metric
+    keeps its latest ``max_history`` finite values (numpy ring buffers), so
+    memory is bounded by ``max_metrics * max_history * 24`` bytes.
+
+    Thread safety: every method may be called from any thread. Writers hold
+    one lock only while copying numbers into the buffers; readers hold it
+    only while copying the buffers out, and compute outside it. A
+    :meth:`record_step` call is applied as a whole, so a reader never sees
+    half a step.
+
+    Example::
+
+        stats = ComprehensiveStatsCollector(output_dir="./stats", max_history=10000)
+        stats.record_metric("loss", 0.5, step=100)
+        stats.record_step(101, {"loss": 0.45, "reward": 0.8})
+        stats.get_metric_stats("loss")["p50"]
+        stats.export_to_json()   # ./stats/stats_export_20260101_120000.json
+    """
+
+    def __init__(
+        self,
+        output_dir: Path | str = "./stats",
+        max_history: int = 10000,
+        *,
+        run_id: str | None = None,
+        max_metrics: int = 1000,
+    ) -> None:
+        try:
+            max_history = operator.index(max_history)
+            max_metrics = operator.index(max_metrics)
+        except TypeError:
+            raise TypeError("max_history and max_metrics must be integers") from None
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        if max_metrics < 1:
+            raise ValueError(f"max_metrics must be >= 1, got {max_metrics}")
+        self.output_dir = Path(output_dir)
+        self.max_history = max_history
+        self.max_metrics = max_metrics
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._metrics: dict[str, _MetricBuffer] = {}
+        self._max_step: int | None = None
+        self._distinct_steps = 0
+        self._first_timestamp: float | None = None
+        self._last_timestamp: float | None = None
+
+    # ------------------------------------------------------------------ record
+
+    def record_metric(
+        self,
+        name: str,
+        value: float,
+        step: int | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Record one value of metric ``name``.
+
+        ``step=None`` means one past this metric's previous step (0 for its
+        first value). ``timestamp`` is seconds since the epoch (default: now).
+        NaN/inf are counted (:meth:`non_finite_count`) and not stored.
+        Raises ``TypeError`` for a value that is not a number and
+        ``ValueError`` for a bad name or when ``max_metrics`` is reached.
+
+        Example::
+
+            stats.record_metric("custom/my_metric", 0.25, step=100)
+        """
+        number = self._coerce_value(name, value)
+        step_value = None if step is None else self._coerce_step(step)
+        stamp = time.time() if timestamp is None else float(timestamp)
+        with self._lock:
+            self._record_locked(name, number, step_value, stamp)
+
+    def record_step(
+        self,
+        step: int,
+        values: Mapping[str, float],
+        timestamp: float | None = None,
+    ) -> list[str]:
+        """Record many metrics of one step at once; return the rejected names.
+
+        Meant for a background worker: values that are not numbers (None,
+        strings) or new names beyond ``max_metrics`` are skipped and logged
+        rather than raised, and their names returned so the caller can count
+        them. The step is applied atomically with respect to readers.
+
+        Example::
+
+            rejected = stats.record_step(100, {"loss": 0.5, "reward": 0.8})
+        """
+        step_value = self._coerce_step(step)
+        stamp = time.time() if timestamp is None else float(timestamp)
+        accepted: list[tuple[str, float]] = []
+        rejected: list[str] = []
+        for name, value in values.items():
+            try:
+                accepted.append((name, self._coerce_value(name, value)))
+            except (TypeError, ValueError) as error:
+                logger.warning("stats: skipping %r at step %d: %s", name, step_value, error)
+                rejected.append(str(name))
+        with self._lock:
+            for name, number in accepted:
+                try:
+                    self._record_locked(name, number, step_value, stamp)
+                except ValueError as error:
+                    logger.warning("stats: skipping %r at step %d: %s", name, step_value, error)
+                    rejected.append(name)
+        return rejected
+
+    @staticmethod
+    def _coerce_value(name: str, value: Any) -> float:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"metric name must be a non-empty string, got {name!r}")
+        # float("0.5") would succeed; a string is a caller bug, not a number.
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"metric {name!r}: value must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"metric {name!r}: value must be a number, got {type(value).__name__}"
+            ) from None
+
+    @staticmethod
+    def _coerce_step(step: Any) -> int:
+        try:
+            return operator.index(step)
+        except TypeError:
+            raise TypeError(f"step must be an integer, got {step!r}") from None
+
+    def _record_locked(self, name: str, value: float, step: int | None, stamp: float) -> None:
+        buffer = self._metrics.get(name)
+        if buffer is None:
+            if len(self._metrics) >= self.max_metrics:
+                raise ValueError(
+                    f"metric {name!r} not recorded: max_metrics={self.max_metrics} reached"
+                )
+            buffer = self._metrics[name] = _MetricBuffer(self.max_history)
+        if step is None:
+            step = 0 if buffer.last_step is None else buffer.last_step + 1
+        buffer.last_step = step
+        # Count distinct steps as they rise: bounded memory (no set of all
+        # steps), exact for the usual monotonic training loop.
+        if self._max_step is None or step > self._max_step:
+            self._max_step = step
+            self._distinct_steps += 1
+        if self._first_timestamp is None or stamp < self._first_timestamp:
+            self._first_timestamp = stamp
+        if self._last_timestamp is None or stamp > self._last_timestamp:
+            self._last_timestamp = stamp
+        if math.isfinite(value):
+            buffer.append(value, step, stamp)
+        else:
+            buffer.non_finite += 1
+
+    # ------------------------------------------------------------------- reads
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Names of all metrics recorded so far, in first-seen order."""
+        with self._lock:
+            return list(self._metrics)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._metrics
+
+    def __len__(self) -> int:
+        """Number of metrics tracked."""
+        with self._lock:
+            return len(self._metrics)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the history buffers (bounded by max_history)."""
+        with self._lock:
+            return sum(buffer.nbytes for buffer in self._metrics.values())
+
+    @property
+    def total_steps(self) -> int:
+        """Distinct steps recorded (counted as steps rise, never truncated)."""
+        with self._lock:
+            return self._distinct_steps
+
+    def _unknown(self, name: str) -> KeyError:
+        known = ", ".join(sorted(self._metrics)) or "(none recorded yet)"
+        return KeyError(f"unknown metric {name!r}; known metrics: {known}")
+
+    def get_history(self, name: str) -> MetricHistory:
+        """Copy of the retained values, steps and timestamps of ``name``."""
+        with self._lock:
+            buffer = self._metrics.get(name)
+            if buffer is None:
+                raise self._unknown(name)
+            return buffer.snapshot(name)
+
+    def _snapshot_all(self) -> list[MetricHistory]:
+        with self._lock:
+            return [buffer.snapshot(name) for name, buffer in self._metrics.items()]
+
+    def non_finite_count(self, name: str) -> int:
+        """How many NaN/inf values of ``name`` were seen (and left out)."""
+        with self._lock:
+            buffer = self._metrics.get(name)
+            if buffer is None:
+                raise self._unknown(name)
+            return buffer.non_finite
+
+    def get_metric_stats(self, name: str) -> dict[str, float | int]:
+        """Statistics over the retained finite values of ``name``.
+
+        Keys: mean, std (population, ddof=0), min, max, p5, p25, p50, p75,
+        p95, p99, count, last, final (= last) and non_finite. With no finite
+        value yet, count is 0 and the others are NaN. Unknown names raise a
+        ``KeyError`` that lists the known ones.
+
+        Example::
+
+            print(f"Loss mean: {stats.get_metric_stats('loss')['mean']:.4f}")
+        """
+        history = self.get_history(name)
+        return _describe(history.values, history.non_finite)
+
+    def get_all_stats(self) -> dict[str, dict[str, float | int]]:
+        """:meth:`get_metric_stats` for every metric, from one consistent snapshot."""
+        return {h.name: _describe(h.values, h.non_finite) for h in self._snapshot_all()}
+
+    def get_moving_averages(self, window: int = 10) -> dict[str, float]:
+        """Mean of the last ``window`` finite values of each metric.
+
+        Metrics without any finite value are left out.
+
+        Example::
+
+            stats.get_moving_averages(window=10)["loss"]
+        """
+        window = _validate_window(window)
+        return {
+            h.name: float(h.values[-window:].mean())
+            for h in self._snapshot_all()
+            if h.values.size
+        }
+
+    def get_moving_average_series(self, name: str, window: int = 10) -> pd.Series:
+        """Trailing moving average of ``name`` indexed by step.
+
+        The first ``window - 1`` points average what is available so far
+        (``rolling(window, min_periods=1)``), so the series has one value per
+        retained point, ready to plot as a smoothed curve.
+
+        Example::
+
+            smooth = stats.get_moving_average_series("loss", window=20)
+        """
+        window = _validate_window(window)
+        series = self.get_series(name)
+        return series.rolling(window, min_periods=1).mean()
+
+    def get_series(self, name: str) -> pd.Series:
+        """Retained finite values of ``name`` as a Series indexed by step."""
+        history = self.get_history(name)
+        return pd.Series(
+            history.values, index=pd.Index(history.steps, name="step"), name=name
+        )
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per step, one column per metric, plus step and timestamp.
+
+        Columns: ``step``, ``run_id`` (when the collector has one),
+        ``timestamp`` (latest record of that step), then the metrics in
+        first-seen order. A metric absent (or non-finite) at a step is NaN
+        there; a metric recorded twice at one step keeps its last value.
+
+        Example::
+
+            frame = stats.to_dataframe()
+            frame[["step", "loss"]].tail()
+        """
+        return self._frame(self._snapshot_all())
+
+    def _frame(self, histories: list[MetricHistory]) -> pd.DataFrame:
+        values: dict[str, pd.Series] = {}
+        stamps: list[pd.Series] = []
+        for history in histories:
+            index = pd.Index(history.steps, name="step")
+            keep = ~index.duplicated(keep="last")
+            values[history.name] = pd.Series(history.values[keep], index=index[keep])
+            stamps.append(pd.Series(history.timestamps[keep], index=index[keep]))
+        if values:
+            metrics = pd.concat(values, axis=1).sort_index()
+            timestamp = pd.concat(stamps, axis=1).max(axis=1).reindex(metrics.index)
+        else:
+            metrics = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
+            timestamp = pd.Series([], dtype=np.float64, index=metrics.index)
+        # A metric seen only as NaN still gets its (empty) column.
+        for history in histories:
+            if history.name not in metrics.columns:
+                metrics[history.name] = np.nan
+        front: dict[str, Any] = {"step": metrics.index.to_numpy(dtype=np.int64)}
+        if self.run_id is not None:
+            front["run_id"] = self.run_id
+        front["timestamp"] = timestamp.to_numpy(dtype=np.float64)
+        head = pd.DataFrame(front, index=metrics.index)
+        ordered = [h.name for h in histories]
+        return pd.concat([head, metrics[ordered]], axis=1).reset_index(drop=True)
+
+    def get_correlation_matrix(self, *, method: str = "pearson") -> pd.DataFrame:
+        """Pairwise correlation of the metrics, aligned by step.
+
+        Uses :meth:`pandas.DataFrame.corr` on :meth:`to_dataframe`, so each
+        pair uses the steps where both are present; a constant metric gives
+        NaN.
+
+        Example::
+
+            stats.get_correlation_matrix().loc["loss", "reward"]
+        """
+        histories = self._snapshot_all()
+        frame = self._frame(histories)
+        return frame[[h.name for h in histories]].corr(method=method)
+
+    # ----------------------------------------------------------------- exports
+
+    def export_to_csv(self, path: Path | str | None = None) -> Path:
+        """Write :meth:`to_dataframe` as CSV, atomically; return the path.
+
+        Default: ``<output_dir>/metrics_history.csv``. Floats are written
+        with full precision, so reading back with pandas gives equal values.
+
+        Example::
+
+            pd.read_csv(stats.export_to_csv())
+        """
+        target = Path(path) if path is not None else self.output_dir / "metrics_history.csv"
+        frame = self.to_dataframe()
+        with atomic_path(target) as tmp:
+            frame.to_csv(tmp, index=False)
+        return target
+
+    def export_to_json(
+        self,
+        path: Path | str | None = None,
+        *,
+        moving_average_window: int = 10,
+        include_history: bool = True,
+    ) -> Path:
+        """Write statistics, moving averages and history as JSON; return the path.
+
+        Default: ``<output_dir>/stats_export_<YYYYmmdd_HHMMSS>.json`` (with a
+        ``_2``, ``_3``... suffix if that second already has an export).
+        NaN statistics are written as ``null``. The file is written
+        atomically from one consistent snapshot.
+
+        Example::
+
+            data = json.loads(stats.export_to_json().read_text())
+            data["stats"]["loss"]["mean"]
+        """
+        window = _validate_window(moving_average_window)
+        histories = self._snapshot_all()
+        payload: dict[str, Any] = {
+            "exported_at": datetime.now(timezone.utc).isoformat(),
+            "run_id": self.run_id,
+            "max_history": self.max_history,
+            "total_steps": self.total_steps,
+            "stats": {h.name: _describe(h.values, h.non_finite) for h in histories},
+            "moving_average_window": window,
+            "moving_averages": {
+                h.name: float(h.values[-window:].mean()) for h in histories if h.values.size
+            },
+            "non_finite_counts": {h.name: h.non_finite for h in histories},
+        }
+        if include_history:
+            payload["history"] = {
+                h.name: {
+                    "steps": h.steps.tolist(),
+                    "values": h.values.tolist(),
+                    "timestamps": h.timestamps.tolist(),
+                }
+                for h in histories
+            }
+        # Serialise fully before touching the disk: a serialiser failure then
+        # cannot leave anything behind.
+        text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
+        target = Path(path) if path is not None else self._timestamped_json_path()
+        atomic_write_text(target, text)
+        return target
+
+    def _timestamped_json_path(self) -> Path:
+        stem = f"stats_export_{datetime.now():%Y%m%d_%H%M%S}"
+        candidate = self.output_dir / f"{stem}.json"
+        counter = 2
+        while candidate.exists():
+            candidate = self.output_dir / f"{stem}_{counter}.json"
+            counter += 1
+        return candidate
+
+    def summary(
+        self,
+        run_id: str | None = None,
+        start_time: float | datetime | None = None,
+        avg_step_time: float | None = None,
+    ) -> dict[str, Any]:
+        """End-of-run summary in the seed's "JSON Summary Format".
+
+        ``{"session": {duration_hours, total_steps, avg_step_time,
+        metrics_tracked[, run_id]}, "metrics": {name: {mean, std, min, max,
+        final}}}``. ``duration_hours`` runs from ``start_time`` (epoch
+        seconds or datetime) to now, or else from the first to the last
+        record. ``avg_step_time`` defaults to the recorded wall time divided
+        by the steps between first and last record (None if unknown). NaN is
+        replaced by None, so the result is ready for ``json.dumps``.
+
+        Example::
+
+            json.dumps(stats.summary(run_id="run_001", start_time=t0), indent=2)
+        """
+        histories = self._snapshot_all()
+        with self._lock:
+            first, last = self._first_timestamp, self._last_timestamp
+            total_steps = self._distinct_steps
+        if isinstance(start_time, datetime):
+            start_time = start_time.timestamp()
+        if start_time is not None:
+            duration = max(time.time() - float(start_time), 0.0)
+        elif first is not None and last is not None:
+            duration = last - first
+        else:
+            duration = 0.0
+        if avg_step_time is None and first is not None and last is not None and total_steps > 1:
+            avg_step_time = (last - first) / (total_steps - 1)
+        session: dict[str, Any] = {
+            "duration_hours": duration / 3600.0,
+            "total_steps": total_steps,
+            "avg_step_time": avg_step_time,
+            "metrics_tracked": len(histories),
+        }
+        run = run_id if run_id is not None else self.run_id
+        if run is not None:
+            session["run_id"] = run
+        metrics = {}
+        for history in histories:
+            described = _describe(history.values, history.non_finite)
+            metrics[history.name] = {
+                key: described[key] for key in ("mean", "std", "min", "max", "final")
+            }
+        return _json_safe({"session": session, "metrics": metrics})
+
+    def export_summary(
+        self,
+        path: Path | str,
+        *,
+        run_id: str | None = None,
+        start_time: float | datetime | None = None,
+        avg_step_time: float | None = None,
+    ) -> Path:
+        """Write :meth:`summary` as indented JSON to ``path``, atomically.
+
+        Example::
+
+            stats.export_summary("outputs/monitoring_summary.json", run_id="run_001")
+        """
+        payload = self.summary(run_id=run_id, start_time=start_time, avg_step_time=avg_step_time)
+        target = Path(path)
+        atomic_write_text(target, json.dumps(payload, indent=2, allow_nan=False))
+        return target
+
+    def clear(self) -> None:
+        """Forget all history and counters (for example between runs)."""
+        with self._lock:
+            self._metrics.clear()
+            self._max_step = None
+            self._distinct_steps = 0
+            self._first_timestamp = None
+            self._last_timestamp = None
