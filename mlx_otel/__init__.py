@@ -1,0 +1,1 @@
+"""mlx_otel: OpenTelemetry, Prometheus, Grafana and WandB observability for MLX training."""

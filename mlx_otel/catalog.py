@@ -1,0 +1,223 @@
+"""The one list of metrics that mlx_otel serves.
+
+Every other artefact is derived from this list or checked against it by a
+test: the OpenTelemetry instruments, the Prometheus names the dashboards and
+alert rules query, the WandB keys and the CSV columns. Renaming a metric here
+therefore fails the build where it is used instead of leaving an empty panel.
+
+    >>> from mlx_otel.catalog import METRICS, by_key
+    >>> by_key("loss").prometheus_name
+    'mlx_train_loss'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+__all__ = [
+    "METRICS",
+    "RESOURCE_LABELS",
+    "Kind",
+    "Metric",
+    "Source",
+    "by_key",
+    "by_prometheus_name",
+    "markdown_table",
+]
+
+#: Labels that come from the OpenTelemetry resource and so are on every series.
+RESOURCE_LABELS: tuple[str, ...] = ("run_id", "rank")
+
+
+class Kind(str, Enum):
+    """How a metric aggregates; maps onto an OpenTelemetry instrument."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+class Source(str, Enum):
+    """Where a metric's value comes from, which decides when it is read."""
+
+    STEP = "step"  # stored by log_training_step, read at collection time
+    MEMORY = "memory"  # read from MLX / psutil at collection time
+    GRADIENTS = "gradients"  # stored by log_gradients
+    EXPORTER = "exporter"  # the exporter's own health
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its names in every system that shows it.
+
+    ``key`` is the short name used in Python (statistics, CSV columns, the
+    ``log_training_step`` keyword); ``otel_name`` and ``unit`` are given to
+    OpenTelemetry, and ``prometheus_name`` is what the Prometheus exporter
+    makes of them (a test checks the two agree).
+    """
+
+    key: str
+    otel_name: str
+    prometheus_name: str
+    kind: Kind
+    unit: str
+    description: str
+    source: Source
+    wandb_group: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+    #: Unit shown on dashboards (Grafana unit id).
+    grafana_unit: str = "short"
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def wandb_key(self) -> str:
+        """The key this metric is logged under in WandB (``train/loss``)."""
+        return f"{self.wandb_group}/{self.key}"
+
+
+# Rewards of RL fine-tuning are mostly in [0, 1]: fine buckets there, coarse
+# ones above. The first bound is 0, not negative: Prometheus' client drops
+# _count and _sum from a histogram with negative buckets (a _sum that can fall
+# breaks rate()), so rewards at or below zero all land in the le="0" bucket.
+REWARD_BUCKETS: tuple[float, ...] = (
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 5.0, 10.0,
+)  # fmt: skip
+# A training step of an MLX model takes milliseconds to minutes.
+STEP_DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+_G, _C, _H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
+
+METRICS: tuple[Metric, ...] = (
+    # MLX and process memory, read when Prometheus scrapes.
+    Metric("memory_active", "mlx.memory.active", "mlx_memory_active_bytes", _G, "By",
+           "MLX active memory: bytes held by live arrays.", Source.MEMORY, "memory",
+           grafana_unit="bytes"),
+    Metric("memory_cache", "mlx.memory.cache", "mlx_memory_cache_bytes", _G, "By",
+           "MLX cache memory: freed buffers kept for reuse.", Source.MEMORY, "memory",
+           grafana_unit="bytes"),
+    Metric("memory_peak", "mlx.memory.peak", "mlx_memory_peak_bytes", _G, "By",
+           "MLX peak active memory since the last reset (per step by default).",
+           Source.MEMORY, "memory", grafana_unit="bytes"),
+    Metric("memory_limit", "mlx.memory.limit", "mlx_memory_limit_bytes", _G, "By",
+           "MLX memory limit: allocations beyond it wait or fail.", Source.MEMORY,
+           "memory", grafana_unit="bytes"),
+    Metric("memory_threshold", "mlx_otel.memory.threshold", "mlx_otel_memory_threshold_bytes",
+           _G, "By", "Configured memory safety threshold (trainer.memory_safety_threshold_mb).",
+           Source.MEMORY, "memory", grafana_unit="bytes"),
+    Metric("system_memory_available", "mlx.system.memory.available",
+           "mlx_system_memory_available_bytes", _G, "By",
+           "System memory available to new processes.", Source.MEMORY, "memory",
+           grafana_unit="bytes"),
+    Metric("system_memory_total", "mlx.system.memory.total", "mlx_system_memory_total_bytes",
+           _G, "By", "Total system memory.", Source.MEMORY, "memory", grafana_unit="bytes"),
+    Metric("process_resident_memory", "mlx.process.resident_memory",
+           "mlx_process_resident_memory_bytes", _G, "By",
+           "Resident set size of the training process.", Source.MEMORY, "memory",
+           grafana_unit="bytes"),
+    Metric("memory_leak_slope", "mlx.memory.leak_slope", "mlx_memory_leak_slope_bytes_per_second",
+           _G, "By/s", "Least-squares slope of MLX active memory over the leak window.",
+           Source.MEMORY, "memory", grafana_unit="Bps"),
+    Metric("memory_leak_slope_per_step", "mlx.memory.leak_slope_per_step",
+           "mlx_memory_leak_slope_per_step_bytes", _G, "By",
+           "Slope of MLX active memory per training step over the leak window.",
+           Source.MEMORY, "memory", grafana_unit="bytes"),
+    Metric("memory_block_delta", "mlx.memory.block.delta", "mlx_memory_block_delta_bytes", _G,
+           "By", "Change of MLX active memory across the last run of a monitored block.",
+           Source.MEMORY, "memory", labels=("block",), grafana_unit="bytes"),
+    Metric("memory_block_peak", "mlx.memory.block.peak", "mlx_memory_block_peak_bytes", _G,
+           "By", "MLX peak active memory during the last run of a monitored block.",
+           Source.MEMORY, "memory", labels=("block",), grafana_unit="bytes"),
+    # Training progress, stored by log_training_step.
+    Metric("steps", "mlx.train.steps", "mlx_train_steps_total", _C, "{step}",
+           "Training steps logged.", Source.STEP, "train", grafana_unit="ops"),
+    Metric("step", "mlx.train.step", "mlx_train_step", _G, "{step}",
+           "Index of the last logged training step.", Source.STEP, "train"),
+    Metric("loss", "mlx.train.loss", "mlx_train_loss", _G, "1",
+           "Training loss of the last step (NaN and inf are exported as they are).",
+           Source.STEP, "train"),
+    Metric("reward_mean", "mlx.train.reward_mean", "mlx_train_reward_mean", _G, "1",
+           "Mean reward of the last step.", Source.STEP, "rl"),
+    Metric("grad_norm", "mlx.train.grad_norm", "mlx_train_grad_norm", _G, "1",
+           "Global L2 norm of the gradient of the last step.", Source.STEP, "train"),
+    Metric("learning_rate", "mlx.train.learning_rate", "mlx_train_learning_rate", _G, "1",
+           "Learning rate of the last step.", Source.STEP, "train", grafana_unit="sci"),
+    Metric("memory_allocated", "mlx.train.memory_allocated", "mlx_train_memory_allocated_bytes",
+           _G, "By", "Memory the training loop reported (memory_allocated_mb).",
+           Source.STEP, "memory", grafana_unit="bytes"),
+    Metric("reward", "mlx.train.reward", "mlx_train_reward", _H, "1",
+           "Per-sample rewards (the rewards= argument), non-finite ones left out.",
+           Source.STEP, "rl", buckets=REWARD_BUCKETS),
+    Metric("tokens", "mlx.train.tokens", "mlx_train_tokens_total", _C, "{token}",
+           "Generated tokens by kind: thinking (before the answer delimiter) or answer.",
+           Source.STEP, "rl", labels=("kind",), grafana_unit="short"),
+    Metric("step_duration", "mlx.train.step.duration", "mlx_train_step_duration_seconds", _H,
+           "s", "Wall time of a training step (interval between calls unless step_time= is given).",
+           Source.STEP, "train", buckets=STEP_DURATION_BUCKETS, grafana_unit="s"),
+    Metric("custom", "mlx.train.custom", "mlx_train_custom", _G, "1",
+           "Custom values passed to log_training_step as keywords, by sanitised name.",
+           Source.STEP, "custom", labels=("name",)),
+    # Gradients, stored by log_gradients.
+    Metric("layer_grad_norm", "mlx.train.layer_grad_norm", "mlx_train_layer_grad_norm", _G, "1",
+           "L2 norm of each layer's gradient (layers grouped by prefix beyond the cap).",
+           Source.GRADIENTS, "gradients", labels=("layer",)),
+    # The exporter's own health.
+    Metric("errors", "mlx_otel.errors", "mlx_otel_errors_total", _C, "{error}",
+           "Values or operations mlx_otel rejected or failed on, by kind.",
+           Source.EXPORTER, "exporter", labels=("kind",)),
+    Metric("dropped_tasks", "mlx_otel.worker.dropped", "mlx_otel_worker_dropped_total", _C,
+           "{task}", "Background tasks dropped because the worker queue was full.",
+           Source.EXPORTER, "exporter", labels=("task",)),
+)  # fmt: skip
+
+_BY_KEY = {m.key: m for m in METRICS}
+_BY_PROMETHEUS = {m.prometheus_name: m for m in METRICS}
+if len(_BY_KEY) != len(METRICS) or len(_BY_PROMETHEUS) != len(METRICS):
+    raise RuntimeError("mlx_otel.catalog: metric keys and Prometheus names must be unique")
+
+#: The kinds of ``mlx_otel_errors_total`` (a fixed set keeps its cardinality bounded).
+ERROR_KINDS: tuple[str, ...] = (
+    "invalid_value",  # None, a string, an object that is not a number
+    "negative_count",  # a negative token count
+    "non_finite",  # NaN/inf left out of a histogram or statistics
+    "custom_metric_cap",  # a custom metric beyond exporter.max_custom_metrics
+    "label_cap",  # a label value folded into "other" by a cardinality cap
+    "collection",  # reading memory or another value at scrape time failed
+    "worker",  # a background task (WandB, charts, exports) failed
+    "wandb",
+    "export",
+)
+
+
+def by_key(key: str) -> Metric:
+    """Return the metric with this short key; ``KeyError`` names the known keys."""
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"no metric {key!r} in the catalogue; known: {sorted(_BY_KEY)}") from None
+
+
+def by_prometheus_name(name: str) -> Metric:
+    """Return the metric that Prometheus knows as ``name`` (without histogram suffixes)."""
+    try:
+        return _BY_PROMETHEUS[name]
+    except KeyError:
+        raise KeyError(
+            f"no metric named {name!r} in the catalogue; known: {sorted(_BY_PROMETHEUS)}"
+        ) from None
+
+
+def markdown_table() -> str:
+    """The metric table of the README, generated so it cannot drift."""
+    rows = [
+        "| Prometheus name | type | labels | description |",
+        "|---|---|---|---|",
+    ]
+    for m in METRICS:
+        labels = ", ".join(("run_id", *m.labels))
+        rows.append(f"| `{m.prometheus_name}` | {m.kind.value} | {labels} | {m.description} |")
+    return "\n".join(rows)

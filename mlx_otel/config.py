@@ -1,0 +1,221 @@
+"""Configuration: pydantic models loaded from YAML and environment variables.
+
+The seed's YAML (``monitoring:`` and ``trainer:`` sections) loads unchanged;
+``exporter:`` adds where and how metrics are served. Environment variables
+``MLX_OTEL_<SECTION>__<KEY>`` override the file, e.g.
+``MLX_OTEL_EXPORTER__PORT=9500``.
+
+    >>> from mlx_otel.config import MonitorConfig
+    >>> MonitorConfig.model_validate({"exporter": {"port": 0}}).exporter.port
+    0
+
+Unknown keys and wrong types raise :class:`ConfigError`, which names the key,
+where it was found and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlx_otel.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "ExporterConfig",
+    "MonitorConfig",
+    "MonitoringSection",
+    "TrainerSection",
+    "load_config",
+]
+
+ENV_PREFIX = "MLX_OTEL_"
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently switch a feature off.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MonitoringSection(_Section):
+    """The seed's ``monitoring:`` section: WandB, samples, charts and outputs."""
+
+    use_wandb: bool = False
+    wandb_project: str = "mlx-rl-trainer"
+    wandb_entity: str | None = None
+    wandb_run_name: str | None = None
+    #: ``None`` picks online with credentials, offline without.
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    log_samples_every: int = Field(5, ge=1)
+    max_logged_samples: int = Field(20, ge=1)
+    #: 0 turns periodic charts off.
+    generate_charts_every: int = Field(100, ge=0)
+    generate_at_checkpoints: bool = True
+    output_dir: Path = Path("./outputs")
+    max_history: int = Field(10000, ge=10)
+    #: Pending background tasks (WandB, charts, exports); beyond it the oldest is dropped.
+    queue_size: int = Field(1024, ge=8)
+
+
+class TrainerSection(_Section):
+    """The seed's ``trainer:`` section: memory safety and statistics."""
+
+    memory_safety_threshold_mb: float = Field(8000.0, gt=0)
+    log_memory_usage: bool = True
+    reward_smoothing_window: int = Field(10, ge=1)
+    leak_detection_window: int = Field(50, ge=10)
+    #: Reset MLX's peak counter after each step so the peak gauge is per step.
+    reset_peak_each_step: bool = True
+
+
+class ExporterConfig(_Section):
+    """Where and how the Prometheus endpoint is served."""
+
+    enabled: bool = True
+    #: Loopback by default; set 0.0.0.0 to let another host scrape.
+    host: str = "127.0.0.1"
+    #: 0 picks a free port; ranks add their local rank to it.
+    port: int = Field(9464, ge=0, le=65535)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    max_custom_metrics: int = Field(32, ge=0)
+    max_layer_series: int = Field(64, ge=1, le=100_000)
+    max_memory_blocks: int = Field(32, ge=1)
+
+
+class MonitorConfig(_Section):
+    """Everything :class:`mlx_otel.TrainingMonitor` reads."""
+
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+    exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> MonitorConfig:
+        """Load a YAML file, then apply ``MLX_OTEL_*`` environment overrides."""
+        return load_config(path, env=env)
+
+    # The seed calls ExperimentConfig.load_from_yaml; keep that spelling working.
+    load_from_yaml = from_yaml
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at ``loc`` (the parent of an unknown key)."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _describe(error: Any, source: str) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(MonitorConfig, loc[:-1])
+        return f"unknown key '{key}' in {source}; allowed here: {', '.join(allowed)}"
+    value = error.get("input")
+    return f"'{key}' in {source}: {error['msg']} (got {value!r})"
+
+
+def _validate(data: Any, source: str) -> MonitorConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: expected a mapping with sections monitoring/trainer/exporter, "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return MonitorConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``MLX_OTEL_EXPORTER__PORT=9500`` -> ``{"exporter": {"port": "9500"}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        out.setdefault(section, {})[key] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | MonitorConfig | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> MonitorConfig:
+    """Build a :class:`MonitorConfig` from a YAML path, a mapping or nothing.
+
+    Environment overrides (``MLX_OTEL_<SECTION>__<KEY>``) apply on top; pass
+    ``env={}`` to ignore the process environment.
+    """
+    env = os.environ if env is None else env
+    if isinstance(source, MonitorConfig):
+        data: Any = source.model_dump()
+        where = "the given MonitorConfig"
+    elif source is None:
+        data, where = {}, "defaults"
+    elif isinstance(source, Mapping):
+        data, where = dict(source), "the given mapping"
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        where = str(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    else:
+        # The seed passes its ExperimentConfig: anything with these sections works.
+        data = {
+            name: _as_dict(getattr(source, name))
+            for name in ("monitoring", "trainer", "exporter")
+            if getattr(source, name, None) is not None
+        }
+        where = type(source).__name__
+    overrides = env_overrides(env)
+    if overrides:
+        if not isinstance(data, Mapping):
+            return _validate(data, where)
+        data = _merge(dict(data), overrides)
+        names = sorted(n for n in env if n.startswith(ENV_PREFIX) and "__" in n)
+        where = f"{where} with environment overrides {', '.join(names)}"
+    return _validate(data, where)
+
+
+def _as_dict(section: Any) -> Any:
+    if isinstance(section, Mapping):
+        return dict(section)
+    if isinstance(section, BaseModel):
+        return section.model_dump(exclude_unset=True)
+    if hasattr(section, "__dict__"):
+        return {k: v for k, v in vars(section).items() if not k.startswith("_")}
+    return section
