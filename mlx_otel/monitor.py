@@ -1,0 +1,525 @@
+"""TrainingMonitor: one cheap call per training step, observable everywhere.
+
+    from mlx_otel import TrainingMonitor
+    with TrainingMonitor(run_id="run_001") as monitor:   # serves :9464/metrics
+        for step in range(num_steps):
+            ...
+            monitor.log_training_step(step=step, loss=loss, reward=reward,
+                                      rewards=per_sample_rewards)
+
+The training thread only stores values: ``log_training_step`` validates and
+keeps the latest numbers, appends per-sample rewards to a buffer and queues
+one record for the background worker. Prometheus reads the stored numbers at
+scrape time; buffered samples are folded into histograms off the training
+thread; statistics, WandB, charts and files are fed by the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlx_otel.catalog import ERROR_KINDS, by_key
+from mlx_otel.config import MonitorConfig, load_config
+from mlx_otel.telemetry import Reading, Telemetry
+from mlx_otel.worker import BackgroundWorker
+
+__all__ = ["MonitoringManager", "StepRecord", "TrainingMonitor"]
+
+log = logging.getLogger("mlx_otel")
+
+
+class _Missing:
+    """Marks an argument that was not passed (``None`` passed is an invalid value)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_MISSING: Any = _Missing()
+
+# Custom metric names become label values: keep them tidy and bounded.
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
+#: Samples folded into a histogram between two yields of the interpreter.
+_FOLD_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """What one ``log_training_step`` call handed to the background worker."""
+
+    step: int
+    timestamp: float
+    values: dict[str, float]
+    rewards: Any  # a copy of the per-sample rewards (list, ndarray) or None
+    duration: float | None
+
+
+def _fresh_run_id() -> str:
+    return time.strftime("run_%Y%m%d_%H%M%S_") + uuid.uuid4().hex[:6]
+
+
+def _env_rank() -> int | None:
+    for name in ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "RANK"):
+        value = os.environ.get(name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+class TrainingMonitor:
+    """Serves a training run's metrics and feeds statistics, WandB and charts.
+
+    ``config`` is a :class:`~mlx_otel.config.MonitorConfig`, a path to YAML,
+    a mapping, or ``None`` for defaults. ``strict=True`` raises on values that
+    cannot be recorded instead of counting them (for tests).
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig | str | Path | Mapping[str, Any] | Any | None = None,
+        run_id: str | None = None,
+        *,
+        rank: int | None = None,
+        strict: bool = False,
+        serve: bool | None = None,
+    ) -> None:
+        self.config = load_config(config)
+        self.run_id = run_id or _fresh_run_id()
+        self.rank = _env_rank() if rank is None else rank
+        self.strict = strict
+        self.start_time = time.time()
+        exporter = self.config.exporter
+        self.output_dir = Path(self.config.monitoring.output_dir)
+
+        # Hot-path state: plain Python objects the scrape thread only reads.
+        self._latest: dict[str, float] = {}
+        self._custom: dict[str, float] = {}
+        self._custom_names: dict[str, str | None] = {}
+        self._max_custom = exporter.max_custom_metrics
+        self._tokens = {"thinking": 0, "answer": 0}
+        self._steps = 0
+        self._last_step: int | None = None
+        self._last_call: float | None = None
+        self._reward_buffer: deque[Any] = deque()
+        self._duration_buffer: deque[float] = deque()
+        self._records: deque[StepRecord] = deque()
+        self._max_records = self.config.monitoring.queue_size * 8
+        self._layer_norms: dict[str, float] = {}
+        self._errors: dict[str, int] = {kind: 0 for kind in ERROR_KINDS}
+        self._dropped: dict[str, int] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._error_lock = threading.Lock()
+        self._fold_lock = threading.Lock()
+        self._closed = False
+
+        port = exporter.port
+        if port and self.rank is not None:
+            local = os.environ.get("MLX_LOCAL_RANK", os.environ.get("LOCAL_RANK"))
+            port += int(local) if local and local.isdigit() else self.rank
+        layer_cap = exporter.max_layer_series
+        self.telemetry = Telemetry(
+            run_id=self.run_id,
+            rank=self.rank,
+            host=exporter.host,
+            port=port,
+            certfile=exporter.certfile,
+            keyfile=exporter.keyfile,
+            cardinality_limit=max(layer_cap, self._max_custom, exporter.max_memory_blocks, 64) + 8,
+        )
+        self._memory = _MemoryReader(self)
+        self._register_instruments()
+        self.telemetry.start()
+        self._reward_histogram = self.telemetry.histogram(by_key("reward"))
+        self._duration_histogram = self.telemetry.histogram(by_key("step_duration"))
+        self.telemetry.before_collect(self._fold_buffers)
+
+        self._sinks: list[Any] = []
+        self.worker = BackgroundWorker(
+            maxlen=self.config.monitoring.queue_size,
+            on_drop=self._count_drop,
+            on_error=self._worker_error,
+        )
+        self.worker.add_periodic("fold", self._fold_buffers)
+        self.worker.add_periodic("records", self._drain_records)
+
+        self.endpoint: str | None = None
+        if serve if serve is not None else exporter.enabled:
+            self.endpoint = self.telemetry.serve()
+            log.info("mlx_otel: serving metrics of run %s at %s", self.run_id, self.endpoint)
+
+    # -- instruments -------------------------------------------------------
+    def _register_instruments(self) -> None:
+        t = self.telemetry
+        latest = self._latest
+
+        def scalar(key: str, scale: float = 1.0) -> Any:
+            def read() -> Reading:
+                value = latest.get(key)
+                return () if value is None else ((value * scale, {}),)
+
+            return read
+
+        for key, source_key, scale in (
+            ("step", "step", 1.0),
+            ("loss", "loss", 1.0),
+            ("reward_mean", "reward_mean", 1.0),
+            ("grad_norm", "grad_norm", 1.0),
+            ("learning_rate", "learning_rate", 1.0),
+            ("memory_allocated", "memory_allocated_mb", float(1 << 20)),
+        ):
+            t.observe(by_key(key), scalar(source_key, scale))
+        t.observe(by_key("steps"), lambda: ((self._steps, {}),))
+        t.observe(by_key("tokens"), lambda: [(v, {"kind": k}) for k, v in self._tokens.items()])
+        t.observe(by_key("custom"), lambda: [(v, {"name": k}) for k, v in self._custom.items()])
+        t.observe(
+            by_key("layer_grad_norm"),
+            lambda: [(v, {"layer": k}) for k, v in self._layer_norms.items()],
+        )
+        t.observe(by_key("errors"), lambda: [(v, {"kind": k}) for k, v in self._errors.items()])
+        t.observe(
+            by_key("dropped_tasks"), lambda: [(v, {"task": k}) for k, v in self._dropped.items()]
+        )
+        for key in self._memory.KEYS:
+            t.observe(by_key(key), self._memory.reader(key))
+        t.add_histogram(by_key("reward"))
+        t.add_histogram(by_key("step_duration"))
+
+    # -- the hot path --------------------------------------------------------
+    def log_training_step(
+        self,
+        step: int,
+        loss: Any = _MISSING,
+        reward: Any = _MISSING,
+        grad_norm: Any = _MISSING,
+        learning_rate: Any = _MISSING,
+        thinking_tokens: Any = _MISSING,
+        answer_tokens: Any = _MISSING,
+        memory_allocated_mb: Any = _MISSING,
+        rewards: Any = _MISSING,
+        step_time: Any = _MISSING,
+        **custom: Any,
+    ) -> None:
+        """Record one training step; costs microseconds and never blocks.
+
+        Scalars may be Python, NumPy or MLX numbers (0-d arrays too). Values
+        that are not numbers are counted in ``mlx_otel_errors_total`` and
+        logged once per key; NaN and inf are recorded as they are. Extra
+        keywords become custom metrics (``mlx_train_custom{name=...}``).
+        """
+        try:
+            now = time.perf_counter()
+            values: dict[str, float] = {}
+            for key, value in (
+                ("loss", loss),
+                ("reward_mean", reward),
+                ("grad_norm", grad_norm),
+                ("learning_rate", learning_rate),
+                ("memory_allocated_mb", memory_allocated_mb),
+            ):
+                if value.__class__ is float:
+                    values[key] = value
+                elif value is not _MISSING:
+                    number = self._to_float(key, value)
+                    if number is not None:
+                        values[key] = number
+            for kind, value in (("thinking", thinking_tokens), ("answer", answer_tokens)):
+                if value is _MISSING:
+                    continue
+                count = value if value.__class__ is int else self._to_count(kind, value)
+                if count is not None and count >= 0:
+                    self._tokens[kind] += count
+                    values[f"{kind}_tokens"] = float(count)
+                elif count is not None:
+                    self._reject(f"{kind}_tokens", value, "negative_count")
+            if custom:
+                for key, value in custom.items():
+                    name = self._custom_names.get(key, _MISSING)
+                    if name is _MISSING:
+                        name = self._admit_custom(key)
+                    if name is None:
+                        continue
+                    number = value if value.__class__ is float else self._to_float(key, value)
+                    if number is not None:
+                        self._custom[name] = number
+                        values[f"custom/{name}"] = number
+            if step.__class__ is not int:
+                step = self._to_step(step)
+            if step_time is not _MISSING:
+                duration = self._to_float("step_time", step_time)
+            elif self._last_call is not None:
+                duration = now - self._last_call
+            else:
+                duration = None
+            self._last_call = now
+            if duration is not None:
+                values["step_time"] = duration
+                self._duration_buffer.append(duration)
+            chunk = None
+            if rewards is not _MISSING:
+                chunk = self._copy_samples(rewards)
+                if chunk is not None:
+                    self._reward_buffer.append(chunk)
+            self._latest.update(values)
+            self._latest["step"] = step
+            self._last_step = step
+            self._steps += 1
+            records = self._records
+            if len(records) >= self._max_records:
+                records.popleft()
+                self._count_drop("step_record")
+            records.append(StepRecord(step, time.time(), values, chunk, duration))
+        except ValueError:
+            raise
+        except Exception as exc:  # monitoring never kills training
+            self._report("log_training_step", exc, "invalid_value")
+            if self.strict:
+                raise
+
+    # -- validation (off the fast path) -------------------------------------
+    def _to_float(self, key: str, value: Any) -> float | None:
+        try:
+            if value is None or isinstance(value, (str, bytes)):
+                raise TypeError
+            if hasattr(value, "item") and getattr(value, "size", 1) == 1:
+                value = value.item()  # NumPy / MLX scalars and 0-d arrays
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            self._reject(key, value, "invalid_value")
+            return None
+        return number
+
+    def _to_count(self, kind: str, value: Any) -> float | None:
+        number = self._to_float(f"{kind}_tokens", value)
+        if number is None:
+            return None
+        if not math.isfinite(number) or number != int(number):
+            self._reject(f"{kind}_tokens", value, "invalid_value")
+            return None
+        return int(number)
+
+    def _to_step(self, value: Any) -> int:
+        number = self._to_float("step", value)
+        if number is None or not math.isfinite(number):
+            return self._steps
+        return int(number)
+
+    def _copy_samples(self, samples: Any) -> Any:
+        # Copy now: the caller may reuse its list or buffer for the next step.
+        if isinstance(samples, list):
+            return list(samples)
+        if isinstance(samples, np.ndarray):
+            return samples.ravel().copy()
+        if isinstance(samples, tuple):
+            return list(samples)
+        try:
+            # MLX arrays: convert on this thread, where the array was made.
+            array = np.asarray(samples, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            self._reject("rewards", samples, "invalid_value")
+            return None
+        return array
+
+    def _admit_custom(self, key: str) -> str | None:
+        name = _NAME_RE.sub("_", key).strip("_").lower()[:64]
+        admitted = sum(1 for v in self._custom_names.values() if v is not None)
+        if not name:
+            self._reject(key, key, "invalid_value")
+            result = None
+        elif admitted >= self._max_custom:
+            self._report_once(
+                "custom_metric_cap",
+                key,
+                f"custom metric {key!r} not exported: the cap of {self._max_custom} custom "
+                "metrics is reached (raise exporter.max_custom_metrics)",
+            )
+            result = None
+        else:
+            result = name
+        self._custom_names[key] = result
+        return result
+
+    def _reject(self, key: str, value: Any, kind: str) -> None:
+        message = f"{key}={value!r} is not recorded: "
+        message += (
+            "a count cannot be negative"
+            if kind == "negative_count"
+            else "expected a number (int, float, NumPy or MLX scalar)"
+        )
+        if self.strict:
+            raise ValueError(message)
+        self._report_once(kind, key, message)
+
+    def _report_once(self, kind: str, key: str, message: str) -> None:
+        self._count_error(kind)
+        if (kind, key) not in self._warned:
+            self._warned.add((kind, key))
+            log.warning("mlx_otel: %s (further occurrences are only counted)", message)
+
+    def _report(self, what: str, exc: BaseException, kind: str) -> None:
+        self._report_once(kind, what, f"{what} failed: {exc!r}")
+
+    def _count_error(self, kind: str, amount: int = 1) -> None:
+        with self._error_lock:
+            self._errors[kind] = self._errors.get(kind, 0) + amount
+
+    def _count_drop(self, task: str) -> None:
+        with self._error_lock:
+            self._dropped[task] = self._dropped.get(task, 0) + 1
+
+    def _worker_error(self, task: str, exc: BaseException) -> None:
+        kind = "wandb" if "wandb" in task else "worker"
+        self._report_once(kind, task, f"background task {task!r} failed: {exc!r}")
+
+    # -- off the training thread --------------------------------------------
+    def _fold_buffers(self) -> None:
+        """Record buffered samples into the histograms, a chunk at a time."""
+        with self._fold_lock:
+            non_finite = 0
+            durations = self._duration_buffer
+            record_duration = self._duration_histogram.record
+            while durations:
+                record_duration(durations.popleft())
+            buffer = self._reward_buffer
+            record = self._reward_histogram.record
+            done = 0
+            while buffer:
+                chunk = np.asarray(buffer.popleft(), dtype=np.float64).ravel()
+                finite = np.isfinite(chunk)
+                non_finite += int(chunk.size - np.count_nonzero(finite))
+                for value in chunk[finite].tolist():
+                    record(value)
+                done += chunk.size
+                if done >= _FOLD_CHUNK:
+                    # Let the training thread run between chunks.
+                    time.sleep(0)
+                    done = 0
+            if non_finite:
+                self._count_error("non_finite", non_finite)
+
+    def _drain_records(self) -> None:
+        records = self._records
+        batch = []
+        while records:
+            batch.append(records.popleft())
+        if not batch:
+            return
+        for sink in self._sinks:
+            sink(batch)
+
+    def add_sink(self, sink: Any) -> None:
+        """Call ``sink(list_of_StepRecord)`` on the worker with each batch of steps."""
+        self._sinks.append(sink)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the background worker has handled everything logged so far."""
+        return self.worker.flush(timeout)
+
+    # -- public extras -------------------------------------------------------
+    @property
+    def steps_logged(self) -> int:
+        """How many ``log_training_step`` calls were recorded."""
+        return self._steps
+
+    def error_counts(self) -> dict[str, int]:
+        """``mlx_otel_errors_total`` by kind, as served."""
+        with self._error_lock:
+            return {k: v for k, v in self._errors.items() if v}
+
+    def submit(self, name: str, task: Any) -> Future[Any]:
+        """Run ``task`` on the background worker; returns a Future."""
+        return self.worker.submit(name, task)
+
+    def cleanup(self) -> None:
+        """Finish background work and stop serving; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.worker.close()
+        self.telemetry.shutdown()
+
+    def __enter__(self) -> TrainingMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+#: The seed's name for the monitor.
+MonitoringManager = TrainingMonitor
+
+
+class _MemoryReader:
+    """MLX and process memory, read once per scrape for all memory gauges."""
+
+    KEYS = (
+        "memory_active",
+        "memory_cache",
+        "memory_peak",
+        "memory_limit",
+        "memory_threshold",
+        "system_memory_available",
+        "system_memory_total",
+        "process_resident_memory",
+    )
+
+    def __init__(self, monitor: TrainingMonitor) -> None:
+        import psutil
+
+        self._monitor = monitor
+        self._process = psutil.Process()
+        self._psutil = psutil
+        self._values: dict[str, float] = {}
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def read_all(self) -> dict[str, float]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at > 0.25:
+                self._values = self._read()
+                self._read_at = now
+            return self._values
+
+    def _read(self) -> dict[str, float]:
+        import mlx.core as mx
+
+        values: dict[str, float] = {}
+        try:
+            values["memory_active"] = float(mx.get_active_memory())
+            values["memory_cache"] = float(mx.get_cache_memory())
+            values["memory_peak"] = float(mx.get_peak_memory())
+            values["memory_limit"] = float(mx.get_memory_limit())
+        except Exception as exc:
+            self._monitor._report("read MLX memory", exc, "collection")
+        try:
+            vm = self._psutil.virtual_memory()
+            values["system_memory_available"] = float(vm.available)
+            values["system_memory_total"] = float(vm.total)
+            values["process_resident_memory"] = float(self._process.memory_info().rss)
+        except Exception as exc:
+            self._monitor._report("read process memory", exc, "collection")
+        values["memory_threshold"] = self._monitor.config.trainer.memory_safety_threshold_mb * (1 << 20)
+        return values
+
+    def reader(self, key: str) -> Any:
+        def read() -> Iterable[tuple[float, dict[str, str]]]:
+            value = self.read_all().get(key)
+            return () if value is None else ((value, {}),)
+
+        return read
