@@ -1,10 +1,10 @@
 """In-process metric history: statistics, moving averages, CSV/JSON exports.
 
 :class:`ComprehensiveStatsCollector` keeps, per metric, the most recent
-``max_history`` finite values with their step and timestamp in numpy ring
-buffers, so memory stays bounded however long the run. NaN and inf are
-signals, not data: they are counted per metric and left out of every
-statistic (the gauges exported elsewhere still show them).
+``max_history`` values with their step and timestamp in numpy ring buffers,
+so memory stays bounded however long the run. NaN and inf are signals, not
+data: they stay in the history (a CSV shows the step where the loss went
+NaN), are counted per metric, and are left out of every statistic.
 
 Example::
 
@@ -52,6 +52,10 @@ _INITIAL_CAPACITY = 256
 class MetricHistory:
     """The retained history of one metric, oldest first (copies, safe to keep).
 
+    ``values`` may hold NaN/inf as recorded; ``finite_values`` leaves them
+    out. ``non_finite`` counts every NaN/inf ever recorded, including those
+    that have since left the window.
+
     Example::
 
         history = stats.get_history("loss")
@@ -67,12 +71,24 @@ class MetricHistory:
     def __len__(self) -> int:
         return int(self.values.size)
 
+    @property
+    def finite_values(self) -> np.ndarray:
+        return self.values[np.isfinite(self.values)]
+
 
 class _MetricBuffer:
     """Ring buffer of (value, step, timestamp) with a fixed maximum capacity."""
 
-    __slots__ = ("capacity", "values", "steps", "timestamps", "start", "size",
-                 "non_finite", "last_step")
+    __slots__ = (
+        "capacity",
+        "values",
+        "steps",
+        "timestamps",
+        "start",
+        "size",
+        "non_finite",
+        "last_step",
+    )
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -127,7 +143,8 @@ class _MetricBuffer:
 
 
 def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
-    """Summary statistics of finite values (NaN when there are none)."""
+    """Summary statistics of the finite ``values`` (NaN when there are none)."""
+    values = values[np.isfinite(values)]
     count = int(values.size)
     if count == 0:
         nan = math.nan
@@ -145,7 +162,7 @@ def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
         "min": float(values.min()),
         "max": float(values.max()),
     }
-    result.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, quantiles)})
+    result.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, quantiles, strict=True)})
     result.update({"count": count, "last": last, "final": last, "non_finite": non_finite})
     return result
 
@@ -177,7 +194,7 @@ class ComprehensiveStatsCollector:
 
     Use it for end-of-run summaries, CSV/JSON exports and the data behind
     snapshot charts; live dashboards read Prometheus instead. Each metric
-    keeps its latest ``max_history`` finite values (numpy ring buffers), so
+    keeps its latest ``max_history`` values (numpy ring buffers), so
     memory is bounded by ``max_metrics * max_history * 24`` bytes.
 
     Thread safety: every method may be called from any thread. Writers hold
@@ -236,7 +253,8 @@ class ComprehensiveStatsCollector:
 
         ``step=None`` means one past this metric's previous step (0 for its
         first value). ``timestamp`` is seconds since the epoch (default: now).
-        NaN/inf are counted (:meth:`non_finite_count`) and not stored.
+        NaN/inf are kept in the history but counted
+        (:meth:`non_finite_count`) and left out of statistics.
         Raises ``TypeError`` for a value that is not a number and
         ``ValueError`` for a bad name or when ``max_metrics`` is reached.
 
@@ -327,10 +345,9 @@ class ComprehensiveStatsCollector:
             self._first_timestamp = stamp
         if self._last_timestamp is None or stamp > self._last_timestamp:
             self._last_timestamp = stamp
-        if math.isfinite(value):
-            buffer.append(value, step, stamp)
-        else:
+        if not math.isfinite(value):
             buffer.non_finite += 1
+        buffer.append(value, step, stamp)
 
     # ------------------------------------------------------------------- reads
 
@@ -378,7 +395,7 @@ class ComprehensiveStatsCollector:
             return [buffer.snapshot(name) for name, buffer in self._metrics.items()]
 
     def non_finite_count(self, name: str) -> int:
-        """How many NaN/inf values of ``name`` were seen (and left out)."""
+        """How many NaN/inf values of ``name`` were recorded (left out of statistics)."""
         with self._lock:
             buffer = self._metrics.get(name)
             if buffer is None:
@@ -389,8 +406,9 @@ class ComprehensiveStatsCollector:
         """Statistics over the retained finite values of ``name``.
 
         Keys: mean, std (population, ddof=0), min, max, p5, p25, p50, p75,
-        p95, p99, count, last, final (= last) and non_finite. With no finite
-        value yet, count is 0 and the others are NaN. Unknown names raise a
+        p95, p99, count (finite values in the window), last and final (the
+        latest finite value) and non_finite (NaN/inf ever recorded). With no
+        finite value yet, count is 0 and the others are NaN. Unknown names raise a
         ``KeyError`` that lists the known ones.
 
         Example::
@@ -415,9 +433,9 @@ class ComprehensiveStatsCollector:
         """
         window = _validate_window(window)
         return {
-            h.name: float(h.values[-window:].mean())
+            h.name: float(finite[-window:].mean())
             for h in self._snapshot_all()
-            if h.values.size
+            if (finite := h.finite_values).size
         }
 
     def get_moving_average_series(self, name: str, window: int = 10) -> pd.Series:
@@ -425,7 +443,8 @@ class ComprehensiveStatsCollector:
 
         The first ``window - 1`` points average what is available so far
         (``rolling(window, min_periods=1)``), so the series has one value per
-        retained point, ready to plot as a smoothed curve.
+        retained point, ready to plot as a smoothed curve. NaN/inf points are
+        dropped first, so a window always averages ``window`` finite values.
 
         Example::
 
@@ -433,22 +452,22 @@ class ComprehensiveStatsCollector:
         """
         window = _validate_window(window)
         series = self.get_series(name)
+        series = series[np.isfinite(series.to_numpy())]
         return series.rolling(window, min_periods=1).mean()
 
     def get_series(self, name: str) -> pd.Series:
-        """Retained finite values of ``name`` as a Series indexed by step."""
+        """Retained values of ``name`` (NaN/inf included) as a Series indexed by step."""
         history = self.get_history(name)
-        return pd.Series(
-            history.values, index=pd.Index(history.steps, name="step"), name=name
-        )
+        return pd.Series(history.values, index=pd.Index(history.steps, name="step"), name=name)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per step, one column per metric, plus step and timestamp.
 
         Columns: ``step``, ``run_id`` (when the collector has one),
         ``timestamp`` (latest record of that step), then the metrics in
-        first-seen order. A metric absent (or non-finite) at a step is NaN
-        there; a metric recorded twice at one step keeps its last value.
+        first-seen order. A metric absent at a step is NaN there; recorded
+        NaN/inf values appear as they are; a metric recorded twice at one
+        step keeps its last value.
 
         Example::
 
@@ -495,8 +514,9 @@ class ComprehensiveStatsCollector:
             stats.get_correlation_matrix().loc["loss", "reward"]
         """
         histories = self._snapshot_all()
-        frame = self._frame(histories)
-        return frame[[h.name for h in histories]].corr(method=method)
+        frame = self._frame(histories)[[h.name for h in histories]]
+        # inf would poison every coefficient it touches; treat it as missing.
+        return frame.where(np.isfinite(frame)).corr(method=method)
 
     # ----------------------------------------------------------------- exports
 
@@ -527,7 +547,8 @@ class ComprehensiveStatsCollector:
 
         Default: ``<output_dir>/stats_export_<YYYYmmdd_HHMMSS>.json`` (with a
         ``_2``, ``_3``... suffix if that second already has an export).
-        NaN statistics are written as ``null``. The file is written
+        NaN/inf (statistics of empty metrics, non-finite history values) are
+        written as ``null``, so any strict JSON parser reads the file. The file is written
         atomically from one consistent snapshot.
 
         Example::
@@ -545,7 +566,9 @@ class ComprehensiveStatsCollector:
             "stats": {h.name: _describe(h.values, h.non_finite) for h in histories},
             "moving_average_window": window,
             "moving_averages": {
-                h.name: float(h.values[-window:].mean()) for h in histories if h.values.size
+                h.name: float(finite[-window:].mean())
+                for h in histories
+                if (finite := h.finite_values).size
             },
             "non_finite_counts": {h.name: h.non_finite for h in histories},
         }
