@@ -26,9 +26,8 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -55,12 +54,14 @@ _MISSING: Any = _Missing()
 
 # Custom metric names become label values: keep them tidy and bounded.
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
+#: Keyword of log_training_step for a stored key, where the two differ.
+_ARGUMENT_NAMES = {"reward_mean": "reward"}
+_CUSTOM_PREFIX = "custom/"
 #: Samples folded into a histogram between two yields of the interpreter.
 _FOLD_CHUNK = 256
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     """What one ``log_training_step`` call handed to the background worker."""
 
     step: int
@@ -109,8 +110,8 @@ class TrainingMonitor:
 
         # Hot-path state: plain Python objects the scrape thread only reads.
         self._latest: dict[str, float] = {}
-        self._custom: dict[str, float] = {}
-        self._custom_names: dict[str, str | None] = {}
+        # keyword -> stored key ("custom/<sanitised>"), or "" once refused
+        self._custom_keys: dict[str, str] = {}
         self._max_custom = exporter.max_custom_metrics
         self._tokens = {"thinking": 0, "answer": 0}
         self._steps = 0
@@ -186,7 +187,7 @@ class TrainingMonitor:
             t.observe(by_key(key), scalar(source_key, scale))
         t.observe(by_key("steps"), lambda: ((self._steps, {}),))
         t.observe(by_key("tokens"), lambda: [(v, {"kind": k}) for k, v in self._tokens.items()])
-        t.observe(by_key("custom"), lambda: [(v, {"name": k}) for k, v in self._custom.items()])
+        t.observe(by_key("custom"), self._read_custom)
         t.observe(
             by_key("layer_grad_norm"),
             lambda: [(v, {"layer": k}) for k, v in self._layer_norms.items()],
@@ -199,6 +200,11 @@ class TrainingMonitor:
             t.observe(by_key(key), self._memory.reader(key))
         t.add_histogram(by_key("reward"))
         t.add_histogram(by_key("step_duration"))
+
+    def _read_custom(self) -> Reading:
+        latest = self._latest
+        names = {stored for stored in self._custom_keys.values() if stored}
+        return [(latest[k], {"name": k[len(_CUSTOM_PREFIX) :]}) for k in names if k in latest]
 
     # -- the hot path --------------------------------------------------------
     def log_training_step(
@@ -225,39 +231,52 @@ class TrainingMonitor:
         try:
             now = time.perf_counter()
             values: dict[str, float] = {}
-            for key, value in (
-                ("loss", loss),
-                ("reward_mean", reward),
-                ("grad_norm", grad_norm),
-                ("learning_rate", learning_rate),
-                ("memory_allocated_mb", memory_allocated_mb),
-            ):
-                if value.__class__ is float:
-                    values[key] = value
-                elif value is not _MISSING:
-                    number = self._to_float(key, value)
-                    if number is not None:
-                        values[key] = number
-            for kind, value in (("thinking", thinking_tokens), ("answer", answer_tokens)):
-                if value is _MISSING:
-                    continue
-                count = value if value.__class__ is int else self._to_count(kind, value)
-                if count is not None and count >= 0:
-                    self._tokens[kind] += count
-                    values[f"{kind}_tokens"] = float(count)
-                elif count is not None:
-                    self._reject(f"{kind}_tokens", value, "negative_count")
+            # Unrolled on purpose: this runs every step and a loop over a
+            # tuple of pairs costs more than the checks themselves.
+            if loss.__class__ is float:
+                values["loss"] = loss
+            elif loss is not _MISSING:
+                self._store_slow(values, "loss", loss)
+            if reward.__class__ is float:
+                values["reward_mean"] = reward
+            elif reward is not _MISSING:
+                self._store_slow(values, "reward_mean", reward)
+            if grad_norm.__class__ is float:
+                values["grad_norm"] = grad_norm
+            elif grad_norm is not _MISSING:
+                self._store_slow(values, "grad_norm", grad_norm)
+            if learning_rate.__class__ is float:
+                values["learning_rate"] = learning_rate
+            elif learning_rate is not _MISSING:
+                self._store_slow(values, "learning_rate", learning_rate)
+            if memory_allocated_mb is not _MISSING:
+                self._store_slow(values, "memory_allocated_mb", memory_allocated_mb)
+            tokens = self._tokens
+            if thinking_tokens.__class__ is int and thinking_tokens >= 0:
+                tokens["thinking"] += thinking_tokens
+                values["thinking_tokens"] = thinking_tokens
+            elif thinking_tokens is not _MISSING:
+                self._count_slow(values, "thinking", thinking_tokens)
+            if answer_tokens.__class__ is int and answer_tokens >= 0:
+                tokens["answer"] += answer_tokens
+                values["answer_tokens"] = answer_tokens
+            elif answer_tokens is not _MISSING:
+                self._count_slow(values, "answer", answer_tokens)
             if custom:
+                keys = self._custom_keys
                 for key, value in custom.items():
-                    name = self._custom_names.get(key, _MISSING)
-                    if name is _MISSING:
-                        name = self._admit_custom(key)
-                    if name is None:
-                        continue
-                    number = value if value.__class__ is float else self._to_float(key, value)
-                    if number is not None:
-                        self._custom[name] = number
-                        values[f"custom/{name}"] = number
+                    stored = keys.get(key)
+                    if not stored:
+                        if stored is not None:
+                            continue  # rejected before: counted, not logged again
+                        stored = self._admit_custom(key)
+                        if not stored:
+                            continue
+                    if value.__class__ is not float:
+                        value = self._to_float(key, value)
+                        if value is None:
+                            continue
+                    values[stored] = value
             if step.__class__ is not int:
                 step = self._to_step(step)
             if step_time is not _MISSING:
@@ -272,7 +291,8 @@ class TrainingMonitor:
                 self._duration_buffer.append(duration)
             chunk = None
             if rewards is not _MISSING:
-                chunk = self._copy_samples(rewards)
+                # Copy now: the caller may reuse its list or buffer next step.
+                chunk = rewards[:] if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     self._reward_buffer.append(chunk)
             self._latest.update(values)
@@ -292,6 +312,21 @@ class TrainingMonitor:
                 raise
 
     # -- validation (off the fast path) -------------------------------------
+    def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
+        number = self._to_float(key, value)
+        if number is not None:
+            values[key] = number
+
+    def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> None:
+        count = self._to_count(kind, value)
+        if count is None:
+            return
+        if count < 0:
+            self._reject(f"{kind}_tokens", value, "negative_count")
+            return
+        self._tokens[kind] += count
+        values[f"{kind}_tokens"] = count
+
     def _to_float(self, key: str, value: Any) -> float | None:
         try:
             if value is None or isinstance(value, (str, bytes)):
@@ -304,7 +339,7 @@ class TrainingMonitor:
             return None
         return number
 
-    def _to_count(self, kind: str, value: Any) -> float | None:
+    def _to_count(self, kind: str, value: Any) -> int | None:
         number = self._to_float(f"{kind}_tokens", value)
         if number is None:
             return None
@@ -320,9 +355,6 @@ class TrainingMonitor:
         return int(number)
 
     def _copy_samples(self, samples: Any) -> Any:
-        # Copy now: the caller may reuse its list or buffer for the next step.
-        if isinstance(samples, list):
-            return list(samples)
         if isinstance(samples, np.ndarray):
             return samples.ravel().copy()
         if isinstance(samples, tuple):
@@ -335,12 +367,13 @@ class TrainingMonitor:
             return None
         return array
 
-    def _admit_custom(self, key: str) -> str | None:
+    def _admit_custom(self, key: str) -> str:
+        """The stored key (``custom/<name>``) of a new custom metric, or "" if refused."""
         name = _NAME_RE.sub("_", key).strip("_").lower()[:64]
-        admitted = sum(1 for v in self._custom_names.values() if v is not None)
+        admitted = sum(1 for v in self._custom_keys.values() if v)
+        stored = ""
         if not name:
             self._reject(key, key, "invalid_value")
-            result = None
         elif admitted >= self._max_custom:
             self._report_once(
                 "custom_metric_cap",
@@ -348,13 +381,13 @@ class TrainingMonitor:
                 f"custom metric {key!r} not exported: the cap of {self._max_custom} custom "
                 "metrics is reached (raise exporter.max_custom_metrics)",
             )
-            result = None
         else:
-            result = name
-        self._custom_names[key] = result
-        return result
+            stored = f"{_CUSTOM_PREFIX}{name}"
+        self._custom_keys[key] = stored
+        return stored
 
     def _reject(self, key: str, value: Any, kind: str) -> None:
+        key = _ARGUMENT_NAMES.get(key, key)
         message = f"{key}={value!r} is not recorded: "
         message += (
             "a count cannot be negative"

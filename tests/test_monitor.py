@@ -1,0 +1,193 @@
+"""log_training_step: what it records, what it rejects, and that scrapes stay valid."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_otel.catalog import REWARD_BUCKETS
+from mlx_otel.errors import PortInUseError
+from mlx_otel.monitor import TrainingMonitor
+from tests.conftest import parse_exposition, sample, scrape
+
+
+def served(monitor: TrainingMonitor) -> dict:
+    return parse_exposition(scrape(monitor.endpoint))
+
+
+def test_values_are_served_with_run_id(monitor: TrainingMonitor) -> None:
+    monitor.log_training_step(
+        step=7, loss=0.25, reward=0.5, grad_norm=1.5, learning_rate=2e-6,
+        thinking_tokens=40, answer_tokens=8, rewards=[0.0, 0.5, 1.0],
+    )  # fmt: skip
+    s = served(monitor)
+    assert sample(s, "mlx_train_loss", run_id="test_run") == 0.25
+    assert sample(s, "mlx_train_reward_mean") == 0.5
+    assert sample(s, "mlx_train_grad_norm") == 1.5
+    assert sample(s, "mlx_train_learning_rate") == 2e-6
+    assert sample(s, "mlx_train_step") == 7
+    assert sample(s, "mlx_train_steps_total") == 1
+    assert sample(s, "mlx_train_tokens_total", kind="thinking") == 40
+    assert sample(s, "mlx_train_tokens_total", kind="answer") == 8
+    assert sample(s, "mlx_train_reward_count") == 3
+    assert sample(s, "mlx_train_reward_sum") == 1.5
+    assert sample(s, "mlx_train_reward_bucket", le="0.5") == 2
+    assert sample(s, "mlx_memory_active_bytes") >= 0
+    assert sample(s, "mlx_memory_limit_bytes") > 0
+    assert sample(s, "mlx_process_resident_memory_bytes") > 0
+    assert monitor.endpoint.startswith("http://127.0.0.1:")
+
+
+def test_numpy_and_mlx_scalars_are_accepted(monitor: TrainingMonitor) -> None:
+    monitor.log_training_step(
+        step=np.int64(3), loss=mx.array(0.5), reward=np.float32(0.25), grad_norm=mx.array([2.0]),
+        thinking_tokens=np.int32(5), answer_tokens=mx.array(2), rewards=mx.array([0.2, 0.4]),
+    )  # fmt: skip
+    s = served(monitor)
+    assert sample(s, "mlx_train_loss") == 0.5
+    assert sample(s, "mlx_train_reward_mean") == 0.25
+    assert sample(s, "mlx_train_grad_norm") == 2.0
+    assert sample(s, "mlx_train_step") == 3
+    assert sample(s, "mlx_train_tokens_total", kind="answer") == 2
+    assert sample(s, "mlx_train_reward_count") == 2
+    assert monitor.error_counts() == {}
+
+
+def test_bad_values_are_counted_logged_once_and_training_goes_on(
+    monitor: TrainingMonitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mlx_otel"):
+        for step in range(3):
+            monitor.log_training_step(
+                step=step, loss=None, reward="high", thinking_tokens=-4, answer_tokens=2,
+                grad_norm=1.0,
+            )  # fmt: skip
+    s = served(monitor)
+    assert sample(s, "mlx_otel_errors_total", kind="invalid_value") == 6  # loss and reward, 3x
+    assert sample(s, "mlx_otel_errors_total", kind="negative_count") == 3
+    assert sample(s, "mlx_train_steps_total") == 3
+    assert sample(s, "mlx_train_grad_norm") == 1.0
+    assert sample(s, "mlx_train_tokens_total", kind="answer") == 6
+    assert sample(s, "mlx_train_tokens_total", kind="thinking") == 0
+    assert not any(k == "mlx_train_loss" for k, _ in s), "None must not become a loss value"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("loss=None" in m for m in messages) == 1, messages
+    assert sum("reward='high'" in m for m in messages) == 1
+    assert sum("thinking_tokens=-4" in m for m in messages) == 1
+
+
+def test_strict_mode_raises_naming_key_and_value(tmp_path: Path) -> None:
+    with TrainingMonitor({"exporter": {"enabled": False}}, run_id="s", strict=True) as m:
+        with pytest.raises(ValueError, match=r"loss='nan\?'"):
+            m.log_training_step(step=0, loss="nan?")
+        with pytest.raises(ValueError, match="answer_tokens=-1.*negative"):
+            m.log_training_step(step=0, answer_tokens=-1)
+
+
+def test_nan_and_inf_gauges_are_exported_as_they_are(monitor: TrainingMonitor) -> None:
+    monitor.log_training_step(step=0, loss=float("nan"), grad_norm=float("inf"),
+                              rewards=[0.5, float("nan"), float("inf")])  # fmt: skip
+    s = served(monitor)
+    assert math.isnan(sample(s, "mlx_train_loss"))
+    assert sample(s, "mlx_train_grad_norm") == math.inf
+    # Histograms leave non-finite samples out and count them.
+    assert sample(s, "mlx_train_reward_count") == 1
+    assert sample(s, "mlx_otel_errors_total", kind="non_finite") == 2
+    monitor.log_training_step(step=1, loss=0.75)
+    assert sample(served(monitor), "mlx_train_loss") == 0.75
+
+
+def test_custom_metrics_are_sanitised_and_capped(tmp_path: Path) -> None:
+    config = {"exporter": {"port": 0, "max_custom_metrics": 2}}
+    with TrainingMonitor(config, run_id="c") as m:
+        m.log_training_step(step=0, kl_div=0.1, **{"Entropy Bonus!": 0.2}, third=0.3)
+        m.log_training_step(step=1, kl_div=0.15, fourth="x")
+        s = served(m)
+    assert sample(s, "mlx_train_custom", name="kl_div") == 0.15
+    assert sample(s, "mlx_train_custom", name="entropy_bonus") == 0.2
+    assert not [k for k in s if k[0] == "mlx_train_custom" and ("name", "third") in k[1]]
+    assert sample(s, "mlx_otel_errors_total", kind="custom_metric_cap") == 2
+
+
+def test_step_duration_from_interval_or_step_time(monitor: TrainingMonitor) -> None:
+    monitor.log_training_step(step=0, loss=1.0)
+    time.sleep(0.03)
+    monitor.log_training_step(step=1, loss=1.0)
+    monitor.log_training_step(step=2, loss=1.0, step_time=7.0)
+    s = served(monitor)
+    assert sample(s, "mlx_train_step_duration_seconds_count") == 2
+    total = sample(s, "mlx_train_step_duration_seconds_sum")
+    assert 7.03 <= total < 7.5
+    assert sample(s, "mlx_train_step_duration_seconds_bucket", le="5.0") == 1
+
+
+def test_port_in_use_names_port_and_how_to_change_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError) as info:
+            TrainingMonitor({"exporter": {"port": port}}, run_id="p")
+    message = str(info.value)
+    assert str(port) in message and "exporter.port" in message and "--port" in message
+
+
+def test_reward_histogram_uses_reward_buckets(monitor: TrainingMonitor) -> None:
+    monitor.log_training_step(step=0, rewards=[0.05])
+    s = served(monitor)
+    bounds = sorted(float(dict(k[1])["le"]) for k in s if k[0] == "mlx_train_reward_bucket")
+    assert bounds == [*REWARD_BUCKETS, math.inf]
+
+
+def test_scrapes_stay_valid_under_concurrency_and_end_exact(monitor: TrainingMonitor) -> None:
+    rng = np.random.default_rng(0)
+    all_rewards = rng.uniform(0, 1, size=(2000, 64))
+    stop = threading.Event()
+    problems: list[str] = []
+    scrapes = 0
+
+    def scraper() -> None:
+        nonlocal scrapes
+        last_count = last_steps = 0.0
+        while not stop.is_set():
+            s = served(monitor)
+            scrapes += 1
+            buckets = sorted(
+                ((float(dict(k[1])["le"]), v) for k, v in s.items() if k[0] == "mlx_train_reward_bucket"),
+            )
+            counts = [v for _, v in buckets]
+            if counts != sorted(counts):
+                problems.append(f"buckets not monotone: {counts}")
+            count = s.get(next((k for k in s if k[0] == "mlx_train_reward_count"), None), 0.0)
+            if buckets and buckets[-1][1] != count:
+                problems.append(f"+Inf {buckets[-1][1]} != _count {count}")
+            steps = sample(s, "mlx_train_steps_total")
+            if count < last_count or steps < last_steps:
+                problems.append("a counter went down")
+            last_count, last_steps = count, steps
+            time.sleep(0.003)
+
+    thread = threading.Thread(target=scraper)
+    thread.start()
+    for step, rewards in enumerate(all_rewards):
+        monitor.log_training_step(step=step, loss=1.0, reward=float(rewards.mean()), rewards=rewards)
+        time.sleep(0.0005)  # a (very fast) training step
+    stop.set()
+    thread.join()
+    assert not problems, problems[:5]
+    assert scrapes > 5
+    s = served(monitor)
+    flat = all_rewards.ravel()
+    assert sample(s, "mlx_train_reward_count") == flat.size
+    assert sample(s, "mlx_train_reward_sum") == pytest.approx(flat.sum(), rel=1e-12)
+    for bound in REWARD_BUCKETS:
+        assert sample(s, "mlx_train_reward_bucket", le=str(bound)) == np.count_nonzero(flat <= bound)
+    assert sample(s, "mlx_train_steps_total") == len(all_rewards)
