@@ -1,0 +1,1 @@
+"""A real, small MLX reinforcement-learning run used by ``mlx-otel demo``."""
