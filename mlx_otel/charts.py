@@ -39,7 +39,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from mlx_otel.fileio import atomic_path
 
@@ -111,7 +111,9 @@ class VisualizationConfig:
                 f"generate_every_n_steps must be an integer >= 0, got {self.generate_every_n_steps!r}"
             )
         if not (isinstance(self.smoothing_window, int) and self.smoothing_window >= 1):
-            raise ValueError(f"smoothing_window must be an integer >= 1, got {self.smoothing_window!r}")
+            raise ValueError(
+                f"smoothing_window must be an integer >= 1, got {self.smoothing_window!r}"
+            )
         width, height = self.figsize
         if not (width > 0 and height > 0):
             raise ValueError(f"figsize must be two positive numbers, got {self.figsize!r}")
@@ -157,7 +159,8 @@ def _series_map(data: Any, argument: str) -> tuple[dict[str, np.ndarray], np.nda
     if isinstance(data, pd.DataFrame):
         x = data["step"].to_numpy(dtype=np.float64) if "step" in data.columns else None
         columns = [
-            column for column in data.columns
+            column
+            for column in data.columns
             if column not in _NON_METRIC_COLUMNS and pd.api.types.is_numeric_dtype(data[column])
         ]
         series = {str(c): data[c].to_numpy(dtype=np.float64) for c in columns}
@@ -180,9 +183,7 @@ def _require_finite(series: Mapping[str, np.ndarray], argument: str) -> None:
         raise ValueError(f"{argument}: no finite values to plot (metrics: {names})")
 
 
-def _x_values(
-    name: str, length: int, steps: Any, shared: np.ndarray | None
-) -> np.ndarray:
+def _x_values(name: str, length: int, steps: Any, shared: np.ndarray | None) -> np.ndarray:
     if isinstance(steps, Mapping):
         chosen = steps.get(name)
         argument = f"steps[{name!r}]"
@@ -369,20 +370,37 @@ class ChartGenerator:
         marker = "o" if xs.size <= 30 else None
         window = min(self.config.smoothing_window, xs.size)
         if smooth and window > 1:
-            ax.plot(xs, ys, color=colour, alpha=0.3, linewidth=1.0, marker=marker,
-                    markersize=3, label="raw")
+            ax.plot(
+                xs,
+                ys,
+                color=colour,
+                alpha=0.3,
+                linewidth=1.0,
+                marker=marker,
+                markersize=3,
+                label="raw",
+            )
             smoothed = pd.Series(ys).rolling(window, min_periods=1).mean().to_numpy()
             # The panel title names the metric; the legend only tells the lines apart.
-            ax.plot(xs, smoothed, color=colour, linewidth=2.0,
-                    label=f"{window}-point moving average")
+            ax.plot(
+                xs, smoothed, color=colour, linewidth=2.0, label=f"{window}-point moving average"
+            )
         else:
             ax.plot(xs, ys, color=colour, linewidth=1.8, marker=marker, markersize=4, label=label)
         return skipped
 
     @staticmethod
     def _no_data(ax: Axes, message: str = "no finite values") -> None:
-        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
-                fontsize="large", color="grey")
+        ax.text(
+            0.5,
+            0.5,
+            message,
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize="large",
+            color="grey",
+        )
 
     @staticmethod
     def _scientific_y(ax: Axes) -> None:
@@ -417,7 +435,7 @@ class ChartGenerator:
         colours = self._colours(len(series))
         with self._figure(path, figsize) as figure:
             axes = figure.subplots(rows, columns, squeeze=False).ravel()
-            for ax, (name, values), colour in zip(axes, series.items(), colours):
+            for ax, (name, values), colour in zip(axes, series.items(), colours, strict=False):
                 x = _x_values(name, values.size, steps, shared_x)
                 skipped = self._plot_line(ax, x, values, colour, name)
                 finite = values[np.isfinite(values)]
@@ -432,7 +450,7 @@ class ChartGenerator:
                     ax.legend(loc="best", fontsize="small", framealpha=0.7)
                 else:
                     self._no_data(ax)
-            for ax in axes[len(series):]:
+            for ax in axes[len(series) :]:
                 ax.set_visible(False)
             figure.suptitle(f"Training curves{_step_suffix(step)}")
         return path
@@ -465,19 +483,29 @@ class ChartGenerator:
             ax = figure.subplots()
             # A KDE needs spread; seaborn would warn and skip it otherwise.
             kde = finite.size >= 2 and float(np.ptp(finite)) > 0
-            sns.histplot(x=finite, kde=kde, ax=ax, color=colours[0], stat="count",
-                         bins="auto", label="rewards")
+            sns.histplot(
+                x=finite,
+                kde=kde,
+                ax=ax,
+                color=colours[0],
+                stat="count",
+                bins="auto",
+                label="rewards",
+            )
             mean, median = float(finite.mean()), float(np.median(finite))
-            ax.axvline(mean, color="#d62728", linestyle="--", linewidth=2,
-                       label=f"mean {mean:.3f}")
-            ax.axvline(median, color="#2f2f2f", linestyle=":", linewidth=2,
-                       label=f"median {median:.3f}")
-            title = f"Reward distribution{_step_suffix(step)}: n={finite.size}, std={finite.std():.3f}"
+            ax.axvline(mean, color="#d62728", linestyle="--", linewidth=2, label=f"mean {mean:.3f}")
+            ax.axvline(
+                median, color="#2f2f2f", linestyle=":", linewidth=2, label=f"median {median:.3f}"
+            )
+            title = (
+                f"Reward distribution{_step_suffix(step)}: n={finite.size}, std={finite.std():.3f}"
+            )
             if skipped:
                 title += f", {skipped} non-finite skipped"
             ax.set_title(title)
             ax.set_xlabel("reward")
             ax.set_ylabel("samples")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(loc="best")
         return path
 
@@ -513,30 +541,52 @@ class ChartGenerator:
         if not groups:
             raise ValueError("thinking_tokens and answer_tokens: no finite token counts")
         path = self._target(filename, "token_dist", step)
-        colours = dict(zip(("thinking", "answer"), self._colours(2)))
+        colours = dict(zip(("thinking", "answer"), self._colours(2), strict=True))
         width, height = self.config.figsize
         with self._figure(path, (width, height)) as figure:
             hist_ax, violin_ax = figure.subplots(1, 2, width_ratios=(2, 1))
             for kind, values in groups.items():
                 kde = values.size >= 2 and float(np.ptp(values)) > 0
-                sns.histplot(x=values, kde=kde, ax=hist_ax, color=colours[kind], alpha=0.4,
-                             element="step", bins="auto",
-                             label=f"{kind} (n={values.size}, mean {values.mean():.1f})")
-                hist_ax.axvline(float(values.mean()), color=colours[kind], linestyle="--",
-                                linewidth=2)
+                sns.histplot(
+                    x=values,
+                    kde=kde,
+                    ax=hist_ax,
+                    color=colours[kind],
+                    alpha=0.4,
+                    element="step",
+                    bins="auto",
+                    label=f"{kind} (n={values.size}, mean {values.mean():.1f})",
+                )
+                hist_ax.axvline(
+                    float(values.mean()), color=colours[kind], linestyle="--", linewidth=2
+                )
             hist_ax.set_xlabel("tokens per sample")
             hist_ax.set_ylabel("samples")
+            hist_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             hist_ax.legend(loc="best")
             title = f"Token distribution{_step_suffix(step)}"
             if skipped:
                 title += f" · {skipped} non-finite skipped"
             hist_ax.set_title(title)
-            long = pd.DataFrame({
-                "kind": np.concatenate([[kind] * values.size for kind, values in groups.items()]),
-                "tokens": np.concatenate(list(groups.values())),
-            })
-            sns.violinplot(long, x="kind", y="tokens", hue="kind", palette=colours,
-                           ax=violin_ax, inner="quart", cut=0, legend=False)
+            long = pd.DataFrame(
+                {
+                    "kind": np.concatenate(
+                        [[kind] * values.size for kind, values in groups.items()]
+                    ),
+                    "tokens": np.concatenate(list(groups.values())),
+                }
+            )
+            sns.violinplot(
+                long,
+                x="kind",
+                y="tokens",
+                hue="kind",
+                palette=colours,
+                ax=violin_ax,
+                inner="quart",
+                cut=0,
+                legend=False,
+            )
             violin_ax.set_title("thinking vs answer")
             violin_ax.set_xlabel("")
             violin_ax.set_ylabel("tokens per sample")
@@ -577,13 +627,24 @@ class ChartGenerator:
             with warnings.catch_warnings():
                 # seaborn 0.13 calls Colormap.set_bad, which matplotlib 3.11
                 # marks for deprecation; harmless and not ours to fix.
-                warnings.filterwarnings("ignore", message="The set_bad function",
-                                        category=PendingDeprecationWarning)
-                sns.heatmap(matrix, ax=ax, annot=count <= self.config.annotate_max_metrics,
-                            fmt=".2f", cmap="vlag", vmin=-1.0, vmax=1.0, center=0.0,
-                            square=True, linewidths=0.5,
-                            cbar_kws={"label": "Pearson correlation", "shrink": 0.8})
+                warnings.filterwarnings(
+                    "ignore", message="The set_bad function", category=PendingDeprecationWarning
+                )
+                sns.heatmap(
+                    matrix,
+                    ax=ax,
+                    annot=count <= self.config.annotate_max_metrics,
+                    fmt=".2f",
+                    cmap="vlag",
+                    vmin=-1.0,
+                    vmax=1.0,
+                    center=0.0,
+                    square=True,
+                    linewidths=0.5,
+                    cbar_kws={"label": "Pearson correlation", "shrink": 0.8},
+                )
             ax.tick_params(axis="x", labelrotation=45)
+            ax.tick_params(axis="y", labelrotation=0)
             for label in ax.get_xticklabels():
                 label.set_horizontalalignment("right")
             title = f"Metric correlation{_step_suffix(step)}"
@@ -642,11 +703,14 @@ class ChartGenerator:
             str(name): _to_float_array(values, f"layer_norms[{name!r}]")
             for name, values in layer_norms.items()
         }
-        latest = np.array([
-            values[np.isfinite(values)][-1] if np.isfinite(values).any()
-            else (values[-1] if values.size else np.nan)
-            for values in histories.values()
-        ])
+        latest = np.array(
+            [
+                values[np.isfinite(values)][-1]
+                if np.isfinite(values).any()
+                else (values[-1] if values.size else np.nan)
+                for values in histories.values()
+            ]
+        )
         names = list(histories)
         drawable = np.isfinite(latest) & (latest > 0)
         if not drawable.any():
@@ -664,8 +728,13 @@ class ChartGenerator:
                 bar_ax, heat_ax = figure.subplots(), None
             positions = np.arange(count)
             bar_values = np.where(drawable, latest, np.nan)
-            bar_ax.barh(positions[drawable], bar_values[drawable], color=colour,
-                        edgecolor="white", linewidth=0.5)
+            bar_ax.barh(
+                positions[drawable],
+                bar_values[drawable],
+                color=colour,
+                edgecolor="white",
+                linewidth=0.5,
+            )
             bar_ax.set_xscale("log")
             smallest, largest = latest[drawable].min(), latest[drawable].max()
             # Log bars have no zero; start at the decade below the smallest so
@@ -673,10 +742,14 @@ class ChartGenerator:
             bar_ax.set_xlim(10.0 ** math.floor(math.log10(smallest) - 1e-9), largest * 1.6)
             bar_ax.xaxis.set_minor_formatter(NullFormatter())
             median = float(np.median(latest[drawable]))
-            bar_ax.axvline(median, color="#2f2f2f", linestyle="--", linewidth=1.2,
-                           label=f"median {_short(median)}")
-            bar_ax.set_yticks(positions, labels=names,
-                              fontsize="small" if count > 20 else None)
+            bar_ax.axvline(
+                median,
+                color="#2f2f2f",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"median {_short(median)}",
+            )
+            bar_ax.set_yticks(positions, labels=names, fontsize="small" if count > 20 else None)
             if count > 120:
                 # Too many names to read; keep every k-th so the axis stays legible.
                 keep = max(count // 60, 1)
@@ -686,9 +759,16 @@ class ChartGenerator:
             for index in np.flatnonzero(~drawable):
                 value = latest[index]
                 note = "0" if value == 0 else ("< 0" if value < 0 else str(value))
-                bar_ax.text(0.01, index, f"{note} ✗", color="#d62728", va="center",
-                            ha="left", fontweight="bold",
-                            transform=bar_ax.get_yaxis_transform())
+                bar_ax.text(
+                    0.01,
+                    index,
+                    f"{note} ✗",
+                    color="#d62728",
+                    va="center",
+                    ha="left",
+                    fontweight="bold",
+                    transform=bar_ax.get_yaxis_transform(),
+                )
             bar_ax.set_xlabel("gradient L2 norm (log scale)")
             bar_ax.set_ylabel("layer")
             title = f"Gradient flow{_step_suffix(step)}"
@@ -707,15 +787,22 @@ class ChartGenerator:
         grid = np.full((len(histories), length), np.nan)
         for row, values in enumerate(histories.values()):
             # Right-align: the last column is the latest update of every layer.
-            grid[row, length - values.size:] = values
+            grid[row, length - values.size :] = values
         with np.errstate(divide="ignore", invalid="ignore"):
             logged = np.where(np.isfinite(grid) & (grid > 0), np.log10(grid), np.nan)
         frame = pd.DataFrame(logged, index=list(histories))
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The set_bad function",
-                                    category=PendingDeprecationWarning)
-            sns.heatmap(frame, ax=ax, cmap="mako", yticklabels=False, xticklabels=False,
-                        cbar_kws={"label": "log10 gradient norm"})
+            warnings.filterwarnings(
+                "ignore", message="The set_bad function", category=PendingDeprecationWarning
+            )
+            sns.heatmap(
+                frame,
+                ax=ax,
+                cmap="mako",
+                yticklabels=False,
+                xticklabels=False,
+                cbar_kws={"label": "log10 gradient norm"},
+            )
         # Ticks counted back from the latest update, which is always labelled.
         every = max(length // 8, 1)
         columns = [i for i in range(length) if (length - 1 - i) % every == 0]
@@ -756,23 +843,42 @@ class ChartGenerator:
             ax = figure.subplots()
             skipped = 0
             peak_name, peak_value = "", -math.inf
-            for (name, values), colour in zip(series.items(), colours):
+            for (name, values), colour in zip(series.items(), colours, strict=True):
                 x = _x_values(name, values.size, steps, shared_x)
                 finite = np.isfinite(values) & np.isfinite(x)
                 skipped += int(values.size - finite.sum())
                 xs, ys = x[finite], values[finite]
                 if xs.size == 0:
                     continue
-                ax.plot(xs, ys, color=colour, linewidth=2, label=name,
-                        marker="o" if xs.size <= 30 else None, markersize=3)
+                ax.plot(
+                    xs,
+                    ys,
+                    color=colour,
+                    linewidth=2,
+                    label=name,
+                    marker="o" if xs.size <= 30 else None,
+                    markersize=3,
+                )
                 if threshold_mb is not None:
-                    ax.fill_between(xs, threshold, ys, where=ys > threshold, interpolate=True,
-                                    color=_MEMORY_COLOUR_THRESHOLD, alpha=0.2)
+                    ax.fill_between(
+                        xs,
+                        threshold,
+                        ys,
+                        where=ys > threshold,
+                        interpolate=True,
+                        color=_MEMORY_COLOUR_THRESHOLD,
+                        alpha=0.2,
+                    )
                 if ys.max() > peak_value:
                     peak_name, peak_value = name, float(ys.max())
             if threshold_mb is not None:
-                ax.axhline(threshold, color=_MEMORY_COLOUR_THRESHOLD, linestyle="--",
-                           linewidth=2, label=f"threshold {threshold:,.0f} MB")
+                ax.axhline(
+                    threshold,
+                    color=_MEMORY_COLOUR_THRESHOLD,
+                    linestyle="--",
+                    linewidth=2,
+                    label=f"threshold {threshold:,.0f} MB",
+                )
             ax.set_ylim(bottom=0)
             ax.set_xlabel("step")
             ax.set_ylabel("memory [MB]")
@@ -816,12 +922,12 @@ class ChartGenerator:
         figsize = (max(self.config.figsize[0], 5.0 * columns), 3.6 * rows + 0.8)
         path = self._target(filename, "dashboard", step)
         colours = self._colours(len(series))
-        colour_of = dict(zip(series, colours))
+        colour_of = dict(zip(series, colours, strict=True))
         with self._figure(path, figsize) as figure:
             axes = figure.subplots(rows, columns, squeeze=False).ravel()
-            for ax, (title, names) in zip(axes, panels):
+            for ax, (title, names) in zip(axes, panels, strict=False):
                 self._dashboard_panel(ax, title, names, series, steps, shared_x, colour_of)
-            for ax in axes[len(panels):]:
+            for ax in axes[len(panels) :]:
                 ax.set_visible(False)
             figure.suptitle(f"Training dashboard{_step_suffix(step)}", fontsize="x-large")
         return path
@@ -875,8 +981,11 @@ class ChartGenerator:
             if single:
                 title = f"{title} (last {_short(float(finite_values[0][-1]))})"
             positive = everything[everything > 0]
-            if title.startswith("Learning rate") and positive.size == everything.size \
-                    and positive.max() / positive.min() > 20:
+            if (
+                title.startswith("Learning rate")
+                and positive.size == everything.size
+                and positive.max() / positive.min() > 20
+            ):
                 ax.set_yscale("log")  # warmup + decay spans decades
             else:
                 self._scientific_y(ax)
@@ -930,28 +1039,41 @@ class ChartGenerator:
         if rewards is not None:
             attempt("reward_dist", lambda: self.plot_reward_distribution(rewards, step=step))
         if thinking_tokens is not None or answer_tokens is not None:
-            attempt("token_dist", lambda: self.plot_token_distribution(
-                thinking_tokens if thinking_tokens is not None else [],
-                answer_tokens if answer_tokens is not None else [], step=step))
+            attempt(
+                "token_dist",
+                lambda: self.plot_token_distribution(
+                    thinking_tokens if thinking_tokens is not None else [],
+                    answer_tokens if answer_tokens is not None else [],
+                    step=step,
+                ),
+            )
         if layer_norms:
             attempt("gradient_flow", lambda: self.plot_gradient_flow(layer_norms, step=step))
         if memory is None:
             memory = self._memory_columns(data)
         if memory is not None:
-            attempt("memory", lambda: self.plot_memory_usage(
-                memory, threshold_mb=memory_threshold_mb, step=step))
+            attempt(
+                "memory",
+                lambda: self.plot_memory_usage(memory, threshold_mb=memory_threshold_mb, step=step),
+            )
         return batch
 
     @staticmethod
     def _memory_columns(data: Any) -> pd.DataFrame | dict[str, Any] | None:
         if isinstance(data, pd.DataFrame):
-            names = [c for c in data.columns if "memory" in str(c).lower()
-                     or str(c).lower().endswith("_mb")]
+            names = [
+                c
+                for c in data.columns
+                if "memory" in str(c).lower() or str(c).lower().endswith("_mb")
+            ]
             if not names:
                 return None
             return data[(["step"] if "step" in data.columns else []) + names]
         if isinstance(data, Mapping):
-            picked = {k: v for k, v in data.items()
-                      if "memory" in str(k).lower() or str(k).lower().endswith("_mb")}
+            picked = {
+                k: v
+                for k, v in data.items()
+                if "memory" in str(k).lower() or str(k).lower().endswith("_mb")
+            }
             return picked or None
         return None
