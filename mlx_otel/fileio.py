@@ -102,15 +102,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
         atomic_write_bytes("charts/raw.bin", b"\\x00\\x01")
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
     return Path(path)
 
 
-def atomic_write_text(
-    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8"
-) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically and return the target path.
 
     Example::
