@@ -24,15 +24,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import mlx.core as mx
 import numpy as np
 
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
+from mlx_otel.gradients import GradientNorms, layer_grad_norms
+from mlx_otel.memory import MemoryProfiler
+from mlx_otel.outputs import WANDB_KEY_GROUPS, RunOutputs
 from mlx_otel.telemetry import Reading, Telemetry
 from mlx_otel.worker import BackgroundWorker
 
@@ -57,6 +61,10 @@ _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
 #: Keyword of log_training_step for a stored key, where the two differ.
 _ARGUMENT_NAMES = {"reward_mean": "reward"}
 _CUSTOM_PREFIX = "custom/"
+_get_active_memory = mx.get_active_memory
+_get_cache_memory = mx.get_cache_memory
+_get_peak_memory = mx.get_peak_memory
+_reset_peak_memory = mx.reset_peak_memory
 #: Samples folded into a histogram between two yields of the interpreter.
 _FOLD_CHUNK = 256
 
@@ -69,6 +77,7 @@ class StepRecord(NamedTuple):
     values: dict[str, float]
     rewards: Any  # a copy of the per-sample rewards (list, ndarray) or None
     duration: float | None
+    memory: tuple[int, int, int] | None = None  # MLX active, cache, step peak (bytes)
 
 
 def _fresh_run_id() -> str:
@@ -122,12 +131,24 @@ class TrainingMonitor:
         self._records: deque[StepRecord] = deque()
         self._max_records = self.config.monitoring.queue_size * 8
         self._layer_norms: dict[str, float] = {}
+        self._max_layer_series = exporter.max_layer_series
         self._errors: dict[str, int] = {kind: 0 for kind in ERROR_KINDS}
         self._dropped: dict[str, int] = {}
         self._warned: set[tuple[str, str]] = set()
         self._error_lock = threading.Lock()
         self._fold_lock = threading.Lock()
         self._closed = False
+        trainer = self.config.trainer
+        self._read_memory = True
+        self._reset_peak = trainer.reset_peak_each_step
+        self._step_peak: int | None = None
+        self._unhealthy = False
+        self.memory_profiler = MemoryProfiler(
+            alert_threshold_mb=trainer.memory_safety_threshold_mb,
+            leak_detection_window=trainer.leak_detection_window,
+            reset_peak_each_step=False,  # the monitor resets it on the training thread
+            max_blocks=exporter.max_memory_blocks,
+        )
 
         port = exporter.port
         if port and self.rank is not None:
@@ -150,7 +171,16 @@ class TrainingMonitor:
         self._duration_histogram = self.telemetry.histogram(by_key("step_duration"))
         self.telemetry.before_collect(self._fold_buffers)
 
-        self._sinks: list[Any] = []
+        self.wandb_logger = self._start_wandb()
+        self.outputs = RunOutputs(
+            self.config,
+            run_id=self.run_id,
+            start_time=self.start_time,
+            profiler=self.memory_profiler,
+            report_error=self._report_once,
+            wandb_logger=self.wandb_logger,
+        )
+        self._sinks: list[Any] = [self.outputs.handle]
         self.worker = BackgroundWorker(
             maxlen=self.config.monitoring.queue_size,
             on_drop=self._count_drop,
@@ -198,6 +228,8 @@ class TrainingMonitor:
         )
         for key in self._memory.KEYS:
             t.observe(by_key(key), self._memory.reader(key))
+        t.observe(by_key("memory_block_delta"), lambda: self._memory.read_blocks("last_delta_bytes"))
+        t.observe(by_key("memory_block_peak"), lambda: self._memory.read_blocks("last_peak_bytes"))
         t.add_histogram(by_key("reward"))
         t.add_histogram(by_key("step_duration"))
 
@@ -295,6 +327,14 @@ class TrainingMonitor:
                 chunk = rewards[:] if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     self._reward_buffer.append(chunk)
+            memory = None
+            if self._read_memory:
+                # Three counter reads (~0.1 µs): per-step memory for leak detection.
+                peak = _get_peak_memory()
+                memory = (_get_active_memory(), _get_cache_memory(), peak)
+                if self._reset_peak:
+                    _reset_peak_memory()
+                    self._step_peak = peak
             self._latest.update(values)
             self._latest["step"] = step
             self._last_step = step
@@ -303,7 +343,7 @@ class TrainingMonitor:
             if len(records) >= self._max_records:
                 records.popleft()
                 self._count_drop("step_record")
-            records.append(StepRecord(step, time.time(), values, chunk, duration))
+            records.append(StepRecord(step, time.time(), values, chunk, duration, memory))
         except ValueError:
             raise
         except Exception as exc:  # monitoring never kills training
@@ -419,6 +459,114 @@ class TrainingMonitor:
         kind = "wandb" if "wandb" in task else "worker"
         self._report_once(kind, task, f"background task {task!r} failed: {exc!r}")
 
+    def log_gradients(self, step: int, grads: Any) -> GradientNorms | None:
+        """Export each layer's gradient L2 norm and the global norm.
+
+        ``grads`` is the tree ``mlx.nn.value_and_grad`` returns. All norms
+        come from one MLX evaluation; beyond ``exporter.max_layer_series``
+        layers are grouped by module prefix so cardinality stays bounded.
+        """
+        try:
+            norms = layer_grad_norms(grads, max_series=self._max_layer_series)
+        except Exception as exc:
+            self._report("log_gradients", exc, "invalid_value")
+            if self.strict:
+                raise
+            return None
+        self._layer_norms = norms.per_layer  # replaced whole: the scrape sees one step
+        # The global norm is mlx_train_grad_norm (a grad_norm= logged later wins).
+        self._latest["grad_norm"] = norms.global_norm
+        if self.wandb_logger is not None or self.config.monitoring.generate_charts_every:
+            per_layer = norms.per_layer
+            self.worker.submit("gradients", lambda: self.outputs.handle_gradients(step, per_layer))
+        return norms
+
+    def log_samples(
+        self,
+        step: int,
+        prompts: Sequence[str],
+        generations: Sequence[str],
+        references: Sequence[str],
+        rewards: Sequence[float],
+    ) -> None:
+        """Log sampled completions (a WandB table every ``log_samples_every`` steps)."""
+        if self.wandb_logger is None or step % self.config.monitoring.log_samples_every:
+            return
+        batch = (list(prompts), list(generations), list(references), list(rewards))
+        self.worker.submit("wandb_samples", lambda: self.outputs.handle_samples(step, *batch))
+
+    def check_memory_health(self) -> tuple[bool, str]:
+        """``(healthy, message)`` for MLX memory against the threshold and limit.
+
+        A failing check logs a warning once per episode (not every call) and
+        sends a WandB alert when WandB is on.
+        """
+        healthy, message = self.memory_profiler.check_memory_health()
+        if not healthy and not self._unhealthy:
+            log.warning("mlx_otel: %s", message)
+            if self.wandb_logger is not None:
+                self.worker.submit(
+                    "wandb_alert",
+                    lambda: self.wandb_logger.alert(
+                        title="MLX memory unhealthy", text=f"run {self.run_id}: {message}",
+                        level="WARN",
+                    ),
+                )
+        self._unhealthy = not healthy
+        return healthy, message
+
+    def generate_charts(self, step: int | None = None) -> Future[dict[str, Path]]:
+        """Render the seed's charts for ``step`` on the background worker.
+
+        Returns at once; the Future's result maps chart kinds to PNG paths.
+        """
+        return self.worker.submit("charts", lambda: self.outputs.render_charts(step))
+
+    def checkpoint(self, step: int, path: str | Path | None = None) -> Future[Any]:
+        """Mark a checkpoint: charts (if ``generate_at_checkpoints``) and a WandB artifact."""
+        def work() -> Any:
+            result = None
+            if self.config.monitoring.generate_at_checkpoints:
+                result = self.outputs.render_charts(step)
+            if path is not None and self.wandb_logger is not None:
+                self.wandb_logger.log_checkpoint(path, metadata={"step": step})
+            return result
+
+        return self.worker.submit("checkpoint", work)
+
+    def export_all(self) -> dict[str, Path]:
+        """Write every output file (statistics, CSV/JSON, summary, charts).
+
+        Waits for the background worker to catch up first; files are written
+        atomically. Failures are reported and counted, never raised.
+        """
+        self.worker.flush()
+        try:
+            written = self.outputs.export_all()
+        except Exception as exc:
+            self._report("export_all", exc, "export")
+            if self.strict:
+                raise
+            return {}
+        log.info("mlx_otel: wrote %d files under %s", len(written), self.output_dir)
+        return written
+
+    def _start_wandb(self) -> Any:
+        monitoring = self.config.monitoring
+        if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
+            return None
+        from mlx_otel.wandb_bridge import EnhancedWandBLogger
+
+        logger = EnhancedWandBLogger.from_config(
+            monitoring,
+            name=monitoring.wandb_run_name or self.run_id,
+            key_groups=WANDB_KEY_GROUPS,
+            config={"run_id": self.run_id, **self.config.model_dump(mode="json")},
+            dir=str(self.output_dir),
+            on_error=lambda kind: self._count_error("wandb"),
+        )
+        return logger if logger.enabled else None
+
     # -- off the training thread --------------------------------------------
     def _fold_buffers(self) -> None:
         """Record buffered samples into the histograms, a chunk at a time."""
@@ -479,17 +627,23 @@ class TrainingMonitor:
         return self.worker.submit(name, task)
 
     def cleanup(self) -> None:
-        """Finish background work and stop serving; safe to call twice."""
+        """Finish background work, close WandB and stop serving; safe to call twice."""
         if self._closed:
             return
         self._closed = True
         self.worker.close()
+        try:
+            self.outputs.close()
+        except Exception as exc:
+            self._report("closing WandB", exc, "wandb")
         self.telemetry.shutdown()
 
     def __enter__(self) -> TrainingMonitor:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._steps:
+            self.export_all()
         self.cleanup()
 
 
@@ -509,6 +663,8 @@ class _MemoryReader:
         "system_memory_available",
         "system_memory_total",
         "process_resident_memory",
+        "memory_leak_slope",
+        "memory_leak_slope_per_step",
     )
 
     def __init__(self, monitor: TrainingMonitor) -> None:
@@ -518,6 +674,7 @@ class _MemoryReader:
         self._process = psutil.Process()
         self._psutil = psutil
         self._values: dict[str, float] = {}
+        self._blocks: dict[str, Any] = {}
         self._read_at = 0.0
         self._lock = threading.Lock()
 
@@ -536,7 +693,9 @@ class _MemoryReader:
         try:
             values["memory_active"] = float(mx.get_active_memory())
             values["memory_cache"] = float(mx.get_cache_memory())
-            values["memory_peak"] = float(mx.get_peak_memory())
+            step_peak = self._monitor._step_peak
+            # With per-step resets, the last finished step's peak (not the running one's).
+            values["memory_peak"] = float(mx.get_peak_memory() if step_peak is None else step_peak)
             values["memory_limit"] = float(mx.get_memory_limit())
         except Exception as exc:
             self._monitor._report("read MLX memory", exc, "collection")
@@ -548,7 +707,19 @@ class _MemoryReader:
         except Exception as exc:
             self._monitor._report("read process memory", exc, "collection")
         values["memory_threshold"] = self._monitor.config.trainer.memory_safety_threshold_mb * (1 << 20)
+        try:
+            report = self._monitor.memory_profiler.leak_report()
+            if math.isfinite(report.slope_mb_per_step):
+                values["memory_leak_slope_per_step"] = report.slope_bytes_per_step
+                values["memory_leak_slope"] = report.slope_bytes_per_second
+            self._blocks = self._monitor.memory_profiler.block_stats()
+        except Exception as exc:
+            self._monitor._report("leak detection", exc, "collection")
         return values
+
+    def read_blocks(self, attribute: str) -> Reading:
+        self.read_all()
+        return [(getattr(b, attribute), {"block": name}) for name, b in self._blocks.items()]
 
     def reader(self, key: str) -> Any:
         def read() -> Iterable[tuple[float, dict[str, str]]]:
