@@ -436,6 +436,41 @@ class MemoryProfiler:
             self._step_peak_carry = 0
         return snapshot
 
+    def add_reading(
+        self,
+        *,
+        step: int | None,
+        timestamp: float,
+        active_bytes: float,
+        cache_bytes: float,
+        peak_bytes: float,
+    ) -> MemorySnapshot:
+        """Store counters read elsewhere (e.g. on the training thread) as a snapshot.
+
+        The monitor reads MLX's counters at the end of each step, where they
+        mean something, and hands them over here from its worker thread.
+
+        Example::
+
+            profiler.add_reading(step=3, timestamp=time.time(), active_bytes=2**20,
+                                 cache_bytes=0, peak_bytes=2**21)
+        """
+        snapshot = MemorySnapshot(
+            step=step,
+            timestamp=timestamp,
+            mlx_allocated_mb=_to_mb(active_bytes),
+            mlx_cache_mb=_to_mb(cache_bytes),
+            mlx_peak_mb=_to_mb(peak_bytes),
+            mlx_limit_mb=_to_mb(mx.get_memory_limit()),
+            process_rss_mb=_NAN,
+            system_available_mb=_NAN,
+            system_total_mb=_NAN,
+        )
+        with self._lock:
+            self._snapshots.append(snapshot)
+            self._version += 1
+        return snapshot
+
     @property
     def latest(self) -> MemorySnapshot | None:
         """The last stored snapshot, or None before the first one."""
