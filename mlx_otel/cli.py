@@ -191,6 +191,7 @@ def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading
                 learning_rate=result.learning_rate,
                 thinking_tokens=result.thinking_tokens,
                 answer_tokens=result.answer_tokens,
+                memory_allocated_mb=mx.get_active_memory() / 2**20,
                 rewards=result.rewards,
                 step_time=result.step_time,
             )

@@ -175,9 +175,10 @@ class RunOutputs:
         frame = self.stats.to_dataframe()
         if frame.empty:
             return {}
-        data = frame.drop(columns=[c for c in ("step", "timestamp") if c in frame], errors="ignore")
+        # Keep "step" so charts plot against real steps, not row numbers.
+        data = frame.drop(columns=[c for c in ("timestamp", "run_id") if c in frame])
         memory_columns = [c for c in ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb") if c in frame]
-        memory = {c.removeprefix("mlx_"): frame[c].tolist() for c in memory_columns}
+        memory = frame[["step", *memory_columns]] if memory_columns else None
         thinking = frame["thinking_tokens"].dropna().tolist() if "thinking_tokens" in frame else None
         answer = frame["answer_tokens"].dropna().tolist() if "answer_tokens" in frame else None
         batch = charts.generate_checkpoint_charts(
@@ -187,7 +188,7 @@ class RunOutputs:
             thinking_tokens=thinking,
             answer_tokens=answer,
             layer_norms=self._layer_norms or None,
-            memory=memory or None,
+            memory=memory,
             memory_threshold_mb=self.config.trainer.memory_safety_threshold_mb,
         )
         for kind, error in batch.errors.items():
