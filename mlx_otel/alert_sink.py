@@ -414,12 +414,16 @@ def run_alert_sink(args: argparse.Namespace) -> int:
     if args.wandb != "disabled":
         from mlx_otel.wandb_bridge import EnhancedWandBLogger
 
-        logger = EnhancedWandBLogger(project=args.wandb_project, name=args.run_name, mode=args.wandb)
+        logger = EnhancedWandBLogger(
+            project=args.wandb_project, name=args.run_name, mode=args.wandb
+        )
     sink = AlertSink(args.host, args.port, wandb_logger=logger)
     try:
         sink.start()
     except OSError as exc:
-        print(f"mlx-otel alert-sink: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"mlx-otel alert-sink: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
         if logger is not None:
             logger.finish()
         return 2
