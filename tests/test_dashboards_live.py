@@ -1,0 +1,208 @@
+"""Every panel query of every dashboard, run against a real Prometheus scraping real runs.
+
+One Prometheus serves the whole module, scraping every second, with the
+project's rules loaded, two monitored processes:
+
+- the demo (``python -m mlx_otel demo``), a single-process run without a
+  ``rank`` label;
+- a short loop of rank 1 of another run that uses what the demo leaves out:
+  custom metrics (extra keywords of ``log_training_step``) and memory blocks
+  (``MemoryMonitor``), so the panels fed by them are proven too.
+
+Each query read from the generated JSON, with Grafana's template variables
+substituted as for a multi-value selection of both runs and "All" ranks,
+must parse and return data, except on panels flagged incident-only. Then the
+preview renders one non-blank PNG per dashboard.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlx_otel.dashboards import PanelQuery, panel_queries, preview, regex_literal, substitute
+from tests.servers import REPO, PrometheusServer, free_port, python_command, wait_for
+
+pytestmark = pytest.mark.integration
+
+DIRECTORY = REPO / "grafana" / "dashboards"
+RULES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
+QUERIES = panel_queries(DIRECTORY)
+RUN_ID = "dashboards-live"
+RANKED_RUN_ID = "dashboards-live-ranked"
+# Grafana sends a multi-value selection to Prometheus as a regex alternation.
+BOTH_RUNS = f"({regex_literal(RUN_ID)}|{regex_literal(RANKED_RUN_ID)})"
+STEPS = 40
+# Slow the demo down so a 1 s scrape sees its training move (it is fast).
+STEP_DELAY = "0.2"
+# Grafana's $__rate_interval for a 1 s scrape interval: four scrapes.
+RATE_INTERVAL = "4s"
+
+
+# Rank 1 of a run, logging custom metrics and two memory blocks. Ranks add
+# their rank to the configured port, hence ``port - 1``.
+RANKED_LOOP = """
+import sys, time
+import mlx.core as mx
+from mlx_otel import MemoryMonitor, TrainingMonitor
+
+port, run_id, steps, output_dir = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+config = {"exporter": {"port": port - 1}, "monitoring": {"output_dir": output_dir}}
+with TrainingMonitor(config, run_id=run_id, rank=1) as monitor:
+    kept = []
+    for step in range(steps):
+        with MemoryMonitor(monitor.memory_profiler, "rollout"):
+            batch = mx.ones((64, 256)) * step
+            mx.eval(batch)
+        with MemoryMonitor(monitor.memory_profiler, "update"):
+            kept.append(mx.zeros((16, 256)) + step)
+            mx.eval(kept[-1])
+        monitor.log_training_step(
+            step, loss=1.0 / (step + 1), reward=step / steps, grad_norm=1.0,
+            learning_rate=1e-4, thinking_tokens=40, answer_tokens=8,
+            rewards=[0.1 * (i % 10) for i in range(16)], kl=0.01 * step, format_rate=0.9,
+        )
+        time.sleep(0.2)
+    print("ranked loop done", flush=True)
+    time.sleep(120)
+"""
+
+
+@dataclass
+class Stack:
+    prometheus: PrometheusServer
+    start: float
+    end: float
+
+
+def demo_log(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("dashboards_live")
+    port, ranked_port = free_port(), free_port()
+    log_path, ranked_log_path = work / "demo.log", work / "ranked.log"
+    targets = [f"127.0.0.1:{port}", f"127.0.0.1:{ranked_port}"]
+    with PrometheusServer(work / "prometheus", targets=targets, rule_files=RULES) as prometheus:
+        start = time.time()
+        with open(log_path, "wb") as log, open(ranked_log_path, "wb") as ranked_log:
+            demo = subprocess.Popen(
+                python_command(
+                    "demo", "--steps", str(STEPS), "--port", str(port),
+                    "--output-dir", str(work / "outputs"), "--wandb", "disabled",
+                    "--linger", "120", "--run-id", RUN_ID, "--no-progress",
+                    "--step-delay", STEP_DELAY,
+                ),
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            ranked = subprocess.Popen(
+                [sys.executable, "-c", RANKED_LOOP, str(ranked_port), RANKED_RUN_ID, "30",
+                 str(work / "ranked_outputs")],
+                cwd=REPO, stdout=ranked_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+
+            def trained_or_exited() -> bool:
+                if demo.poll() is not None:
+                    return True
+                steps = prometheus.query(f'mlx_train_steps_total{{run_id="{RUN_ID}"}}')
+                return bool(steps) and float(steps[0]["value"][1]) >= STEPS
+
+            wait_for(trained_or_exited, timeout=90, interval=0.5, what=f"{STEPS} demo steps")
+            wait_for(
+                lambda: ranked.poll() is not None or "done" in demo_log(ranked_log_path),
+                timeout=60, what="the ranked loop",
+            )  # fmt: skip
+            # Both linger, serving metrics: an exit here is a failure.
+            assert demo.poll() is None, f"the demo exited early:\n{demo_log(log_path)}"
+            assert ranked.poll() is None, f"the ranked loop failed:\n{demo_log(ranked_log_path)}"
+            # A few more scrapes, so rates and slopes see the end of the runs.
+            time.sleep(3)
+            yield Stack(prometheus=prometheus, start=start, end=time.time())
+        finally:
+            for process in (demo, ranked):
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def run(stack: Stack, query: PanelQuery) -> list[dict]:
+    expr = substitute(
+        query.expr, run_id=BOTH_RUNS, rank=".*", rate_interval=RATE_INTERVAL,
+        interval="1s", time_range=f"{round(stack.end - stack.start)}s",
+    )  # fmt: skip
+    try:
+        if query.instant:
+            return stack.prometheus.query(expr, time=stack.end)
+        return list(stack.prometheus.query_range(expr, stack.start, stack.end, step="1s"))
+    except Exception as exc:  # the API's 400 carries the parse error
+        detail = getattr(exc, "read", lambda: b"")().decode(errors="replace")
+        raise AssertionError(
+            f"{query.label}: Prometheus rejected\n  {expr}\n  {exc} {detail}"
+        ) from exc
+
+
+def has_finite_value(result: list[dict]) -> bool:
+    values = [v for item in result for _, v in item.get("values", [item.get("value", [0, "NaN"])])]
+    return any(v not in ("NaN", "+Inf", "-Inf") for v in values)
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.label for q in QUERIES])
+def test_panel_query_parses_and_returns_data(stack: Stack, query: PanelQuery) -> None:
+    result = run(stack, query)
+    if query.incident_only:
+        return
+    assert result, f"{query.label}: no series for\n  {query.expr}"
+    assert has_finite_value(result), f"{query.label}: only NaN/inf for\n  {query.expr}"
+
+
+def test_run_id_variable_lists_both_runs(stack: Stack) -> None:
+    # label_values(mlx_train_steps_total, run_id), as Grafana asks for it.
+    values = stack.prometheus.api("label/run_id/values", **{"match[]": "mlx_train_steps_total"})
+    assert {RUN_ID, RANKED_RUN_ID} <= set(values)
+
+
+def test_rank_variable_lists_the_ranks_of_the_selected_runs(stack: Stack) -> None:
+    match = f'mlx_train_steps_total{{run_id=~"{BOTH_RUNS}"}}'
+    assert stack.prometheus.api("label/rank/values", **{"match[]": match}) == ["1"]
+
+
+def test_one_rank_selects_only_that_rank(stack: Stack) -> None:
+    (query,) = [q for q in QUERIES if q.panel == "Loss"]
+    expr = substitute(query.expr, run_id=BOTH_RUNS, rank="1")
+    runs = {item["metric"]["run_id"] for item in stack.prometheus.query(expr)}
+    assert runs == {RANKED_RUN_ID}
+
+
+def test_all_ranks_include_a_run_without_a_rank_label(stack: Stack) -> None:
+    # A single-process demo has no rank label; "All" (.*) must still select it.
+    steps = stack.prometheus.query(f'mlx_train_steps_total{{run_id="{RUN_ID}"}}')
+    assert steps and "rank" not in steps[0]["metric"]
+    assert stack.prometheus.query(f'mlx_train_steps_total{{run_id="{RUN_ID}", rank=~".*"}}')
+
+
+def test_preview_renders_one_non_blank_png_per_dashboard(stack: Stack, tmp_path: Path) -> None:
+    import numpy as np
+    from matplotlib.image import imread
+
+    minutes = (time.time() - stack.start) / 60 + 0.2
+    written = preview(stack.prometheus.url, tmp_path, directory=DIRECTORY, minutes=minutes)
+    expected = {p.stem for p in DIRECTORY.glob("*.json")}
+    assert {p.stem for p in written} == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.png" for n in expected)
+    for path in written:
+        pixels = np.asarray(imread(path))
+        assert pixels.shape[0] > 500 and pixels.shape[1] > 1000, path.name
+        # Lines, heatmaps and text make the image far from uniform.
+        assert float(pixels[..., :3].std()) > 0.05, f"{path.name} is blank"
