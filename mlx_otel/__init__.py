@@ -13,12 +13,50 @@ from mlx_otel.monitor import MonitoringManager, TrainingMonitor
 
 __version__ = "0.1.0"
 
+# The seed's classes; charts and WandB pull in optional extras, so they are
+# imported when first used.
+_LAZY = {
+    "ComprehensiveStatsCollector": "mlx_otel.stats",
+    "ChartGenerator": "mlx_otel.charts",
+    "VisualizationConfig": "mlx_otel.charts",
+    "MemoryProfiler": "mlx_otel.memory",
+    "MemoryMonitor": "mlx_otel.memory",
+    "MemorySnapshot": "mlx_otel.memory",
+    "LeakReport": "mlx_otel.memory",
+    "EnhancedWandBLogger": "mlx_otel.wandb_bridge",
+    "GradientNorms": "mlx_otel.gradients",
+    "layer_grad_norms": "mlx_otel.gradients",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlx_otel' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 __all__ = [
+    "ChartGenerator",
+    "ComprehensiveStatsCollector",
     "ConfigError",
+    "EnhancedWandBLogger",
+    "GradientNorms",
+    "LeakReport",
+    "MemoryMonitor",
+    "MemoryProfiler",
+    "MemorySnapshot",
     "MlxOtelError",
     "MonitorConfig",
     "MonitoringManager",
     "PortInUseError",
     "TrainingMonitor",
+    "VisualizationConfig",
+    "layer_grad_norms",
     "load_config",
 ]

@@ -57,6 +57,8 @@ class MonitoringSection(_Section):
     #: 0 turns periodic charts off.
     generate_charts_every: int = Field(100, ge=0)
     generate_at_checkpoints: bool = True
+    #: Render charts in a separate process so they never compete with training.
+    charts_in_subprocess: bool = True
     output_dir: Path = Path("./outputs")
     max_history: int = Field(10000, ge=10)
     #: Pending background tasks (WandB, charts, exports); beyond it the oldest is dropped.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlx_otel.catalog import METRICS
+from mlx_otel.chart_process import ChartProcess, render_checkpoint_charts
 from mlx_otel.fileio import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class RunOutputs:
         self.wandb = wandb_logger
         self._charts: Any = None
         self._charts_unavailable = False
+        self._chart_process: ChartProcess | None = None
         self._charts_every = monitoring.generate_charts_every
         self._recent_rewards: deque[float] = deque(maxlen=10_000)
         self._last_rewards: list[float] = []
@@ -181,8 +183,7 @@ class RunOutputs:
         memory = frame[["step", *memory_columns]] if memory_columns else None
         thinking = frame["thinking_tokens"].dropna().tolist() if "thinking_tokens" in frame else None
         answer = frame["answer_tokens"].dropna().tolist() if "answer_tokens" in frame else None
-        batch = charts.generate_checkpoint_charts(
-            data,
+        arguments = dict(
             step=step,
             rewards=list(self._recent_rewards) or None,
             thinking_tokens=thinking,
@@ -191,12 +192,18 @@ class RunOutputs:
             memory=memory,
             memory_threshold_mb=self.config.trainer.memory_safety_threshold_mb,
         )
-        for kind, error in batch.errors.items():
+        if self.config.monitoring.charts_in_subprocess:
+            if self._chart_process is None:
+                self._chart_process = ChartProcess()
+            paths, errors = self._chart_process.render(charts.config, data, arguments)
+        else:
+            paths, errors = render_checkpoint_charts(charts.config, data, arguments)
+        for kind, error in errors.items():
             self._report_error("worker", f"chart {kind}", f"chart {kind} failed: {error}")
         if self.wandb is not None:
-            for kind, path in batch.paths.items():
+            for kind, path in paths.items():
                 self.wandb.log_chart(kind, path, step=step)
-        return dict(batch.paths)
+        return paths
 
     # -- end of run ------------------------------------------------------------
     def export_all(self) -> dict[str, Path]:
@@ -229,5 +236,8 @@ class RunOutputs:
         return written
 
     def close(self) -> None:
+        if self._chart_process is not None:
+            self._chart_process.close()
+            self._chart_process = None
         if self.wandb is not None:
             self.wandb.finish()
