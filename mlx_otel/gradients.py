@@ -2,10 +2,19 @@
 
 One call per step turns the tree ``mlx.nn.value_and_grad`` returns into a
 :class:`GradientNorms`: one norm per layer (module) and the global norm.
-Everything is computed in a single MLX evaluation and a single conversion to
-numpy, never one ``.item()`` per layer, which would synchronise once per
-layer. Nothing here imports OpenTelemetry or Prometheus; the telemetry layer
-reads ``GradientNorms.per_layer`` into the ``layer`` label.
+There is exactly one synchronisation with MLX per call, never one
+``.item()`` per layer:
+
+- on a GPU, MLX computes every leaf's sum of squares in one evaluation
+  (small same-shape leaves are stacked so that the number of operations
+  stays small) and the sums come back in one conversion to numpy;
+- on the CPU device, where MLX arrays already live in host memory, the
+  leaves are evaluated once and numpy reads them in place: on this backend
+  that is several times faster than MLX's own reductions. bfloat16 trees,
+  which numpy cannot view, take the first route.
+
+Nothing here imports OpenTelemetry or Prometheus; the telemetry layer reads
+``GradientNorms.per_layer`` into the ``layer`` label.
 
 Example::
 
@@ -22,7 +31,6 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten
 
 __all__ = ["OTHER_LAYERS", "GradientNorms", "layer_grad_norms", "layer_name"]
 
@@ -35,6 +43,8 @@ OTHER_LAYERS = "other"
 _STACK_MAX_ELEMENTS = 1 << 16
 # Bound on one stacked chunk (elements), which bounds the temporary copy.
 _STACK_MAX_CHUNK = 1 << 22
+# Dtypes numpy can view in place (numpy has no bfloat16).
+_HOST_DTYPES = frozenset({mx.float16, mx.float32, mx.float64})
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class _Plan:
     labels: tuple[str, ...]  # series labels
     grouped: bool
     layer_count: int
+    host_readable: bool  # every dtype has a numpy equivalent (not bfloat16)
 
 
 @functools.lru_cache(maxsize=16)
@@ -154,7 +165,24 @@ def _plan(structure: tuple[tuple[str, tuple[int, ...], Any], ...], max_series: i
         members.append(i)
     chunks.extend(tuple(m) for m in by_shape.values() if m)
     order = np.array([i for chunk in chunks for i in chunk], dtype=np.intp)
-    return _Plan(tuple(chunks), order, series_of_leaf, labels, grouped, len(layers))
+    host_readable = all(dtype in _HOST_DTYPES for _, _, dtype in structure)
+    return _Plan(tuple(chunks), order, series_of_leaf, labels, grouped, len(layers), host_readable)
+
+
+def _array_leaves(tree: Any, prefix: str, out: list[tuple[str, mx.array]]) -> None:
+    """Append ``(path, array)`` for every array in ``tree``, as ``tree_flatten`` names them.
+
+    A direct walk is about twice as fast as ``mlx.utils.tree_flatten`` here,
+    and skips non-array leaves on the way.
+    """
+    if isinstance(tree, mx.array):
+        out.append((prefix[:-1], tree))
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            _array_leaves(value, f"{prefix}{key}.", out)
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            _array_leaves(value, f"{prefix}{index}.", out)
 
 
 def _as_float32(a: mx.array) -> mx.array:
@@ -176,11 +204,45 @@ def _squares_summed(a: mx.array, *, batched: bool) -> mx.array:
         q = mx.sum(q, axis=first)
     if q.ndim - first >= 1:
         q = mx.sum(q, axis=tuple(range(first, q.ndim)))
-    return q.reshape(-1)
+    return q if q.ndim == 1 else q.reshape(-1)
+
+
+def _leaf_squares_mlx(arrays: list[mx.array], plan: _Plan) -> np.ndarray:
+    """Sum of squares of every leaf, computed by MLX in one evaluation."""
+    parts = []
+    for chunk in plan.chunks:
+        if len(chunk) == 1:
+            parts.append(_squares_summed(arrays[chunk[0]], batched=False))
+        else:
+            parts.append(_squares_summed(mx.stack([arrays[i] for i in chunk]), batched=True))
+    reduced = parts[0] if len(parts) == 1 else mx.concatenate(parts)
+    # The one synchronisation point: evaluates every sum and copies them out.
+    values = np.array(reduced, dtype=np.float64)
+    squares = np.empty(len(arrays), dtype=np.float64)
+    squares[plan.order] = values
+    return squares
+
+
+def _leaf_squares_host(arrays: list[mx.array]) -> np.ndarray:
+    """Sum of squares of every leaf, read in place by numpy after one evaluation.
+
+    Only for the CPU device: there MLX arrays already live in host memory,
+    numpy views them without a copy, and its dot product is several times
+    faster than MLX's CPU reductions, with no per-operation dispatch.
+    """
+    mx.eval(arrays)  # the one synchronisation point (free when already evaluated)
+    squares = np.empty(len(arrays), dtype=np.float64)
+    for i, array in enumerate(arrays):
+        view = np.asarray(array)
+        if view.dtype == np.float16:
+            view = view.astype(np.float32)  # float16 squares overflow at 256
+        flat = view.reshape(-1)
+        squares[i] = np.dot(flat, flat)
+    return squares
 
 
 def layer_grad_norms(grads: Any, *, max_series: int = 64) -> GradientNorms:
-    """L2 gradient norm of every layer and overall, in one MLX evaluation.
+    """L2 gradient norm of every layer and overall, with one synchronisation.
 
     ``grads`` is the (nested dict/list) tree ``mlx.nn.value_and_grad``
     returns, or a flat ``{path: array}`` mapping. Layers are parameter paths
@@ -188,7 +250,9 @@ def layer_grad_norms(grads: Any, *, max_series: int = 64) -> GradientNorms:
     With more than ``max_series`` layers, layers are grouped by module
     prefix (see ``_group_layers``); a group's norm is the L2 norm over its
     members, so the global norm never changes. Leaves that are not
-    ``mx.array`` are ignored.
+    ``mx.array`` are ignored. Gradients that are not evaluated yet are
+    evaluated here. Sums of squares are accumulated in float32 per leaf and
+    float64 across leaves.
 
     Example::
 
@@ -197,24 +261,17 @@ def layer_grad_norms(grads: Any, *, max_series: int = 64) -> GradientNorms:
     """
     if max_series < 1:
         raise ValueError(f"max_series must be >= 1, got {max_series!r}")
-    leaves = [(path, a) for path, a in tree_flatten(grads) if isinstance(a, mx.array)]
+    leaves: list[tuple[str, mx.array]] = []
+    _array_leaves(grads, "", leaves)
     if not leaves:
         return GradientNorms(per_layer={}, global_norm=0.0, grouped=False, layer_count=0)
     plan = _plan(tuple((path, tuple(a.shape), a.dtype) for path, a in leaves), max_series)
 
-    parts = []
-    for chunk in plan.chunks:
-        if len(chunk) == 1:
-            parts.append(_squares_summed(leaves[chunk[0]][1], batched=False))
-        else:
-            stacked = mx.stack([leaves[i][1] for i in chunk])
-            parts.append(_squares_summed(stacked, batched=True))
-    reduced = parts[0] if len(parts) == 1 else mx.concatenate(parts)
-    # The one synchronisation point: evaluates every sum and copies them out.
-    values = np.array(reduced, dtype=np.float64)
-
-    leaf_squares = np.empty(len(leaves), dtype=np.float64)
-    leaf_squares[plan.order] = values
+    arrays = [a for _, a in leaves]
+    if plan.host_readable and mx.default_device() == mx.cpu:
+        leaf_squares = _leaf_squares_host(arrays)
+    else:
+        leaf_squares = _leaf_squares_mlx(arrays, plan)
     series_squares = np.bincount(
         plan.series_of_leaf, weights=leaf_squares, minlength=len(plan.labels)
     )

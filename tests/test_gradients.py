@@ -183,3 +183,48 @@ def test_repeated_calls_follow_changing_values() -> None:
     first = layer_grad_norms({"fc": {"weight": weight}})
     second = layer_grad_norms({"fc": {"weight": 2 * weight}})
     assert second.global_norm == pytest.approx(2 * first.global_norm)
+
+
+def test_mlx_and_host_reductions_agree_with_numpy() -> None:
+    # The CPU device reads leaves in place; GPUs (and bfloat16) reduce in MLX.
+    from mlx_otel.gradients import _array_leaves, _leaf_squares_host, _leaf_squares_mlx, _plan
+
+    grads = model_gradients()
+    leaves: list[tuple[str, mx.array]] = []
+    _array_leaves(grads, "", leaves)
+    plan = _plan(tuple((p, tuple(a.shape), a.dtype) for p, a in leaves), 64)
+    assert [p for p, _ in leaves] == [p for p, _ in tree_flatten(grads)]
+    arrays = [a for _, a in leaves]
+    expected = [float(np.sum(np.array(a, dtype=np.float64) ** 2)) for a in arrays]
+    np.testing.assert_allclose(_leaf_squares_mlx(arrays, plan), expected, rtol=1e-5)
+    np.testing.assert_allclose(_leaf_squares_host(arrays), expected, rtol=1e-5)
+
+
+def test_bfloat16_model_gradients_match_numpy() -> None:
+    grads = model_gradients()
+    as_bf16 = {
+        "mlp": [{k: v.astype(mx.bfloat16) for k, v in layer.items()} for layer in grads["mlp"]],
+        "wide": {"weight": grads["wide"]["weight"].astype(mx.bfloat16)},
+    }
+    expected, expected_global = numpy_layer_norms(as_bf16)
+    norms = layer_grad_norms(as_bf16)
+    for layer, value in expected.items():
+        assert norms.per_layer[layer] == pytest.approx(value, rel=1e-5)
+    assert norms.global_norm == pytest.approx(expected_global, rel=1e-5)
+
+
+def test_unevaluated_gradients_are_evaluated_once() -> None:
+    mx.random.seed(3)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = mx.random.normal((5, 8))
+    _, lazy_grads = nn.value_and_grad(model, lambda m: m(x).sum())(model)
+    norms = layer_grad_norms(lazy_grads)  # before any mx.eval
+    expected, expected_global = numpy_layer_norms(lazy_grads)
+    assert set(norms.per_layer) == {"layers.0", "layers.2"}
+    assert norms.per_layer["layers.2"] == pytest.approx(expected["layers.2"], rel=1e-5)
+    assert norms.global_norm == pytest.approx(expected_global, rel=1e-5)
+
+
+def test_nan_survives_the_mlx_route_too() -> None:
+    grads = {"bad": {"weight": mx.array([1.0, float("nan")], dtype=mx.bfloat16)}}
+    assert math.isnan(layer_grad_norms(grads).per_layer["bad"])
