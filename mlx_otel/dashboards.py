@@ -144,7 +144,7 @@ def _import_module(path: Path) -> ModuleType:
         except ImportError as exc:
             raise DashboardError(
                 f"cannot import {path}: {exc}; install the dashboard dependencies "
-                "(grafanalib) into this environment"
+                "with `pip install 'mlx-otel[dashboards]'`"
             ) from exc
         return module
     finally:
@@ -368,6 +368,9 @@ _PREVIEW_POINTS = 240
 # Grafana's named colours, so stat panels look as they do in Grafana.
 _COLOURS = {"green": "#37872d", "orange": "#ff9830", "red": "#e02f44", "blue": "#3274d9"}
 
+# Ticks of a logarithmic duration axis: a second, a minute ... a century.
+_DURATION_TICKS = (1, 60, 3600, 86400, 604800, 2592000, 31536000, 3153600000)
+
 Series = tuple[dict[str, str], Any, Any]  # labels, times (s), values
 
 
@@ -375,6 +378,10 @@ class _Prometheus:
     """The few calls of Prometheus' HTTP API the preview needs (urllib, no extra deps)."""
 
     def __init__(self, url: str, timeout: float = 15.0) -> None:
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise DashboardError(
+                f"--prometheus needs a URL such as http://127.0.0.1:9090, not {url!r}"
+            )
         self.url = url.rstrip("/")
         self.timeout = timeout
 
@@ -559,7 +566,10 @@ class _Renderer:
             return
         # Space inside the card for the plot: titles above, tick labels around.
         box = {"left": left, "top": top, "width": width, "height": tall, "fig_height": height}
-        draw(fig, panel, box)
+        try:
+            draw(fig, panel, box)
+        except DashboardError as exc:
+            raise DashboardError(f"panel {panel.get('title')!r}: {exc}") from exc
 
     def axes(
         self,
@@ -601,10 +611,10 @@ class _Renderer:
     def _time_axis(self, ax: Any) -> None:
         import matplotlib.dates as mdates
 
-        locator = mdates.AutoDateLocator(maxticks=6)
-        ax.xaxis.set_major_locator(locator)
-        # The subtitle gives the date; an offset label would collide with the legend.
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
+        # The subtitle gives the date; ticks give the time of day.
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+        short = self.end - self.start <= 900
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if short else "%H:%M"))
         ax.tick_params(labelsize=8)
 
     @staticmethod
@@ -629,7 +639,7 @@ class _Renderer:
 
     def timeseries(self, fig: Any, panel: dict[str, Any], box: dict[str, float]) -> None:
         import numpy as np
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
         lines = []
         for target in panel.get("targets", []):
@@ -647,9 +657,14 @@ class _Renderer:
         if not lines:
             self.no_data(ax, panel)
             return
-        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
-        finite = [np.nanmax(np.abs(v[np.isfinite(v)])) for _, _, v in lines if np.isfinite(v).any()]
-        scale = _unit_scale(unit, max(finite, default=0.0))
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        unit = defaults.get("unit", "")
+        present = [v[np.isfinite(v)] for _, _, v in lines]
+        scale_type = defaults.get("custom", {}).get("scaleDistribution", {}).get("type")
+        log = scale_type == "log" and all(p.size == 0 or p.min() > 0 for p in present)
+        finite = [float(np.abs(p).max()) for p in present if p.size]
+        # On a log axis each tick carries its own unit (1 MiB, 1 GiB), so no scaling.
+        scale = _Scale(1.0, "") if log else _unit_scale(unit, max(finite, default=0.0))
         for name, times, values in lines:
             ax.plot(
                 self._dates(times),
@@ -658,20 +673,18 @@ class _Renderer:
                 linewidth=1.6,
                 **self._dashed(panel, name),
             )
-        log = (
-            panel.get("fieldConfig", {})
-            .get("defaults", {})
-            .get("custom", {})
-            .get("scaleDistribution", {})
-            .get("type")
-            == "log"
-        )
-        if log and all(
-            np.nanmin(v[np.isfinite(v)]) > 0 for _, _, v in lines if np.isfinite(v).any()
-        ):
-            ax.set_yscale("log")
+        if log:
+            base = defaults.get("custom", {}).get("scaleDistribution", {}).get("log", 10)
+            ax.set_yscale("log", base=base)
+            if unit == "s":
+                # Durations read best at a minute, an hour, a day, a week, a year.
+                ax.yaxis.set_major_locator(FixedLocator(_DURATION_TICKS))
+            else:
+                # 1-2-5 steps in base 10, so a range within one decade still gets ticks.
+                subs = (1.0, 2.0, 5.0) if base == 10 else (1.0,)
+                ax.yaxis.set_major_locator(LogLocator(base=base, subs=subs, numticks=7))
             ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _format_value(v, unit)))
         elif unit == "sci":
             # Each tick in full (1.0e-04) rather than an offset text above the axis.
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1e}"))
@@ -781,12 +794,16 @@ class _Renderer:
                 column = index.get(round(float(t), 3))
                 if column is not None:
                     matrix[row, column] = v
+        options = panel.get("options", {})
         if target.get("format") == "heatmap":
             # Prometheus buckets are cumulative; Grafana shows each bucket's own count.
             empty = np.isnan(matrix).all(axis=0)
             matrix = np.diff(np.nan_to_num(matrix), axis=0, prepend=0.0).clip(min=0)
             matrix[:, empty] = np.nan
-        options = panel.get("options", {})
+            # Grafana hides cells at or below filterValues.le (empty buckets).
+            hide_at = options.get("filterValues", {}).get("le")
+            if hide_at is not None:
+                matrix[matrix <= hide_at] = np.nan
         unit = options.get("cellValues", {}).get("unit", "short")
         finite = matrix[np.isfinite(matrix)]
         scale = _unit_scale(unit, float(np.max(np.abs(finite))) if finite.size else 0.0)
@@ -880,8 +897,13 @@ def preview(
         >>> preview("http://127.0.0.1:9090", Path("docs/images"))  # doctest: +SKIP
         [PosixPath('docs/images/gradient_flow.png'), ...]
     """
-    import seaborn as sns
-
+    try:
+        import matplotlib  # noqa: F401 - checked here so the error names the fix
+        import seaborn as sns
+    except ImportError as exc:
+        raise DashboardError(
+            f"previews need {exc.name}: `pip install 'mlx-otel[dashboards]'`"
+        ) from exc
     if minutes <= 0:
         raise DashboardError(f"--minutes must be positive, not {minutes}")
     dashboards = list(_dashboard_json(Path(directory)))

@@ -136,6 +136,15 @@ def test_preview_names_an_unreachable_prometheus_and_the_fix(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_preview_asks_for_a_url_with_a_scheme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli("dashboards", "preview", "--prometheus", "localhost:9090", "--out", str(tmp_path),
+                   "--dir", str(DIRECTORY))  # fmt: skip
+    assert code == 2
+    assert "http://127.0.0.1:9090" in capsys.readouterr().err
+
+
 def test_preview_keeps_a_dir_given_before_the_subcommand(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="mlx-otel")
     dashboards.add_parser(parser.add_subparsers(dest="command"))

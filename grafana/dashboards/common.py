@@ -156,13 +156,15 @@ def timeseries(
     description: str,
     height: int = DEFAULT_HEIGHT,
     log_scale: bool = False,
+    log_base: int = 10,
     dashed: Sequence[str] = (),
     min_zero: bool = False,
 ) -> g.TimeSeries:
     """A time series panel.
 
-    ``dashed`` are regular expressions of series names drawn as red dashed
-    lines (limits and thresholds, not data).
+    ``log_scale`` draws the y axis logarithmic in ``log_base`` (2 gives
+    power-of-two ticks for bytes). ``dashed`` are regular expressions of
+    series names drawn as red dashed lines (limits and thresholds, not data).
     """
     overrides = [
         {
@@ -190,7 +192,7 @@ def timeseries(
         tooltipSort="desc",
         legendDisplayMode="list",
         scaleDistributionType="log" if log_scale else "linear",
-        scaleDistributionLog=10,
+        scaleDistributionLog=log_base,
         valueMin=0 if min_zero else None,
         overrides=overrides,
     )

@@ -89,7 +89,6 @@ def latest_by_layer() -> common.Panel:
         ],
         unit=common.unit("layer_grad_norm"),
         description=common.describe("layer_grad_norm", "Largest first."),
-        height=10,
     )
 
 

@@ -101,10 +101,12 @@ def mlx_memory() -> common.Panel:
             "memory_peak",
             "memory_threshold",
             "memory_limit",
-            "The dashed lines are the alert threshold and MLX's limit.",
+            "The dashed lines are the alert threshold and MLX's limit; the axis is "
+            "logarithmic so that megabytes of use and gigabytes of limit both show.",
         ),
         dashed=("^threshold .*", "^limit .*"),
-        min_zero=True,
+        log_scale=True,
+        log_base=2,
         height=9,
     )
 
@@ -131,9 +133,11 @@ def process_memory() -> common.Panel:
             "memory_allocated",
             "system_memory_available",
             "system_memory_total",
+            "The axis is logarithmic so that the process and the machine both show.",
         ),
         dashed=("^system total .*",),
-        min_zero=True,
+        log_scale=True,
+        log_base=2,
         height=9,
     )
 

@@ -188,16 +188,19 @@ def exporter_errors() -> common.Panel:
         "Exporter errors and dropped tasks",
         [
             common.target(
-                f"sum by (run_id, rank, kind) (rate({errors}[$__rate_interval]))",
+                f"sum by (run_id, rank, kind) (rate({errors}[$__rate_interval])) > 0",
                 f"error {{{{kind}}}} {common.RUN_LEGEND}",
             ),
             common.target(
-                f"sum by (run_id, rank, task) (rate({dropped}[$__rate_interval]))",
+                f"sum by (run_id, rank, task) (rate({dropped}[$__rate_interval])) > 0",
                 f"dropped {{{{task}}}} {common.RUN_LEGEND}",
             ),
         ],
         unit="ops",
-        description=common.describe("errors", "dropped_tasks", incident_only=True),
+        # "> 0" keeps the error kinds that happen, not every kind at zero.
+        description=common.describe(
+            "errors", "dropped_tasks", "Only kinds that occur are shown.", incident_only=True
+        ),
         min_zero=True,
     )
 
