@@ -354,8 +354,29 @@ class MemoryProfiler:
 
     # -- reading ------------------------------------------------------------
 
-    def _peak_bytes(self) -> int:
+    def read_peak_bytes(self) -> int:
+        """Peak MLX active memory since the last :meth:`reset_peak`, in bytes.
+
+        Use this instead of ``mx.get_peak_memory()`` when blocks are
+        monitored: a :class:`MemoryMonitor` resets MLX's counter on entry, and
+        the peak reached before that is carried here.
+
+        Example::
+
+            step_peak = profiler.read_peak_bytes()
+            profiler.reset_peak()
+        """
         return max(self._step_peak_carry, mx.get_peak_memory())
+
+    def reset_peak(self) -> None:
+        """Start a new peak (for a new step); open blocks keep their own.
+
+        Example::
+
+            profiler.reset_peak()
+        """
+        self._reset_peak()
+        self._step_peak_carry = 0
 
     def _reset_peak(self) -> None:
         peak = mx.get_peak_memory()
@@ -378,7 +399,7 @@ class MemoryProfiler:
         try:
             active = _to_mb(mx.get_active_memory())
             cache = _to_mb(mx.get_cache_memory())
-            peak = _to_mb(self._peak_bytes())
+            peak = _to_mb(self.read_peak_bytes())
             limit = _to_mb(mx.get_memory_limit())
         except Exception:  # a broken MLX build must not stop the training loop
             logger.warning("could not read MLX memory counters", exc_info=True)
@@ -431,9 +452,7 @@ class MemoryProfiler:
         """
         snapshot = self.take_snapshot(step, include_system=include_system)
         if self.reset_peak_each_step:
-            # Open blocks keep their peak so far; the step's carry starts over.
-            self._reset_peak()
-            self._step_peak_carry = 0
+            self.reset_peak()
         return snapshot
 
     def add_reading(

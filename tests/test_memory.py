@@ -420,3 +420,16 @@ def test_short_window_still_detects_a_leak() -> None:
     report = profiler.leak_report()
     assert report.detected, report.description
     assert report.subwindows == 4
+
+
+def test_read_peak_and_reset_peak_see_through_block_resets() -> None:
+    # For callers that read the step's peak themselves (reset_peak_each_step=False).
+    profiler = MemoryProfiler(reset_peak_each_step=False)
+    temporary = allocate_mb(16)
+    del temporary
+    with MemoryMonitor(profiler, "block"):  # resets MLX's own counter
+        pass
+    assert mx.get_peak_memory() < 16 * MB
+    assert profiler.read_peak_bytes() >= 16 * MB
+    profiler.reset_peak()
+    assert profiler.read_peak_bytes() < 16 * MB
