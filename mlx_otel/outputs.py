@@ -101,6 +101,7 @@ class RunOutputs:
     # -- per batch of steps (worker thread) ----------------------------------
     def handle(self, batch: Sequence[StepRecord]) -> None:
         """Feed one batch of step records to statistics, the profiler and WandB."""
+        chart_step = None
         for record in batch:
             values = dict(record.values)
             if record.memory is not None:
@@ -136,7 +137,10 @@ class RunOutputs:
                 if rewards is not None and rewards.size:
                     self.wandb.log_distribution("rewards", rewards, step=record.step)
             if self._charts_every and record.step > 0 and record.step % self._charts_every == 0:
-                self.render_charts(record.step)
+                chart_step = record.step
+        if chart_step is not None:
+            # A worker that fell behind renders the latest chart step only.
+            self.render_charts(chart_step)
 
     def handle_gradients(self, step: int, per_layer: dict[str, float]) -> None:
         self._layer_norms = dict(per_layer)

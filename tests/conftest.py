@@ -45,7 +45,10 @@ def same_number(a: float, b: float) -> bool:
 
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[TrainingMonitor]:
-    config = {"exporter": {"port": 0}, "monitoring": {"output_dir": str(tmp_path / "outputs")}}
+    config = {
+        "exporter": {"port": 0},
+        "monitoring": {"output_dir": str(tmp_path / "outputs"), "generate_charts_every": 0},
+    }
     m = TrainingMonitor(config, run_id="test_run")
     try:
         yield m
