@@ -358,6 +358,12 @@ def test_a_failing_wandb_logger_costs_no_notification(caplog) -> None:
 # ---------------------------------------------------------------- command line
 
 
+def command_env() -> dict[str, str]:
+    """Environment in which ``python -m mlx_otel`` finds this checkout from any folder."""
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def test_the_subcommand_registers_its_options_and_defaults() -> None:
     parser = argparse.ArgumentParser(prog="mlx-otel")
     add_parser(parser.add_subparsers(dest="command"))
@@ -384,7 +390,7 @@ def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path:
             python_command("alert-sink", "--port", str(port)),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**command_env(), "PYTHONUNBUFFERED": "1"},
         )
     try:
         wait_for(
@@ -413,6 +419,7 @@ def test_mlx_otel_alert_sink_reports_a_taken_port(sink) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env=command_env(),
     )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{sink.port}" in result.stderr
