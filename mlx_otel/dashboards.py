@@ -676,7 +676,8 @@ class _Renderer:
         if log:
             base = defaults.get("custom", {}).get("scaleDistribution", {}).get("log", 10)
             ax.set_yscale("log", base=base)
-            if unit == "s":
+            low, high = ax.get_ylim()
+            if unit == "s" and sum(low <= t <= high for t in _DURATION_TICKS) >= 2:
                 # Durations read best at a minute, an hour, a day, a week, a year.
                 ax.yaxis.set_major_locator(FixedLocator(_DURATION_TICKS))
             else:
@@ -685,7 +686,17 @@ class _Renderer:
                 ax.yaxis.set_major_locator(LogLocator(base=base, subs=subs, numticks=7))
             ax.yaxis.set_minor_formatter(NullFormatter())
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _format_value(v, unit)))
-        elif unit == "sci":
+        elif unit != "sci":
+            # A flat series would get an offset text ("1e-5+9.9999e-1") over the panel.
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+            values = np.concatenate(present) / scale.factor if finite else np.array([])
+            if values.size:
+                low, high = float(values.min()), float(values.max())
+                size = max(abs(low), abs(high))
+                if size > 0 and high - low < 1e-3 * size:
+                    # Nearly constant: show it as a flat line, not its rounding noise.
+                    ax.set_ylim(low - size / 2, high + size / 2)
+        else:
             # Each tick in full (1.0e-04) rather than an offset text above the axis.
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1e}"))
         ax.set_ylabel(scale.label, fontsize=9)
