@@ -129,10 +129,10 @@ def _dashboard_files(directory: Path) -> list[Path]:
 def _import_module(path: Path) -> ModuleType:
     """Import a dashboard module by path, with its folder importable (``import common``)."""
     folder = str(path.parent.resolve())
-    # The helper module is imported under its plain name; a stale one from
-    # another folder (or an earlier edit) must not be reused.
-    for helper in _HELPER_MODULES:
-        sys.modules.pop(helper, None)
+    # The helper module is imported under its plain name: set aside any
+    # module of that name (another folder's, or a stale copy) and put it back
+    # afterwards, so loading dashboards leaves the interpreter as it was.
+    saved = {name: sys.modules.pop(name) for name in _HELPER_MODULES if name in sys.modules}
     sys.path.insert(0, folder)
     try:
         spec = importlib.util.spec_from_file_location(f"_mlx_otel_dashboard_{path.stem}", path)
@@ -149,8 +149,9 @@ def _import_module(path: Path) -> ModuleType:
         return module
     finally:
         sys.path.remove(folder)
-        for helper in _HELPER_MODULES:
-            sys.modules.pop(helper, None)
+        for name in _HELPER_MODULES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
 
 
 def load_dashboards(directory: Path = DEFAULT_DIRECTORY) -> list[DashboardModule]:
@@ -371,7 +372,7 @@ _COLOURS = {"green": "#37872d", "orange": "#ff9830", "red": "#e02f44", "blue": "
 # Ticks of a logarithmic duration axis: a second, a minute ... a century.
 _DURATION_TICKS = (1, 60, 3600, 86400, 604800, 2592000, 31536000, 3153600000)
 
-Series = tuple[dict[str, str], Any, Any]  # labels, times (s), values
+_Series = tuple[dict[str, str], Any, Any]  # labels, times (s), values
 
 
 class _Prometheus:
@@ -412,7 +413,7 @@ class _Prometheus:
         match = re.search(r"^\s+scrape_interval:\s*(\S+)", text, re.MULTILINE)
         return _seconds(match.group(1)) if match else 15.0
 
-    def range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+    def range(self, expr: str, start: float, end: float, step: float) -> list[_Series]:
         import numpy as np
 
         result = self.get("query_range", query=expr, start=start, end=end, step=step)["result"]

@@ -435,3 +435,15 @@ def test_legends_follow_grafana_templating() -> None:
     labels = {"__name__": "m", "run_id": "r", "kind": "answer"}
     assert dashboards._legend_text("{{kind}} {{run_id}} {{rank}}", labels) == "answer r"
     assert dashboards._legend_text("", labels) == 'm{kind="answer", run_id="r"}'
+
+
+def test_loading_leaves_another_common_module_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    other = types.ModuleType("common")
+    monkeypatch.setitem(sys.modules, "common", other)
+    path_before = list(sys.path)
+    load_dashboards(DIRECTORY)
+    assert sys.modules["common"] is other
+    assert sys.path == path_before
