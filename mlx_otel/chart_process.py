@@ -2,7 +2,7 @@
 
 Matplotlib holds the interpreter for seconds per checkpoint; in the training
 process that time is taken from the training thread. The child is started
-with ``python -m mlx_otel.chart_process`` (not ``multiprocessing``, which
+with ``python -c`` (not ``multiprocessing``, which
 would re-import the user's training script in the child) and kept for the
 whole run; requests and replies are length-prefixed pickles on its pipes.
 
@@ -65,7 +65,7 @@ class ChartProcess:
             path = os.environ.get("PYTHONPATH")
             env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "mlx_otel.chart_process"],
+                [sys.executable, "-c", "from mlx_otel.chart_process import main; main()"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -104,6 +104,9 @@ class ChartProcess:
 def main() -> None:
     """The child's loop: read a request, render, reply; exit when stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Charts can wait; training cannot: leave the CPU to it first.
+    if hasattr(os, "nice"):
+        os.nice(10)
     # Nothing else may write to the reply pipe.
     sys.stdout = sys.stderr
     while True:

@@ -171,7 +171,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading.Event) -> list[float]:
     import mlx.core as mx
+    import numpy as np
     from tqdm import tqdm
+
+    from mlx_otel.memory import MemoryMonitor
 
     steps = trainer.settings.steps
     bar = tqdm(total=steps, unit="step", disable=args.no_progress, dynamic_ncols=True)
@@ -182,7 +185,9 @@ def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading
                 break
             if args.leak_steps is not None and step == args.leak_steps:
                 trainer.release_leak()
-            result = trainer.train_step(step)
+            with MemoryMonitor(monitor.memory_profiler, "train_step"):
+                result = trainer.train_step(step)
+            rewards = np.asarray(result.rewards)
             monitor.log_training_step(
                 step=step,
                 loss=result.loss,
@@ -194,6 +199,9 @@ def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading
                 memory_allocated_mb=mx.get_active_memory() / 2**20,
                 rewards=result.rewards,
                 step_time=result.step_time,
+                # Custom metrics: the spread of rewards and the share of exact answers.
+                reward_std=float(rewards.std()),
+                solved_fraction=float(np.mean(rewards >= 0.999)),
             )
             monitor.log_gradients(step, result.grads)
             monitor.log_samples(

@@ -63,8 +63,7 @@ _ARGUMENT_NAMES = {"reward_mean": "reward"}
 _CUSTOM_PREFIX = "custom/"
 _get_active_memory = mx.get_active_memory
 _get_cache_memory = mx.get_cache_memory
-_get_peak_memory = mx.get_peak_memory
-_reset_peak_memory = mx.reset_peak_memory
+
 #: Samples folded into a histogram between two yields of the interpreter.
 _FOLD_CHUNK = 256
 
@@ -330,10 +329,12 @@ class TrainingMonitor:
             memory = None
             if self._read_memory:
                 # Three counter reads (~0.1 µs): per-step memory for leak detection.
-                peak = _get_peak_memory()
+                # Through the profiler: MemoryMonitor blocks reset MLX's own counter.
+                profiler = self.memory_profiler
+                peak = profiler.read_peak_bytes()
                 memory = (_get_active_memory(), _get_cache_memory(), peak)
                 if self._reset_peak:
-                    _reset_peak_memory()
+                    profiler.reset_peak()
                     self._step_peak = peak
             self._latest.update(values)
             self._latest["step"] = step
@@ -695,7 +696,9 @@ class _MemoryReader:
             values["memory_cache"] = float(mx.get_cache_memory())
             step_peak = self._monitor._step_peak
             # With per-step resets, the last finished step's peak (not the running one's).
-            values["memory_peak"] = float(mx.get_peak_memory() if step_peak is None else step_peak)
+            if step_peak is None:
+                step_peak = self._monitor.memory_profiler.read_peak_bytes()
+            values["memory_peak"] = float(step_peak)
             values["memory_limit"] = float(mx.get_memory_limit())
         except Exception as exc:
             self._monitor._report("read MLX memory", exc, "collection")

@@ -134,7 +134,10 @@ class RunOutputs:
             self._last_step = record.step
             if self.wandb is not None:
                 self.wandb.log_metrics(values, step=record.step)
-                if rewards is not None and rewards.size:
+                # A histogram costs four times a row of scalars in wandb.log:
+                # send the distribution at the sample-table cadence.
+                every = self.config.monitoring.log_samples_every
+                if rewards is not None and rewards.size and record.step % every == 0:
                     self.wandb.log_distribution("rewards", rewards, step=record.step)
             if self._charts_every and record.step > 0 and record.step % self._charts_every == 0:
                 chart_step = record.step
