@@ -53,6 +53,8 @@ class MonitoringSection(_Section):
     #: ``None`` picks online with credentials, offline without.
     wandb_mode: Literal["online", "offline", "disabled"] | None = None
     log_samples_every: int = Field(5, ge=1)
+    #: log_gradients computes layer norms every this many steps (1 = every step).
+    log_gradients_every: int = Field(1, ge=1)
     max_logged_samples: int = Field(20, ge=1)
     #: 0 turns periodic charts off.
     generate_charts_every: int = Field(100, ge=0)

@@ -191,3 +191,26 @@ def test_scrapes_stay_valid_under_concurrency_and_end_exact(monitor: TrainingMon
     for bound in REWARD_BUCKETS:
         assert sample(s, "mlx_train_reward_bucket", le=str(bound)) == np.count_nonzero(flat <= bound)
     assert sample(s, "mlx_train_steps_total") == len(all_rewards)
+
+
+def test_log_gradients_serves_layer_norms_with_a_bounded_layer_count(tmp_path: Path) -> None:
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(12)])
+    x = mx.random.normal((8, 4))
+    _, grads = nn.value_and_grad(model, lambda m, x: (m(x) ** 2).mean())(model, x)
+    config = {"exporter": {"port": 0, "max_layer_series": 5},
+              "monitoring": {"generate_charts_every": 0, "log_gradients_every": 2}}  # fmt: skip
+    with TrainingMonitor(config, run_id="g") as m:
+        norms = m.log_gradients(0, grads)
+        assert m.log_gradients(1, grads) is None  # between the configured steps
+        s = served(m)
+    layers = {dict(k[1])["layer"]: v for k, v in s.items() if k[0] == "mlx_train_layer_grad_norm"}
+    assert 1 < len(layers) <= 5 and norms is not None and norms.grouped
+    flat = np.concatenate([np.array(g).ravel() for _, g in tree_flatten(grads)])
+    assert sample(s, "mlx_train_grad_norm") == pytest.approx(float(np.linalg.norm(flat)), rel=1e-5)
+    # Grouping keeps the global norm: the groups' norms add up in quadrature.
+    assert math.sqrt(sum(v * v for v in layers.values())) == pytest.approx(
+        float(np.linalg.norm(flat)), rel=1e-5
+    )
