@@ -499,7 +499,8 @@ class TrainingMonitor:
         if self.wandb_logger is None or step % self.config.monitoring.log_samples_every:
             return
         batch = (list(prompts), list(generations), list(references), list(rewards))
-        self.worker.submit("wandb_samples", lambda: self.outputs.handle_samples(step, *batch))
+        logger = self.wandb_logger
+        self.worker.submit("wandb_samples", lambda: logger.log_sample_table(*batch, step=step))
 
     def check_memory_health(self) -> tuple[bool, str]:
         """``(healthy, message)`` for MLX memory against the threshold and limit.

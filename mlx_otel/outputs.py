@@ -47,6 +47,7 @@ WANDB_KEY_GROUPS: dict[str, str] = {
     "thinking_tokens": "rl",
     "answer_tokens": "rl",
     "step_time": "train",
+    "rewards": "rl",  # the per-sample distribution
     "mlx_active_mb": "memory",
     "mlx_cache_mb": "memory",
     "mlx_peak_mb": "memory",
@@ -149,17 +150,6 @@ class RunOutputs:
         self._layer_norms = dict(per_layer)
         if self.wandb is not None:
             self.wandb.log_gradients(per_layer, step=step)
-
-    def handle_samples(
-        self,
-        step: int,
-        prompts: Sequence[str],
-        generations: Sequence[str],
-        references: Sequence[str],
-        rewards: Sequence[float],
-    ) -> None:
-        if self.wandb is not None:
-            self.wandb.log_sample_table(prompts, generations, references, rewards, step=step)
 
     # -- charts ----------------------------------------------------------------
     def _chart_generator(self) -> Any:

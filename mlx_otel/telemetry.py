@@ -191,17 +191,14 @@ class Telemetry:
                 self._instruments[metric.otel_name] = meter.create_histogram(
                     metric.otel_name, unit=metric.unit, description=metric.description
                 )
-            elif metric.kind is Kind.COUNTER:
-                assert read is not None
-                meter.create_observable_counter(
-                    metric.otel_name,
-                    callbacks=[self._callback(metric, read)],
-                    unit=metric.unit,
-                    description=metric.description,
-                )
             else:
                 assert read is not None
-                meter.create_observable_gauge(
+                create = (
+                    meter.create_observable_counter
+                    if metric.kind is Kind.COUNTER
+                    else meter.create_observable_gauge
+                )
+                create(
                     metric.otel_name,
                     callbacks=[self._callback(metric, read)],
                     unit=metric.unit,
