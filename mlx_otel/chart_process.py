@@ -58,6 +58,11 @@ class ChartProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the child now, so its imports are done before the first chart."""
+        with self._lock:
+            self._start()
+
     def _start(self) -> subprocess.Popen[bytes]:
         if self._process is None or self._process.poll() is not None:
             # The child must import this very package, installed or not.
@@ -106,7 +111,8 @@ def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Charts can wait; training cannot: leave the CPU to it first.
     if hasattr(os, "nice"):
-        os.nice(10)
+        os.nice(19)
+    import mlx_otel.charts  # noqa: F401 - import matplotlib/seaborn before the first request
     # Nothing else may write to the reply pipe.
     sys.stdout = sys.stderr
     while True:

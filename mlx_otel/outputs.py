@@ -91,13 +91,17 @@ class RunOutputs:
         self.wandb = wandb_logger
         self._charts: Any = None
         self._charts_unavailable = False
-        self._chart_process: ChartProcess | None = None
         self._charts_every = monitoring.generate_charts_every
         self._recent_rewards: deque[float] = deque(maxlen=10_000)
         self._last_rewards: list[float] = []
         self._layer_norms: dict[str, float] = {}
         self._last_step: int | None = None
         self._lock = threading.Lock()
+        self._chart_process: ChartProcess | None = None
+        if self._charts_every and monitoring.charts_in_subprocess and self._chart_generator():
+            # Its imports take seconds of CPU: start it now, at low priority.
+            self._chart_process = ChartProcess()
+            self._chart_process.start()
 
     # -- per batch of steps (worker thread) ----------------------------------
     def handle(self, batch: Sequence[StepRecord]) -> None:
