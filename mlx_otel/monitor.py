@@ -16,6 +16,7 @@ thread; statistics, WandB, charts and files are fed by the worker.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -61,8 +62,8 @@ _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
 #: Keyword of log_training_step for a stored key, where the two differ.
 _ARGUMENT_NAMES = {"reward_mean": "reward"}
 _CUSTOM_PREFIX = "custom/"
-_get_active_memory = mx.get_active_memory
-_get_cache_memory = mx.get_cache_memory
+#: Value types stored without conversion (bool is not one: it is checked).
+_PLAIN_NUMBERS = frozenset({float, int})
 
 #: Samples folded into a histogram between two yields of the interpreter.
 _FOLD_CHUNK = 256
@@ -74,6 +75,7 @@ class StepRecord(NamedTuple):
     step: int
     timestamp: float
     values: dict[str, float]
+    custom: dict[str, float]  # keyword -> number, keywords admitted as custom metrics
     rewards: Any  # a copy of the per-sample rewards (list, ndarray) or None
     duration: float | None
     memory: tuple[int, int, int] | None = None  # MLX active, cache, step peak (bytes)
@@ -120,10 +122,14 @@ class TrainingMonitor:
         self._latest: dict[str, float] = {}
         # keyword -> stored key ("custom/<sanitised>"), or "" once refused
         self._custom_keys: dict[str, str] = {}
+        self._admitted_custom: frozenset[str] = frozenset()
+        # Latest values: applied by the worker from step records, and a view
+        # (those plus steps not yet drained) built at the start of each scrape.
+        self._latest_lock = threading.Lock()
+        self._view: dict[str, float] = {}
         self._max_custom = exporter.max_custom_metrics
         self._tokens = {"thinking": 0, "answer": 0}
         self._steps = 0
-        self._last_step: int | None = None
         self._last_call: float | None = None
         self._reward_buffer: deque[Any] = deque()
         self._duration_buffer: deque[float] = deque()
@@ -168,7 +174,7 @@ class TrainingMonitor:
         self.telemetry.start()
         self._reward_histogram = self.telemetry.histogram(by_key("reward"))
         self._duration_histogram = self.telemetry.histogram(by_key("step_duration"))
-        self.telemetry.before_collect(self._fold_buffers)
+        self.telemetry.before_collect(self._before_collect)
 
         self.wandb_logger = self._start_wandb()
         self.outputs = RunOutputs(
@@ -196,11 +202,10 @@ class TrainingMonitor:
     # -- instruments -------------------------------------------------------
     def _register_instruments(self) -> None:
         t = self.telemetry
-        latest = self._latest
 
         def scalar(key: str, scale: float = 1.0) -> Any:
             def read() -> Reading:
-                value = latest.get(key)
+                value = self._view.get(key)
                 return () if value is None else ((value * scale, {}),)
 
             return read
@@ -233,32 +238,81 @@ class TrainingMonitor:
         t.add_histogram(by_key("step_duration"))
 
     def _read_custom(self) -> Reading:
-        latest = self._latest
-        names = {stored for stored in self._custom_keys.values() if stored}
-        return [(latest[k], {"name": k[len(_CUSTOM_PREFIX) :]}) for k in names if k in latest]
+        view = self._view
+        return [
+            (value, {"name": key[len(_CUSTOM_PREFIX) :]})
+            for key, value in view.items()
+            if key.startswith(_CUSTOM_PREFIX)
+        ]
+
+    # -- the latest values -------------------------------------------------
+    def _apply(self, latest: dict[str, float], record: StepRecord) -> None:
+        """Fold one step record into a latest-values mapping."""
+        latest.update(record.values)
+        latest["step"] = record.step
+        if record.custom:
+            keys = self._custom_keys
+            for key, value in record.custom.items():
+                latest[keys[key]] = value
+
+    def _refresh_view(self) -> None:
+        """Latest values for a scrape: what the worker applied plus pending steps."""
+        with self._latest_lock:
+            view = dict(self._latest)
+            for record in list(self._records):
+                self._apply(view, record)
+        self._view = view
+
+    def _before_collect(self) -> None:
+        self._refresh_view()
+        self._fold_buffers()
 
     # -- the hot path --------------------------------------------------------
-    def log_training_step(
-        self,
-        step: int,
-        loss: Any = _MISSING,
-        reward: Any = _MISSING,
-        grad_norm: Any = _MISSING,
-        learning_rate: Any = _MISSING,
-        thinking_tokens: Any = _MISSING,
-        answer_tokens: Any = _MISSING,
-        memory_allocated_mb: Any = _MISSING,
-        rewards: Any = _MISSING,
-        step_time: Any = _MISSING,
-        **custom: Any,
-    ) -> None:
+    if TYPE_CHECKING:  # the documented signature, for type checkers and IDEs
+
+        def log_training_step(
+            self,
+            step: int,
+            loss: float = ...,
+            reward: float = ...,
+            grad_norm: float = ...,
+            learning_rate: float = ...,
+            thinking_tokens: int = ...,
+            answer_tokens: int = ...,
+            memory_allocated_mb: float = ...,
+            rewards: Sequence[float] = ...,
+            step_time: float = ...,
+            **custom: float,
+        ) -> None: ...
+
+    def log_training_step(self, step: Any = _MISSING, /, **custom: Any) -> None:  # type: ignore[no-redef]
         """Record one training step; costs microseconds and never blocks.
 
-        Scalars may be Python, NumPy or MLX numbers (0-d arrays too). Values
-        that are not numbers are counted in ``mlx_otel_errors_total`` and
-        logged once per key; NaN and inf are recorded as they are. Extra
-        keywords become custom metrics (``mlx_train_custom{name=...}``).
+        ``log_training_step(step, loss=, reward=, grad_norm=, learning_rate=,
+        thinking_tokens=, answer_tokens=, memory_allocated_mb=, rewards=,
+        step_time=, **custom)``. Scalars may be Python, NumPy or MLX numbers
+        (0-d arrays too). Values that are not numbers are counted in
+        ``mlx_otel_errors_total`` and logged once per key; NaN and inf are
+        recorded as they are. Extra keywords become custom metrics
+        (``mlx_train_custom{name=...}``).
         """
+        # The parameters are taken from **custom on purpose: CPython matches
+        # every extra keyword against each named parameter, which cost more
+        # (about 1 µs for 13 custom metrics) than popping them here.
+        pop = custom.pop
+        if step is _MISSING:
+            step = pop("step", _MISSING)
+            if step is _MISSING:
+                raise TypeError("log_training_step() needs the step: log_training_step(step=...)")
+        loss = pop("loss", _MISSING)
+        reward = pop("reward", _MISSING)
+        grad_norm = pop("grad_norm", _MISSING)
+        learning_rate = pop("learning_rate", _MISSING)
+        thinking_tokens = pop("thinking_tokens", _MISSING)
+        answer_tokens = pop("answer_tokens", _MISSING)
+        memory_allocated_mb = pop("memory_allocated_mb", _MISSING)
+        rewards = pop("rewards", _MISSING)
+        step_time = pop("step_time", _MISSING)
         try:
             now = time.perf_counter()
             values: dict[str, float] = {}
@@ -280,7 +334,9 @@ class TrainingMonitor:
                 values["learning_rate"] = learning_rate
             elif learning_rate is not _MISSING:
                 self._store_slow(values, "learning_rate", learning_rate)
-            if memory_allocated_mb is not _MISSING:
+            if memory_allocated_mb.__class__ is float:
+                values["memory_allocated_mb"] = memory_allocated_mb
+            elif memory_allocated_mb is not _MISSING:
                 self._store_slow(values, "memory_allocated_mb", memory_allocated_mb)
             tokens = self._tokens
             if thinking_tokens.__class__ is int and thinking_tokens >= 0:
@@ -293,21 +349,11 @@ class TrainingMonitor:
                 values["answer_tokens"] = answer_tokens
             elif answer_tokens is not _MISSING:
                 self._count_slow(values, "answer", answer_tokens)
-            if custom:
-                keys = self._custom_keys
-                for key, value in custom.items():
-                    stored = keys.get(key)
-                    if not stored:
-                        if stored is not None:
-                            continue  # rejected before: counted, not logged again
-                        stored = self._admit_custom(key)
-                        if not stored:
-                            continue
-                    if value.__class__ is not float:
-                        value = self._to_float(key, value)
-                        if value is None:
-                            continue
-                    values[stored] = value
+            if custom and not (
+                custom.keys() <= self._admitted_custom
+                and set(map(type, custom.values())) <= _PLAIN_NUMBERS
+            ):
+                custom = self._custom_slow(custom)
             if step.__class__ is not int:
                 step = self._to_step(step)
             if step_time is not _MISSING:
@@ -328,31 +374,39 @@ class TrainingMonitor:
                     self._reward_buffer.append(chunk)
             memory = None
             if self._read_memory:
-                # Three counter reads (~0.1 µs): per-step memory for leak detection.
-                # Through the profiler: MemoryMonitor blocks reset MLX's own counter.
-                profiler = self.memory_profiler
-                peak = profiler.read_peak_bytes()
-                memory = (_get_active_memory(), _get_cache_memory(), peak)
-                if self._reset_peak:
-                    profiler.reset_peak()
-                    self._step_peak = peak
-            self._latest.update(values)
-            self._latest["step"] = step
-            self._last_step = step
+                # MLX's counters at the step boundary, for leak detection; the
+                # profiler carries the peak across MemoryMonitor blocks.
+                memory = self.memory_profiler.end_step(reset_peak=self._reset_peak)
+                self._step_peak = memory[2]
             self._steps += 1
             records = self._records
             if len(records) >= self._max_records:
                 records.popleft()
                 self._count_drop("step_record")
-            records.append(StepRecord(step, time.time(), values, chunk, duration, memory))
-        except ValueError:
-            raise
+            records.append(StepRecord(step, time.time(), values, custom, chunk, duration, memory))
         except Exception as exc:  # monitoring never kills training
-            self._report("log_training_step", exc, "invalid_value")
             if self.strict:
                 raise
+            self._report("log_training_step", exc, "invalid_value")
 
     # -- validation (off the fast path) -------------------------------------
+    def _custom_slow(self, custom: dict[str, Any]) -> dict[str, float]:
+        """Admit new custom keywords and convert values that are not plain numbers."""
+        checked: dict[str, float] = {}
+        keys = self._custom_keys
+        for key, value in custom.items():
+            stored = keys.get(key)
+            if stored is None:
+                stored = self._admit_custom(key)
+            if not stored:
+                continue  # refused (counted when first seen)
+            if value.__class__ is not float and value.__class__ is not int:
+                value = self._to_float(key, value)
+                if value is None:
+                    continue
+            checked[key] = value
+        return checked
+
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)
         if number is not None:
@@ -424,6 +478,7 @@ class TrainingMonitor:
             )
         else:
             stored = f"{_CUSTOM_PREFIX}{name}"
+            self._admitted_custom = self._admitted_custom | {key}
         self._custom_keys[key] = stored
         return stored
 
@@ -481,7 +536,8 @@ class TrainingMonitor:
             return None
         self._layer_norms = norms.per_layer  # replaced whole: the scrape sees one step
         # The global norm is mlx_train_grad_norm (a grad_norm= logged later wins).
-        self._latest["grad_norm"] = norms.global_norm
+        with self._latest_lock:
+            self._latest["grad_norm"] = norms.global_norm
         if self.wandb_logger is not None or self.config.monitoring.generate_charts_every:
             per_layer = norms.per_layer
             self.worker.submit("gradients", lambda: self.outputs.handle_gradients(step, per_layer))
@@ -603,8 +659,18 @@ class TrainingMonitor:
     def _drain_records(self) -> None:
         records = self._records
         batch = []
-        while records:
-            batch.append(records.popleft())
+        keys = self._custom_keys
+        with self._latest_lock:
+            while records:
+                record = records.popleft()
+                self._apply(self._latest, record)
+                if record.custom:
+                    # Sinks see custom metrics under their stored names.
+                    values = dict(record.values)
+                    for key, value in record.custom.items():
+                        values[keys[key]] = float(value)
+                    record = record._replace(values=values, custom={})
+                batch.append(record)
         if not batch:
             return
         for sink in self._sinks:
@@ -653,6 +719,20 @@ class TrainingMonitor:
             self.export_all()
         self.cleanup()
 
+
+def _documented_signature() -> inspect.Signature:
+    P = inspect.Parameter
+    named = ["loss", "reward", "grad_norm", "learning_rate", "thinking_tokens",
+             "answer_tokens", "memory_allocated_mb", "rewards", "step_time"]  # fmt: skip
+    return inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("step", P.POSITIONAL_OR_KEYWORD)]
+        + [P(name, P.KEYWORD_ONLY, default=None) for name in named]
+        + [P("custom", P.VAR_KEYWORD)]
+    )
+
+
+# help() and IDEs that introspect show the real parameters.
+TrainingMonitor.log_training_step.__signature__ = _documented_signature()  # type: ignore[attr-defined]
 
 #: The seed's name for the monitor.
 MonitoringManager = TrainingMonitor

@@ -214,3 +214,12 @@ def test_log_gradients_serves_layer_norms_with_a_bounded_layer_count(tmp_path: P
     assert math.sqrt(sum(v * v for v in layers.values())) == pytest.approx(
         float(np.linalg.norm(flat)), rel=1e-5
     )
+
+
+def test_step_may_be_positional_and_is_required(monitor: TrainingMonitor) -> None:
+    monitor.log_training_step(4, loss=0.5, kl=0.25)
+    s = served(monitor)
+    assert sample(s, "mlx_train_step") == 4
+    assert sample(s, "mlx_train_custom", name="kl") == 0.25
+    with pytest.raises(TypeError, match="step"):
+        monitor.log_training_step(loss=0.5)
