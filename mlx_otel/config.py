@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from mlx_otel.errors import ConfigError
 
@@ -86,11 +86,25 @@ class ExporterConfig(_Section):
     host: str = "127.0.0.1"
     #: 0 picks a free port; ranks add their local rank to it.
     port: int = Field(9464, ge=0, le=65535)
+    #: TLS: serve https with this certificate (PEM) and key.
     certfile: Path | None = None
     keyfile: Path | None = None
+    #: Basic auth for scrapes; set both (the password is never logged).
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretStr | None = None
     max_custom_metrics: int = Field(32, ge=0)
     max_layer_series: int = Field(64, ge=1, le=100_000)
     max_memory_blocks: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _pairs_are_complete(self) -> ExporterConfig:
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError(
+                "set both basic_auth_username and basic_auth_password, or neither"
+            )
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("keyfile is set but certfile is not: TLS needs the certificate")
+        return self
 
 
 class MonitorConfig(_Section):
@@ -127,6 +141,9 @@ def _describe(error: Any, source: str) -> str:
         allowed = _allowed_keys(MonitorConfig, loc[:-1])
         return f"unknown key '{key}' in {source}; allowed here: {', '.join(allowed)}"
     value = error.get("input")
+    if isinstance(value, Mapping) or "password" in key:
+        # A whole section (it may hold a password) or a secret: not echoed.
+        return f"'{key}' in {source}: {error['msg']}"
     return f"'{key}' in {source}: {error['msg']} (got {value!r})"
 
 

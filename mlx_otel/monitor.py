@@ -167,6 +167,11 @@ class TrainingMonitor:
             port=port,
             certfile=exporter.certfile,
             keyfile=exporter.keyfile,
+            basic_auth=(
+                (exporter.basic_auth_username, exporter.basic_auth_password.get_secret_value())
+                if exporter.basic_auth_username and exporter.basic_auth_password
+                else None
+            ),
             cardinality_limit=max(layer_cap, self._max_custom, exporter.max_memory_blocks, 64) + 8,
         )
         self._memory = _MemoryReader(self)

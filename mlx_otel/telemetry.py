@@ -23,9 +23,13 @@ Two things the OpenTelemetry SDK does not do are added here:
 
 from __future__ import annotations
 
+import base64
 import errno
+import hmac
 import logging
 import math
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,9 +40,11 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Histogram, MeterProvider, ObservableCounter, ObservableGauge
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from mlx_otel.catalog import RESOURCE_LABELS, Kind, Metric
 from mlx_otel.errors import PortInUseError
@@ -103,6 +109,7 @@ class Telemetry:
         port: int = 9464,
         certfile: Path | None = None,
         keyfile: Path | None = None,
+        basic_auth: tuple[str, str] | None = None,
         cardinality_limit: int = 2000,
         service_name: str = "mlx_otel",
     ) -> None:
@@ -115,6 +122,7 @@ class Telemetry:
         self.port = port
         self.certfile = certfile
         self.keyfile = keyfile
+        self.basic_auth = basic_auth
         self._resource_labels = {k: v for k, v in attributes.items() if k in RESOURCE_LABELS}
         self._otel_registry = CollectorRegistry(auto_describe=False)
         self._reader = PrometheusMetricReader(
@@ -239,12 +247,13 @@ class Telemetry:
         if self._server is not None:
             return self.endpoint or ""
         try:
-            self._server, self._server_thread = start_http_server(
+            self._server = _make_server(
+                self.host,
                 self.port,
-                addr=self.host,
-                registry=self.registry,
-                certfile=str(self.certfile) if self.certfile else None,
-                keyfile=str(self.keyfile) if self.keyfile else None,
+                make_wsgi_app(self.registry),
+                certfile=self.certfile,
+                keyfile=self.keyfile,
+                basic_auth=self.basic_auth,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -255,6 +264,10 @@ class Telemetry:
                     "(0 picks a free port)."
                 ) from None
             raise
+        self._server_thread = threading.Thread(
+            target=self._server.serve_forever, name="mlx-otel-metrics", daemon=True
+        )
+        self._server_thread.start()
         self.port = int(self._server.server_address[1])
         return self.endpoint or ""
 
@@ -288,3 +301,52 @@ class Telemetry:
             except Exception:  # shutting down must not raise at the end of a run
                 log.debug("mlx_otel: meter provider shutdown failed", exc_info=True)
             self._provider = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def _basic_auth_app(app: Any, username: str, password: str) -> Any:
+    """Wrap a WSGI app so it answers 401 without the right credentials."""
+    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            start_response(
+                "401 Unauthorized",
+                [("WWW-Authenticate", 'Basic realm="mlx_otel"'), ("Content-Type", "text/plain")],
+            )
+            return [b"401 Unauthorized: this endpoint needs basic auth credentials\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def _make_server(
+    host: str,
+    port: int,
+    app: Any,
+    *,
+    certfile: Path | None,
+    keyfile: Path | None,
+    basic_auth: tuple[str, str] | None,
+) -> Any:
+    """A threading WSGI server for ``app``, with optional TLS and basic auth."""
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    if basic_auth is not None:
+        app = _basic_auth_app(app, *basic_auth)
+    server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    if certfile is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server

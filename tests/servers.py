@@ -171,6 +171,7 @@ class PrometheusServer(_Server):
         interval: str = "1s",
         job_name: str = "mlx_otel",
         extra_args: Sequence[str] = (),
+        scrape_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(workdir)
         self.binary = find_binary("prometheus")
@@ -186,7 +187,11 @@ class PrometheusServer(_Server):
             target = self.workdir / f"rules_{i}_{Path(path).name}"
             target.write_text(yaml.safe_dump(data, sort_keys=False))
             rules.append(str(target))
-        scrape: dict[str, Any] = {"job_name": job_name, "scrape_interval": interval}
+        scrape: dict[str, Any] = {
+            "job_name": job_name,
+            "scrape_interval": interval,
+            **(scrape_options or {}),
+        }
         if file_sd:
             scrape["file_sd_configs"] = [
                 {"files": [str(self.workdir / "targets.json")], "refresh_interval": "1s"}
