@@ -59,3 +59,15 @@ def test_benchmarks_named_in_readme_exist() -> None:
         assert (REPO / path).exists(), path
     for path in re.findall(r"\]\((docs/[\w./-]+)\)", README):
         assert (REPO / path).exists(), path
+
+
+def test_readme_lists_every_alert_of_the_rule_files() -> None:
+    import yaml
+
+    alerts = set()
+    for path in (REPO / "prometheus" / "rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            alerts |= {rule["alert"] for rule in group["rules"] if "alert" in rule}
+    assert alerts, "no alerts found in prometheus/rules"
+    missing = sorted(a for a in alerts if f"`{a}`" not in README)
+    assert not missing, f"README's alert table misses {missing}"
