@@ -73,7 +73,7 @@ def bench_prometheus_client(values: dict[str, float], rewards: list[float], call
     numbers = list(values.values())
 
     def step(i: int) -> None:
-        for gauge, value in zip(gauges, numbers):
+        for gauge, value in zip(gauges, numbers, strict=True):
             gauge.set(value)
         for r in rewards:
             histogram.observe(r)
@@ -93,7 +93,7 @@ def bench_otel(values: dict[str, float], rewards: list[float], calls: int, attri
     attrs = {"run_id": "bench", "rank": "0"} if attributes else None
 
     def step(i: int) -> None:
-        for gauge, value in zip(gauges, numbers):
+        for gauge, value in zip(gauges, numbers, strict=True):
             gauge.set(value, attrs)
         for r in rewards:
             histogram.record(r, attrs)

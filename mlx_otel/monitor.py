@@ -779,7 +779,6 @@ class _MemoryReader:
             return self._values
 
     def _read(self) -> dict[str, float]:
-        import mlx.core as mx
 
         values: dict[str, float] = {}
         try:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlx_otel import MonitoringManager, MonitorConfig
+from mlx_otel import MonitorConfig, MonitoringManager
 from tests.wandb_records import read_run
 
 STEPS = 12
