@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_ruff_check_passes() -> None:
-    ruff = shutil.which("ruff")
-    if ruff is None:
+    if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
     result = subprocess.run(
-        [ruff, "check", "mlx_otel", "tests", "benchmarks", "grafana"],
+        [sys.executable, "-m", "ruff", "check", "mlx_otel", "tests", "benchmarks", "grafana"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
