@@ -30,7 +30,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import mlx.core as mx
 import numpy as np
 
 from mlx_otel.catalog import ERROR_KINDS, by_key
@@ -760,11 +759,7 @@ class _MemoryReader:
     )
 
     def __init__(self, monitor: TrainingMonitor) -> None:
-        import psutil
-
         self._monitor = monitor
-        self._process = psutil.Process()
-        self._psutil = psutil
         self._values: dict[str, float] = {}
         self._blocks: dict[str, Any] = {}
         self._read_at = 0.0
@@ -779,26 +774,26 @@ class _MemoryReader:
             return self._values
 
     def _read(self) -> dict[str, float]:
-
-        values: dict[str, float] = {}
-        try:
-            values["memory_active"] = float(mx.get_active_memory())
-            values["memory_cache"] = float(mx.get_cache_memory())
-            step_peak = self._monitor._step_peak
-            # With per-step resets, the last finished step's peak (not the running one's).
-            if step_peak is None:
-                step_peak = self._monitor.memory_profiler.read_peak_bytes()
-            values["memory_peak"] = float(step_peak)
-            values["memory_limit"] = float(mx.get_memory_limit())
-        except Exception as exc:
-            self._monitor._report("read MLX memory", exc, "collection")
-        try:
-            vm = self._psutil.virtual_memory()
-            values["system_memory_available"] = float(vm.available)
-            values["system_memory_total"] = float(vm.total)
-            values["process_resident_memory"] = float(self._process.memory_info().rss)
-        except Exception as exc:
-            self._monitor._report("read process memory", exc, "collection")
+        monitor = self._monitor
+        profiler = monitor.memory_profiler
+        # read_snapshot never raises: what cannot be read is NaN and left out.
+        snapshot = profiler.read_snapshot()
+        step_peak = monitor._step_peak
+        # With per-step resets, the last finished step's peak (not the running one's).
+        peak = profiler.read_peak_bytes() if step_peak is None else step_peak
+        readings = {
+            "memory_active": snapshot.mlx_active_bytes,
+            "memory_cache": snapshot.mlx_cache_bytes,
+            "memory_peak": float(peak),
+            "memory_limit": snapshot.mlx_limit_bytes,
+            "system_memory_available": snapshot.system_available_bytes,
+            "system_memory_total": snapshot.system_total_bytes,
+            "process_resident_memory": snapshot.process_rss_bytes,
+        }
+        values = {key: value for key, value in readings.items() if math.isfinite(value)}
+        if len(values) < len(readings):
+            missing = sorted(set(readings) - set(values))
+            monitor._report_once("collection", "memory", f"could not read {', '.join(missing)}")
         values["memory_threshold"] = self._monitor.config.trainer.memory_safety_threshold_mb * (1 << 20)
         try:
             report = self._monitor.memory_profiler.leak_report()
