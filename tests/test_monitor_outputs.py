@@ -43,6 +43,10 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             assert monitor.check_memory_health()[0]
         if step % 100 == 0:
             monitor.generate_charts(step)
+    checkpoint = out / "checkpoint.safetensors"
+    checkpoint.write_bytes(b"weights")
+    charts = monitor.checkpoint(STEPS - 1, checkpoint).result(timeout=120)
+    assert charts["dashboard"].name == f"dashboard_step_{STEPS - 1}.png"
     monitor.export_all()
     monitor.cleanup()
     return out, truth
@@ -79,3 +83,12 @@ def test_wandb_run_holds_the_same_metrics_grouped(finished_run: tuple[Path, dict
         assert rows[step]["custom/kl"] == pytest.approx(0.01 * step)
     assert run.steps_with("rl/samples") == [0, 5, 10]
     assert run.steps_with("rl/rewards") == [0, 5, 10]
+
+
+def test_checkpoint_is_a_model_artifact_with_charts(finished_run: tuple[Path, dict]) -> None:
+    out, _ = finished_run
+    run = read_run(out / "wandb")
+    models = [a for a in run.artifacts if a.get("type") == "model"]
+    assert models, f"no model artifact; artifacts: {[a.get('name') for a in run.artifacts]}"
+    assert (out / "charts" / f"dashboard_step_{STEPS - 1}.png").exists()
+    assert run.steps_with("charts/dashboard")  # charts were forwarded to WandB as images
