@@ -92,6 +92,9 @@ class ExporterConfig(_Section):
     #: Basic auth for scrapes; set both (the password is never logged).
     basic_auth_username: str | None = None
     basic_auth_password: SecretStr | None = None
+    #: Push the last values here when the run ends (short jobs may end
+    #: between two scrapes), e.g. http://127.0.0.1:9091.
+    pushgateway_url: str | None = None
     max_custom_metrics: int = Field(32, ge=0)
     max_layer_series: int = Field(64, ge=1, le=100_000)
     max_memory_blocks: int = Field(32, ge=1)

@@ -713,6 +713,13 @@ class TrainingMonitor:
             self.outputs.close()
         except Exception as exc:
             self._report("closing WandB", exc, "wandb")
+        url = self.config.exporter.pushgateway_url
+        if url:
+            try:
+                self.telemetry.push(url)
+                log.info("mlx_otel: pushed the final values of run %s to %s", self.run_id, url)
+            except Exception as exc:
+                self._report(f"pushing to the Pushgateway at {url}", exc, "export")
         self.telemetry.shutdown()
 
     def __enter__(self) -> TrainingMonitor:

@@ -41,7 +41,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Histogram, MeterProvider, ObservableCounter, ObservableGauge
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app, push_to_gateway
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
@@ -288,6 +288,11 @@ class Telemetry:
         """The text a scrape would return now (also folds buffered samples)."""
         self._start_provider()
         return generate_latest(self.registry).decode()
+
+    def push(self, url: str, *, job: str = "mlx_otel") -> None:
+        """Push the current values to a Pushgateway, grouped by run_id (and rank)."""
+        self._start_provider()
+        push_to_gateway(url, job=job, registry=self.registry, grouping_key=self._resource_labels)
 
     def shutdown(self) -> None:
         """Stop the endpoint and the provider; safe to call twice."""

@@ -36,6 +36,7 @@ BINARY_NAMES = {
     "prometheus": ("prometheus",),
     "promtool": ("promtool",),
     "alertmanager": ("alertmanager", "prometheus-alertmanager"),
+    "pushgateway": ("pushgateway", "prometheus-pushgateway"),
 }
 
 
@@ -46,8 +47,8 @@ def find_binary(name: str) -> str:
         if path:
             return path
     message = (
-        f"{name} is not installed; run `make test` (it installs Prometheus, promtool "
-        "and Alertmanager) or install them with your package manager"
+        f"{name} is not installed; run `make test` (it installs Prometheus, promtool, "
+        "Alertmanager and the Pushgateway) or install them with your package manager"
     )
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(message)
@@ -288,6 +289,19 @@ class AlertmanagerServer(_Server):
 
     def alerts(self) -> list[dict[str, Any]]:
         return list(http_get_json(f"{self.url}/api/v2/alerts"))
+
+
+class PushgatewayServer(_Server):
+    """The real Pushgateway, in memory only."""
+
+    name = "pushgateway"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.binary = find_binary("pushgateway")
+
+    def command(self) -> list[str]:
+        return [self.binary, f"--web.listen-address=127.0.0.1:{self.port}"]
 
 
 def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
