@@ -132,7 +132,9 @@ class TrainingMonitor:
         self._last_call: float | None = None
         self._reward_buffer: deque[Any] = deque()
         self._duration_buffer: deque[float] = deque()
-        self._records: deque[StepRecord] = deque()
+        # Plain tuples in StepRecord's field order: a NamedTuple costs 0.3 µs
+        # more to build on the training thread; the worker makes StepRecords.
+        self._records: deque[tuple[Any, ...]] = deque()
         self._max_records = self.config.monitoring.queue_size * 8
         self._layer_norms: dict[str, float] = {}
         self._max_layer_series = exporter.max_layer_series
@@ -263,8 +265,8 @@ class TrainingMonitor:
         """Latest values for a scrape: what the worker applied plus pending steps."""
         with self._latest_lock:
             view = dict(self._latest)
-            for record in list(self._records):
-                self._apply(view, record)
+            for fields in list(self._records):
+                self._apply(view, StepRecord._make(fields))
         self._view = view
 
     def _before_collect(self) -> None:
@@ -387,7 +389,7 @@ class TrainingMonitor:
             if len(records) >= self._max_records:
                 records.popleft()
                 self._count_drop("step_record")
-            records.append(StepRecord(step, time.time(), values, custom, chunk, duration, memory))
+            records.append((step, time.time(), values, custom, chunk, duration, memory))
         except Exception as exc:  # monitoring never kills training
             if self.strict:
                 raise
@@ -666,7 +668,7 @@ class TrainingMonitor:
         keys = self._custom_keys
         with self._latest_lock:
             while records:
-                record = records.popleft()
+                record = StepRecord._make(records.popleft())
                 self._apply(self._latest, record)
                 if record.custom:
                     # Sinks see custom metrics under their stored names.
