@@ -967,6 +967,9 @@ class ChartGenerator:
         colour_of: Mapping[str, Any],
     ) -> None:
         single = len(names) == 1
+        if not single:
+            # Lines sharing a panel get hues far apart, not run-wide neighbours.
+            colour_of = dict(zip(names, self._colours(len(names)), strict=True))
         skipped = 0
         finite_values: list[np.ndarray] = []
         for name in names:
