@@ -515,8 +515,13 @@ class ChartGenerator:
         answer_tokens: Sequence[float] | np.ndarray,
         filename: str | Path | None = None,
         step: int | None = None,
+        *,
+        per: str = "sample",
     ) -> Path:
         """Thinking vs answer token counts: overlaid histograms with KDE and violins.
+
+        ``per`` names what one count covers, for the axis labels ("sample",
+        or "step" for counts summed over a training step).
 
         Either list may be empty (the other is drawn alone). Writes
         ``token_dist_step_{step}.png``.
@@ -560,7 +565,7 @@ class ChartGenerator:
                 hist_ax.axvline(
                     float(values.mean()), color=colours[kind], linestyle="--", linewidth=2
                 )
-            hist_ax.set_xlabel("tokens per sample")
+            hist_ax.set_xlabel(f"tokens per {per}")
             hist_ax.set_ylabel("samples")
             hist_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             hist_ax.legend(loc="best")
@@ -589,7 +594,7 @@ class ChartGenerator:
             )
             violin_ax.set_title("thinking vs answer")
             violin_ax.set_xlabel("")
-            violin_ax.set_ylabel("tokens per sample")
+            violin_ax.set_ylabel(f"tokens per {per}")
         return path
 
     def plot_correlation_matrix(
@@ -944,7 +949,7 @@ class ChartGenerator:
             ("Gradient norm", lambda n: base(n) in {"grad_norm", "gradient_norm"}),
             ("Learning rate", lambda n: base(n) in {"learning_rate", "lr"}),
             ("Memory [MB]", lambda n: "memory" in base(n) or base(n).endswith("_mb")),
-            ("Tokens per sample", lambda n: "tokens" in base(n)),
+            ("Tokens", lambda n: "tokens" in base(n)),
         ]
         panels: list[tuple[str, list[str]]] = []
         used: set[str] = set()
@@ -1012,6 +1017,7 @@ class ChartGenerator:
         layer_norms: Mapping[str, float] | Mapping[str, Sequence[float]] | None = None,
         memory: Mapping[str, Sequence[float]] | pd.DataFrame | None = None,
         memory_threshold_mb: float | None = None,
+        tokens_per: str = "sample",
     ) -> ChartBatch:
         """Render every chart that the given data allows; never raises for bad data.
 
@@ -1048,6 +1054,7 @@ class ChartGenerator:
                     thinking_tokens if thinking_tokens is not None else [],
                     answer_tokens if answer_tokens is not None else [],
                     step=step,
+                    per=tokens_per,
                 ),
             )
         if layer_norms:

@@ -13,6 +13,7 @@ import importlib
 import logging
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,7 +147,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         print(f"mlx-otel demo: run {monitor.run_id}")
-        print(f"  task: {describe_task()}")
+        print(textwrap.fill(describe_task(), width=100, initial_indent="  task: ",
+                            subsequent_indent="        "))  # fmt: skip
         print(f"  metrics: {monitor.endpoint}")
         print(f"  outputs: {monitor.output_dir.resolve()}")
         trainer = DemoTrainer(settings)
@@ -211,7 +213,7 @@ def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading
             bar.set_postfix(
                 loss=f"{result.loss:.3f}",
                 reward=f"{result.reward_mean:.3f}",
-                mlx_mb=f"{mx.get_active_memory() / 2**20:.0f}",
+                mlx_mb=f"{mx.get_active_memory() / 2**20:.1f}",
                 refresh=False,
             )
             bar.update(1)

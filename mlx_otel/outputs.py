@@ -192,6 +192,7 @@ class RunOutputs:
             layer_norms=self._layer_norms or None,
             memory=memory,
             memory_threshold_mb=self.config.trainer.memory_safety_threshold_mb,
+            tokens_per="step",  # log_training_step takes the step's token totals
         )
         if self.config.monitoring.charts_in_subprocess:
             if self._chart_process is None:
