@@ -173,13 +173,21 @@ class PrometheusServer(_Server):
         job_name: str = "mlx_otel",
         extra_args: Sequence[str] = (),
         scrape_options: dict[str, Any] | None = None,
+        agent: bool = False,
+        remote_write_url: str | None = None,
+        remote_write_receiver: bool = False,
     ) -> None:
         super().__init__(workdir)
         self.binary = find_binary("prometheus")
         self.targets = list(targets)
         self.file_sd = file_sd
         self.job_name = job_name
+        self.agent = agent
         self.extra_args = list(extra_args)
+        if agent:
+            self.extra_args.append("--enable-feature=agent")
+        if remote_write_receiver:
+            self.extra_args.append("--web.enable-remote-write-receiver")
         rules = []
         for i, path in enumerate(rule_files):
             data = yaml.safe_load(Path(path).read_text())
@@ -201,10 +209,14 @@ class PrometheusServer(_Server):
         else:
             scrape["static_configs"] = [{"targets": self.targets}]
         config: dict[str, Any] = {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "rule_files": rules,
+            "global": {"scrape_interval": interval},
             "scrape_configs": [scrape],
         }
+        if not agent:  # an agent neither evaluates rules nor stores series locally
+            config["global"]["evaluation_interval"] = interval
+            config["rule_files"] = rules
+        if remote_write_url is not None:
+            config["remote_write"] = [{"url": remote_write_url}]
         if alertmanager_port is not None:
             config["alerting"] = {
                 "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
@@ -219,10 +231,11 @@ class PrometheusServer(_Server):
         os.replace(tmp, self.workdir / "targets.json")
 
     def command(self) -> list[str]:
+        storage = "--storage.agent.path" if self.agent else "--storage.tsdb.path"
         return [
             self.binary,
             f"--config.file={self.workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"{storage}={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle",
             *self.extra_args,
