@@ -92,3 +92,26 @@ def test_checkpoint_is_a_model_artifact_with_charts(finished_run: tuple[Path, di
     assert models, f"no model artifact; artifacts: {[a.get('name') for a in run.artifacts]}"
     assert (out / "charts" / f"dashboard_step_{STEPS - 1}.png").exists()
     assert run.steps_with("charts/dashboard")  # charts were forwarded to WandB as images
+
+
+def test_failed_health_check_becomes_one_wandb_alert(tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    config = {
+        "monitoring": {"use_wandb": True, "wandb_mode": "offline", "output_dir": str(tmp_path),
+                       "generate_charts_every": 0},
+        "trainer": {"memory_safety_threshold_mb": 1},
+        "exporter": {"port": 0},
+    }  # fmt: skip
+    held = mx.ones((1024, 1024))  # 4 MB against a 1 MB threshold
+    mx.eval(held)
+    monitor = MonitoringManager(config=config, run_id="unhealthy")
+    for step in range(3):
+        monitor.log_training_step(step=step, loss=0.5)
+        assert not monitor.check_memory_health()[0]
+    monitor.cleanup()
+    alerts = read_run(tmp_path / "wandb").alerts
+    assert len(alerts) == 1, alerts  # once per episode, not per check
+    assert alerts[0]["title"] == "MLX memory unhealthy"
+    assert "unhealthy" in alerts[0]["text"] and "threshold" in alerts[0]["text"]
+    del held
