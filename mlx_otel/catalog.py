@@ -12,7 +12,7 @@ therefore fails the build where it is used instead of leaving an empty panel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
@@ -69,7 +69,6 @@ class Metric:
     buckets: tuple[float, ...] | None = None
     #: Unit shown on dashboards (Grafana unit id).
     grafana_unit: str = "short"
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def wandb_key(self) -> str:
@@ -185,7 +184,6 @@ ERROR_KINDS: tuple[str, ...] = (
     "negative_count",  # a negative token count
     "non_finite",  # NaN/inf left out of a histogram or statistics
     "custom_metric_cap",  # a custom metric beyond exporter.max_custom_metrics
-    "label_cap",  # a label value folded into "other" by a cardinality cap
     "collection",  # reading memory or another value at scrape time failed
     "worker",  # a background task (WandB, charts, exports) failed
     "wandb",

@@ -191,7 +191,6 @@ class TrainingMonitor:
             report_error=self._report_once,
             wandb_logger=self.wandb_logger,
         )
-        self._sinks: list[Any] = [self.outputs.handle]
         self.worker = BackgroundWorker(
             maxlen=self.config.monitoring.queue_size,
             on_drop=self._count_drop,
@@ -679,12 +678,7 @@ class TrainingMonitor:
                 batch.append(record)
         if not batch:
             return
-        for sink in self._sinks:
-            sink(batch)
-
-    def add_sink(self, sink: Any) -> None:
-        """Call ``sink(list_of_StepRecord)`` on the worker with each batch of steps."""
-        self._sinks.append(sink)
+        self.outputs.handle(batch)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until the background worker has handled everything logged so far."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,10 +92,8 @@ class RunOutputs:
         self._charts_unavailable = False
         self._charts_every = monitoring.generate_charts_every
         self._recent_rewards: deque[float] = deque(maxlen=10_000)
-        self._last_rewards: list[float] = []
         self._layer_norms: dict[str, float] = {}
         self._last_step: int | None = None
-        self._lock = threading.Lock()
         self._chart_process: ChartProcess | None = None
         if self._charts_every and monitoring.charts_in_subprocess and self._chart_generator():
             # Its imports take seconds of CPU: start it now, at low priority.
@@ -134,8 +131,7 @@ class RunOutputs:
             if record.rewards is not None:
                 rewards = np.asarray(record.rewards, dtype=np.float64).ravel()
                 rewards = rewards[np.isfinite(rewards)]
-                self._last_rewards = rewards.tolist()
-                self._recent_rewards.extend(self._last_rewards)
+                self._recent_rewards.extend(rewards.tolist())
             self._last_step = record.step
             if self.wandb is not None:
                 self.wandb.log_metrics(values, step=record.step)
