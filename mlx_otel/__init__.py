@@ -16,16 +16,16 @@ __version__ = "0.1.0"
 # The seed's classes; charts and WandB pull in optional extras, so they are
 # imported when first used.
 _LAZY = {
-    "ComprehensiveStatsCollector": "mlx_otel.stats",
-    "ChartGenerator": "mlx_otel.charts",
-    "VisualizationConfig": "mlx_otel.charts",
-    "MemoryProfiler": "mlx_otel.memory",
-    "MemoryMonitor": "mlx_otel.memory",
-    "MemorySnapshot": "mlx_otel.memory",
-    "LeakReport": "mlx_otel.memory",
-    "EnhancedWandBLogger": "mlx_otel.wandb_bridge",
-    "GradientNorms": "mlx_otel.gradients",
-    "layer_grad_norms": "mlx_otel.gradients",
+    "ComprehensiveStatsCollector": "mlx_otel.numbers.stats",
+    "ChartGenerator": "mlx_otel.integrations.charts",
+    "VisualizationConfig": "mlx_otel.integrations.charts",
+    "MemoryProfiler": "mlx_otel.numbers.memory",
+    "MemoryMonitor": "mlx_otel.numbers.memory",
+    "MemorySnapshot": "mlx_otel.numbers.memory",
+    "LeakReport": "mlx_otel.numbers.memory",
+    "EnhancedWandBLogger": "mlx_otel.integrations.wandb_bridge",
+    "GradientNorms": "mlx_otel.numbers.gradients",
+    "layer_grad_norms": "mlx_otel.numbers.gradients",
 }
 
 

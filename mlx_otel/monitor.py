@@ -34,11 +34,11 @@ import numpy as np
 
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
-from mlx_otel.gradients import GradientNorms, layer_grad_norms
-from mlx_otel.memory import MemoryProfiler
-from mlx_otel.outputs import WANDB_KEY_GROUPS, RunOutputs
-from mlx_otel.telemetry import Reading, Telemetry
-from mlx_otel.worker import BackgroundWorker
+from mlx_otel.exporter.telemetry import Reading, Telemetry
+from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
+from mlx_otel.numbers.memory import MemoryProfiler
+from mlx_otel.pipeline.outputs import WANDB_KEY_GROUPS, RunOutputs
+from mlx_otel.pipeline.worker import BackgroundWorker
 
 __all__ = ["MonitoringManager", "StepRecord", "TrainingMonitor"]
 
@@ -623,7 +623,7 @@ class TrainingMonitor:
         monitoring = self.config.monitoring
         if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
             return None
-        from mlx_otel.wandb_bridge import EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
 
         logger = EnhancedWandBLogger.from_config(
             monitoring,

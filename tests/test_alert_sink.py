@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlx_otel.alert_sink import AlertSink, add_parser, format_alert, wandb_level
+from mlx_otel.integrations.alert_sink import AlertSink, add_parser, format_alert, wandb_level
 
 try:
     from tests.servers import REPO, AlertmanagerServer, free_port, python_command, wait_for
@@ -306,7 +306,7 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 
 def test_firing_alerts_become_wandb_alerts_in_an_offline_run(offline_wandb: Path) -> None:
-    from mlx_otel.wandb_bridge import EnhancedWandBLogger
+    from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
 
     try:
         from tests.wandb_records import read_run

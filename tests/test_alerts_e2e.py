@@ -37,8 +37,8 @@ from typing import Any
 
 import pytest
 
-from mlx_otel.alert_sink import AlertSink
 from mlx_otel.catalog import by_key
+from mlx_otel.integrations.alert_sink import AlertSink
 
 try:
     from tests.servers import (

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from mlx_otel.charts import ChartBatch, ChartGenerator, VisualizationConfig
-from mlx_otel.stats import ComprehensiveStatsCollector
+from mlx_otel.integrations.charts import ChartBatch, ChartGenerator, VisualizationConfig
+from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 
 STEP = 7
 

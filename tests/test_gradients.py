@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_otel.gradients import OTHER_LAYERS, GradientNorms, layer_grad_norms, layer_name
+from mlx_otel.numbers.gradients import OTHER_LAYERS, GradientNorms, layer_grad_norms, layer_name
 
 
 class SmallTransformerBlock(nn.Module):
@@ -187,7 +187,12 @@ def test_repeated_calls_follow_changing_values() -> None:
 
 def test_mlx_and_host_reductions_agree_with_numpy() -> None:
     # The CPU device reads leaves in place; GPUs (and bfloat16) reduce in MLX.
-    from mlx_otel.gradients import _array_leaves, _leaf_squares_host, _leaf_squares_mlx, _plan
+    from mlx_otel.numbers.gradients import (
+        _array_leaves,
+        _leaf_squares_host,
+        _leaf_squares_mlx,
+        _plan,
+    )
 
     grads = model_gradients()
     leaves: list[tuple[str, mx.array]] = []

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mlx_otel.stats as stats_module
+import mlx_otel.numbers.stats as stats_module
 from mlx_otel.fileio import atomic_path, atomic_write_bytes, atomic_write_text
-from mlx_otel.stats import ComprehensiveStatsCollector
+from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 
 
 def leftovers(directory: Path) -> list[str]:

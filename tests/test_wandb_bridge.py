@@ -23,8 +23,8 @@ import pytest
 
 pytest.importorskip("wandb")
 
-from mlx_otel import wandb_bridge  # noqa: E402
-from mlx_otel.wandb_bridge import (  # noqa: E402
+from mlx_otel.integrations import wandb_bridge  # noqa: E402
+from mlx_otel.integrations.wandb_bridge import (  # noqa: E402
     DEFAULT_KEY_GROUPS,
     EnhancedWandBLogger,
     group_key,
@@ -425,7 +425,7 @@ def test_wandb_failures_are_counted_and_logged_once(offline_env, tmp_path, caplo
     kinds: list[str] = []
     wb = EnhancedWandBLogger("p", dir=tmp_path, on_error=kinds.append)
     wb.run.finish()  # the run dies under the logger: every wandb call now raises
-    with caplog.at_level(logging.WARNING, logger="mlx_otel.wandb_bridge"):
+    with caplog.at_level(logging.WARNING, logger="mlx_otel.integrations.wandb_bridge"):
         wb.log_metrics({"loss": 1.0}, step=1)
         wb.log_training_metrics(loss=1.0, step=2)
         assert wb.alert("t", "x") is False
@@ -444,7 +444,7 @@ def test_online_start_failure_falls_back_to_offline(
     import wandb
 
     monkeypatch.setenv("WANDB_API_KEY", "d" * 40)  # the server (127.0.0.1:9) is unreachable
-    with caplog.at_level(logging.WARNING, logger="mlx_otel.wandb_bridge"):
+    with caplog.at_level(logging.WARNING, logger="mlx_otel.integrations.wandb_bridge"):
         wb = EnhancedWandBLogger(
             "p",
             mode="online",
@@ -507,7 +507,7 @@ def test_without_credentials_runs_offline_and_says_so_once(
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setattr(wandb_bridge, "_notices_given", set())
     assert has_wandb_credentials() is False
-    with caplog.at_level(logging.WARNING, logger="mlx_otel.wandb_bridge"):
+    with caplog.at_level(logging.WARNING, logger="mlx_otel.integrations.wandb_bridge"):
         first = EnhancedWandBLogger("p", dir=tmp_path / "a")
         first.finish()
         second = EnhancedWandBLogger("p", dir=tmp_path / "b")
@@ -572,7 +572,7 @@ def test_missing_wandb_package_turns_every_method_into_a_no_op(tmp_path) -> None
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 sys.modules["wandb"] = None  # what an environment without the extra looks like
-from mlx_otel.wandb_bridge import EnhancedWandBLogger
+from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
 for _ in range(2):
     wb = EnhancedWandBLogger("p", "n", mode="online", dir={str(tmp_path)!r})
     assert not wb.enabled and wb.run is None

@@ -7,7 +7,7 @@ rate-limits alerts and never lets a WandB failure reach the training loop.
 
 Usage::
 
-    from mlx_otel.wandb_bridge import EnhancedWandBLogger
+    from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
 
     with EnhancedWandBLogger(project="my-project", name="experiment-001") as wb:
         wb.log_training_metrics(loss=0.5, reward=0.8, step=100)

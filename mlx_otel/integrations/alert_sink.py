@@ -7,7 +7,7 @@ forwards each firing alert as a WandB alert so it shows up next to the run.
 It needs nothing beyond the standard library, which makes it a handy
 receiver for a laptop, a docker-compose stack or a test::
 
-    from mlx_otel.alert_sink import AlertSink
+    from mlx_otel.integrations.alert_sink import AlertSink
 
     with AlertSink(port=9095) as sink:          # Alertmanager posts to sink.url
         ...
@@ -412,7 +412,7 @@ def run_alert_sink(args: argparse.Namespace) -> int:
     """Run the sink of ``mlx-otel alert-sink`` until Ctrl-C or SIGTERM; the exit code."""
     logger: Any = None
     if args.wandb != "disabled":
-        from mlx_otel.wandb_bridge import EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
 
         logger = EnhancedWandBLogger(
             project=args.wandb_project, name=args.run_name, mode=args.wandb

@@ -30,7 +30,7 @@ log = logging.getLogger("mlx_otel")
 #: and the extra that provides their dependencies.
 _PLUGIN_COMMANDS = (
     ("mlx_otel.dashboards", "dashboards", "dashboards"),
-    ("mlx_otel.alert_sink", "alert-sink", None),
+    ("mlx_otel.integrations.alert_sink", "alert-sink", None),
 )
 
 
@@ -176,7 +176,7 @@ def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading
     import numpy as np
     from tqdm import tqdm
 
-    from mlx_otel.memory import MemoryMonitor
+    from mlx_otel.numbers.memory import MemoryMonitor
 
     steps = trainer.settings.steps
     bar = tqdm(total=steps, unit="step", disable=args.no_progress, dynamic_ncols=True)

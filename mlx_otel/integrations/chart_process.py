@@ -31,7 +31,7 @@ def render_checkpoint_charts(
     config: Any, data: Any, arguments: dict[str, Any]
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Render one checkpoint's charts; returns ({kind: path}, {kind: error})."""
-    from mlx_otel.charts import ChartGenerator
+    from mlx_otel.integrations.charts import ChartGenerator
 
     batch = ChartGenerator(config=config).generate_checkpoint_charts(data, **arguments)
     return dict(batch.paths), {kind: str(error) for kind, error in batch.errors.items()}
@@ -66,11 +66,11 @@ class ChartProcess:
     def _start(self) -> subprocess.Popen[bytes]:
         if self._process is None or self._process.poll() is not None:
             # The child must import this very package, installed or not.
-            root = str(Path(__file__).resolve().parent.parent)
+            root = str(Path(__file__).resolve().parents[2])
             path = os.environ.get("PYTHONPATH")
             env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
             self._process = subprocess.Popen(
-                [sys.executable, "-c", "from mlx_otel.chart_process import main; main()"],
+                [sys.executable, "-c", "from mlx_otel.integrations.chart_process import main; main()"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -112,7 +112,7 @@ def main() -> None:
     # Charts can wait; training cannot: leave the CPU to it first.
     if hasattr(os, "nice"):
         os.nice(19)
-    import mlx_otel.charts  # noqa: F401 - import matplotlib/seaborn before the first request
+    import mlx_otel.integrations.charts  # noqa: F401 - import matplotlib/seaborn before the first request
     # Nothing else may write to the reply pipe.
     sys.stdout = sys.stderr
     while True:

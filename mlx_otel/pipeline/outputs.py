@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlx_otel.catalog import METRICS
-from mlx_otel.chart_process import ChartProcess, render_checkpoint_charts
 from mlx_otel.fileio import atomic_path, atomic_write_text
+from mlx_otel.integrations.chart_process import ChartProcess, render_checkpoint_charts
 
 if TYPE_CHECKING:
     from mlx_otel.config import MonitorConfig
-    from mlx_otel.memory import MemoryProfiler
     from mlx_otel.monitor import StepRecord
+    from mlx_otel.numbers.memory import MemoryProfiler
 
 __all__ = ["WANDB_KEY_GROUPS", "RunOutputs", "csv_columns"]
 
@@ -75,7 +75,7 @@ class RunOutputs:
         report_error: Callable[[str, str, str], None],
         wandb_logger: Any = None,
     ) -> None:
-        from mlx_otel.stats import ComprehensiveStatsCollector
+        from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 
         monitoring = config.monitoring
         self.config = config
@@ -155,7 +155,7 @@ class RunOutputs:
     def _chart_generator(self) -> Any:
         if self._charts is None and not self._charts_unavailable:
             try:
-                from mlx_otel.charts import ChartGenerator
+                from mlx_otel.integrations.charts import ChartGenerator
             except ImportError as exc:
                 self._charts_unavailable = True
                 log.warning(

@@ -12,7 +12,7 @@ atomically, so a reader never sees a half-written PNG.
 Example::
 
     from pathlib import Path
-    from mlx_otel.charts import ChartGenerator
+    from mlx_otel.integrations.charts import ChartGenerator
 
     charts = ChartGenerator(output_dir=Path("./charts"), style="darkgrid", dpi=150)
     charts.plot_training_curves({"loss": [0.5, 0.4, 0.3]}, step=100)
