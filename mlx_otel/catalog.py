@@ -171,6 +171,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("dropped_tasks", "mlx_otel.worker.dropped", "mlx_otel_worker_dropped_total", _C,
            "{task}", "Background tasks dropped because the worker queue was full.",
            Source.EXPORTER, "exporter", labels=("task",)),
+    Metric("run_finished", "mlx_otel.run.finished", "mlx_otel_run_finished", _G, "1",
+           "1 once the run has ended cleanly (cleanup, with, end of training), else 0.",
+           Source.EXPORTER, "exporter"),
 )  # fmt: skip
 
 _BY_KEY = {m.key: m for m in METRICS}
@@ -188,6 +191,7 @@ ERROR_KINDS: tuple[str, ...] = (
     "worker",  # a background task (WandB, charts, exports) failed
     "wandb",
     "export",
+    "otlp",  # an OTLP export the collector did not accept (the SDK retried first)
 )
 
 

@@ -34,6 +34,8 @@ import numpy as np
 
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
+from mlx_otel.exporter.lifecycle import RunLifecycle
+from mlx_otel.exporter.otlp import otlp_reader
 from mlx_otel.exporter.telemetry import Reading, Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
 from mlx_otel.numbers.memory import MemoryProfiler
@@ -177,6 +179,17 @@ class TrainingMonitor:
         )
         self._memory = _MemoryReader(self)
         self._register_instruments()
+        self.lifecycle = RunLifecycle(
+            self.telemetry,
+            file_sd_dir=exporter.file_sd_dir,
+            grace_seconds=exporter.finish_grace_seconds,
+            on_error=lambda what, exc: self._report(what, exc, "export"),
+        )
+        otlp = otlp_reader(
+            exporter, self.telemetry, on_failure=lambda m: self._report_once("otlp", "otlp", m)
+        )
+        if otlp is not None:
+            self.telemetry.add_reader(otlp)
         self.telemetry.start()
         self._reward_histogram = self.telemetry.histogram(by_key("reward"))
         self._duration_histogram = self.telemetry.histogram(by_key("step_duration"))
@@ -203,6 +216,7 @@ class TrainingMonitor:
         if serve if serve is not None else exporter.enabled:
             self.endpoint = self.telemetry.serve()
             log.info("mlx_otel: serving metrics of run %s at %s", self.run_id, self.endpoint)
+            self.lifecycle.started()
 
     # -- instruments -------------------------------------------------------
     def _register_instruments(self) -> None:
@@ -699,11 +713,25 @@ class TrainingMonitor:
         """Run ``task`` on the background worker; returns a Future."""
         return self.worker.submit(name, task)
 
+    def mark_finished(self) -> None:
+        """Say that training is over (``mlx_otel_run_finished 1``); serving goes on.
+
+        ``cleanup()`` does it too; call it earlier when the process keeps
+        serving after training, so alerts know the run ended and did not stall.
+        """
+        self.lifecycle.mark_finished()
+
     def cleanup(self) -> None:
-        """Finish background work, close WandB and stop serving; safe to call twice."""
+        """Finish background work, close WandB and stop serving; safe to call twice.
+
+        The endpoint serves ``mlx_otel_run_finished 1`` until Prometheus has
+        scraped it once (bounded by ``exporter.finish_grace_seconds``) and the
+        file_sd target is removed, so a clean end does not raise MLXExporterDown.
+        """
         if self._closed:
             return
         self._closed = True
+        self.lifecycle.mark_finished()
         self.worker.close()
         try:
             self.outputs.close()
@@ -716,6 +744,7 @@ class TrainingMonitor:
                 log.info("mlx_otel: pushed the final values of run %s to %s", self.run_id, url)
             except Exception as exc:
                 self._report(f"pushing to the Pushgateway at {url}", exc, "export")
+        self.lifecycle.close()
         self.telemetry.shutdown()
 
     def __enter__(self) -> TrainingMonitor:

@@ -95,6 +95,19 @@ class ExporterConfig(_Section):
     #: Push the last values here when the run ends (short jobs may end
     #: between two scrapes), e.g. http://127.0.0.1:9091.
     pushgateway_url: str | None = None
+    #: Register this rank's target in this folder (a JSON file per rank that
+    #: Prometheus' file_sd_configs reads); removed again at a clean end.
+    file_sd_dir: Path | None = None
+    #: After the run ends, keep serving until Prometheus has scraped the final
+    #: state (mlx_otel_run_finished 1) once, but at most this long.
+    finish_grace_seconds: float = Field(30.0, ge=0)
+    #: OTLP export towards an OpenTelemetry Collector, alongside the endpoint.
+    #: Unset, the standard OTEL_METRICS_EXPORTER=otlp and OTEL_EXPORTER_OTLP_*
+    #: variables decide, as in other OpenTelemetry programs.
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["http/protobuf", "grpc"] | None = None
+    otlp_headers: dict[str, str] | None = None
+    otlp_interval_seconds: float | None = Field(None, gt=0)
     max_custom_metrics: int = Field(32, ge=0)
     max_layer_series: int = Field(64, ge=1, le=100_000)
     max_memory_blocks: int = Field(32, ge=1)

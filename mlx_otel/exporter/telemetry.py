@@ -5,16 +5,20 @@ One :class:`Telemetry` owns one ``MeterProvider`` with a
 serves it. Instruments are created from the catalogue, so their Prometheus
 names are the catalogue's.
 
-Two things the OpenTelemetry SDK does not do are added here:
+Observable series (gauges and counters read from stored values) are served
+to Prometheus straight from their readers by a prometheus-client collector:
+with 10,000 layer series the SDK's per-collection aggregation cost several
+times what formatting the same series costs. The SDK still aggregates them
+for OTLP readers (:meth:`Telemetry.add_reader`), and aggregates the
+histograms, which it serves on both paths. Two more things are done here:
 
 * Non-finite gauge values. The SDK drops NaN and inf from every instrument,
-  but a NaN loss is the signal a run most needs to send. Gauge readers
-  yield them anyway; they are kept aside during a collection and written
-  into the exposition as they are.
-* Work before a collection. Hooks run at the start of every scrape, so
-  samples buffered by the training thread are folded into histograms before
-  the histograms are read, and a scrape always shows every sample logged
-  before it.
+  but a NaN loss is the signal a run most needs to send. The endpoint serves
+  them as they are; OTLP, going through the SDK, carries finite values only.
+* Work before a collection. Hooks run at the start of every collection
+  (scrape or OTLP export), so samples buffered by the training thread are
+  folded into histograms before the histograms are read, and a scrape always
+  shows every sample logged before it.
 
     telemetry = Telemetry(run_id="run_001", port=0)
     telemetry.observe(by_key("loss"), lambda: [(0.5, {})])
@@ -31,7 +35,10 @@ import math
 import socket
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -39,10 +46,12 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Histogram, MeterProvider, ObservableCounter, ObservableGauge
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app, push_to_gateway
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.samples import Sample
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
@@ -61,7 +70,7 @@ _INSTRUMENT_TYPES = (Histogram, ObservableCounter, ObservableGauge)
 
 
 class _ServingCollector(Collector):
-    """Serves the OpenTelemetry registry, with pre-collection hooks and NaN gauges."""
+    """Serves observable series from their readers and histograms from the SDK."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
@@ -69,26 +78,31 @@ class _ServingCollector(Collector):
     def collect(self) -> Iterator[Any]:
         t = self._telemetry
         with t._collect_lock:
-            for hook in list(t._before_collect):
-                try:
-                    hook()
-                except Exception:  # a hook must not break the scrape
-                    log.exception("mlx_otel: pre-collection hook failed")
-            t._non_finite = {}
-            families = list(t._otel_registry.collect())
-            pending = t._non_finite
-            t._non_finite = {}
-        for family in families:
-            for labels, value in pending.pop(family.name, ()):
-                family.add_sample(family.name, labels, value)
-            yield family
-        # Gauges whose only series is non-finite are absent from the SDK's output.
-        for name, samples in pending.items():
-            metric = t._metrics[name]
-            family = GaugeMetricFamily(name, metric.description)
-            for labels, value in samples:
-                family.add_sample(name, labels, value)
-            yield family
+            t._run_hooks()
+            families = [_family(metric, read, t._resource_labels) for metric, read in t._observed]
+            # A metric with nothing to report is absent, as from the SDK's exporter.
+            families = [family for family in families if family.samples]
+            families.extend(t._otel_registry.collect())
+        yield from families
+
+
+def _family(metric: Metric, read: Callable[[], Reading], resource: Mapping[str, str]) -> Any:
+    """One metric family built from a reader, as the OpenTelemetry exporter would name it."""
+    name = metric.prometheus_name
+    if metric.kind is Kind.COUNTER:
+        family: Any = CounterMetricFamily(name, metric.description)
+        sample_name = family.name + "_total"
+    else:
+        family = GaugeMetricFamily(name, metric.description)
+        sample_name = name
+    samples = family.samples
+    try:
+        readings = read()
+        for value, attributes in readings:
+            samples.append(Sample(sample_name, {**attributes, **resource}, float(value), None, None))
+    except Exception:  # one failing reader must not break the scrape
+        log.exception("mlx_otel: reading %s failed", name)
+    return family
 
 
 class Telemetry:
@@ -125,20 +139,27 @@ class Telemetry:
         self.basic_auth = basic_auth
         self._resource_labels = {k: v for k, v in attributes.items() if k in RESOURCE_LABELS}
         self._otel_registry = CollectorRegistry(auto_describe=False)
+        self.cardinality_limits = {kind: cardinality_limit for kind in _INSTRUMENT_TYPES}
         self._reader = PrometheusMetricReader(
             disable_target_info=True,
             scope_info_enabled=False,
             resource_attribute_filter=lambda key: key in RESOURCE_LABELS,
             registry=self._otel_registry,
-            cardinality_limits={kind: cardinality_limit for kind in _INSTRUMENT_TYPES},
+            cardinality_limits=self.cardinality_limits,
         )
         self._views: list[View] = []
         self._metrics: dict[str, Metric] = {}
-        self._histogram_metrics: list[Metric] = []
+        self._observed: list[tuple[Metric, Callable[[], Reading]]] = []
+        self._extra_readers: list[MetricReader] = []
+        # Observable callbacks feed the SDK only while an extra (OTLP) reader
+        # collects; the endpoint reads the same values directly.
+        self._sdk_reads = False
         self._provider: MeterProvider | None = None
         self._collect_lock = threading.Lock()
         self._before_collect: list[Callable[[], None]] = []
-        self._non_finite: dict[str, list[tuple[dict[str, str], float]]] = {}
+        self._scrapes = 0
+        self._scrape_times: deque[float] = deque(maxlen=2)  # when the last two began
+        self._scraped = threading.Condition()
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -153,6 +174,7 @@ class Telemetry:
         if metric.kind is Kind.HISTOGRAM:
             raise ValueError(f"{metric.prometheus_name} is a histogram; use add_histogram()")
         self._register(metric)
+        self._observed.append((metric, read))
         self._pending.append((metric, read))
 
     def add_histogram(self, metric: Metric) -> None:
@@ -178,6 +200,34 @@ class Telemetry:
         """Run ``hook`` at the start of every collection (it must be quick and safe)."""
         self._before_collect.append(hook)
 
+    def add_reader(self, reader: MetricReader) -> None:
+        """Add an OpenTelemetry reader (OTLP) to the provider, before :meth:`start`.
+
+        Its collections run the pre-collection hooks under the same lock as
+        scrapes when they go through :meth:`sdk_collection`.
+        """
+        if self._provider is not None:
+            raise RuntimeError("readers must be added before the telemetry is started")
+        self._extra_readers.append(reader)
+
+    @contextmanager
+    def sdk_collection(self) -> Iterator[None]:
+        """Hold the collection lock, run the hooks and let observables feed the SDK."""
+        with self._collect_lock:
+            self._run_hooks()
+            self._sdk_reads = True
+            try:
+                yield
+            finally:
+                self._sdk_reads = False
+
+    def _run_hooks(self) -> None:
+        for hook in list(self._before_collect):
+            try:
+                hook()
+            except Exception:  # a hook must not break the collection
+                log.exception("mlx_otel: pre-collection hook failed")
+
     def _register(self, metric: Metric) -> None:
         if self._provider is not None:
             raise RuntimeError("instruments must be added before the telemetry is started")
@@ -189,7 +239,7 @@ class Telemetry:
         if self._provider is not None:
             return
         self._provider = MeterProvider(
-            metric_readers=[self._reader],
+            metric_readers=[self._reader, *self._extra_readers],
             resource=Resource.create(self._attributes),
             views=self._views,
         )
@@ -217,19 +267,11 @@ class Telemetry:
     def _callback(
         self, metric: Metric, read: Callable[[], Reading]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        name = metric.prometheus_name
-        resource_labels = self._resource_labels
-
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            observations = []
-            for value, attributes in read():
-                if math.isfinite(value):
-                    observations.append(Observation(value, attributes))
-                else:
-                    # The SDK would drop it; keep it for the exposition.
-                    labels = {**attributes, **resource_labels}
-                    self._non_finite.setdefault(name, []).append((labels, float(value)))
-            return observations
+            if not self._sdk_reads:  # the endpoint serves these itself
+                return ()
+            # The SDK would drop non-finite values with a warning each time.
+            return [Observation(v, a) for v, a in read() if math.isfinite(v)]
 
         return callback
 
@@ -250,7 +292,7 @@ class Telemetry:
             self._server = _make_server(
                 self.host,
                 self.port,
-                make_wsgi_app(self.registry),
+                self._counting(make_wsgi_app(self.registry)),
                 certfile=self.certfile,
                 keyfile=self.keyfile,
                 basic_auth=self.basic_auth,
@@ -270,6 +312,41 @@ class Telemetry:
         self._server_thread.start()
         self.port = int(self._server.server_address[1])
         return self.endpoint or ""
+
+    def _counting(self, app: Any) -> Any:
+        """Wrap the WSGI app so scrapes of /metrics are counted and timed."""
+
+        def counted(environ: dict[str, Any], start_response: Any) -> Any:
+            began = time.monotonic()
+            body = app(environ, start_response)
+            return _Counted(body, lambda: self._count_scrape(began))
+
+        return counted
+
+    def _count_scrape(self, began: float) -> None:
+        with self._scraped:
+            self._scrapes += 1
+            self._scrape_times.append(began)
+            self._scraped.notify_all()
+
+    @property
+    def scrapes(self) -> int:
+        """How many times the endpoint was scraped."""
+        return self._scrapes
+
+    def scrape_interval(self) -> float | None:
+        """Seconds between the last two scrapes, or ``None`` before the second."""
+        times = list(self._scrape_times)
+        return times[1] - times[0] if len(times) == 2 else None
+
+    def wait_for_scrape(self, since: float, timeout: float) -> bool:
+        """Wait until a scrape that began at or after ``since`` (monotonic) was served."""
+
+        def served() -> bool:
+            return bool(self._scrape_times) and self._scrape_times[-1] >= since
+
+        with self._scraped:
+            return self._scraped.wait_for(served, timeout)
 
     @property
     def endpoint(self) -> str | None:
@@ -302,10 +379,28 @@ class Telemetry:
             self._server = None
         if self._provider is not None:
             try:
-                self._provider.shutdown()
+                # Bounded: an unreachable OTLP collector must not hold up the end.
+                self._provider.shutdown(timeout_millis=5_000)
             except Exception:  # shutting down must not raise at the end of a run
                 log.debug("mlx_otel: meter provider shutdown failed", exc_info=True)
             self._provider = None
+
+
+class _Counted:
+    """A WSGI response that reports itself once the server has sent it (on close)."""
+
+    def __init__(self, body: Iterable[bytes], on_sent: Callable[[], None]) -> None:
+        self._body = body
+        self._on_sent = on_sent
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        self._on_sent()
 
 
 class _QuietHandler(WSGIRequestHandler):
