@@ -117,6 +117,10 @@ class TrainingMonitor:
         self.strict = strict
         self.start_time = time.time()
         exporter = self.config.exporter
+        if self.rank is not None:
+            # Each rank writes its own files: ranks on one host share ./outputs.
+            monitoring = self.config.monitoring
+            monitoring.output_dir = Path(monitoring.output_dir) / f"rank_{self.rank}"
         self.output_dir = Path(self.config.monitoring.output_dir)
 
         # Hot-path state: plain Python objects the scrape thread only reads.
@@ -159,9 +163,15 @@ class TrainingMonitor:
         )
 
         port = exporter.port
-        if port and self.rank is not None:
-            local = os.environ.get("MLX_LOCAL_RANK", os.environ.get("LOCAL_RANK"))
-            port += int(local) if local and local.isdigit() else self.rank
+        local = os.environ.get("MLX_LOCAL_RANK", os.environ.get("LOCAL_RANK"))
+        local_rank = self.rank
+        if self.rank is not None and local and local.isdigit():
+            local_rank = int(local)
+        if port and local_rank is not None:
+            port += local_rank
+        # Host-level series (system memory) come from local rank 0 alone, so
+        # sums across the ranks of one host do not count the host twice.
+        self._reports_host = not local_rank
         layer_cap = exporter.max_layer_series
         self.telemetry = Telemetry(
             run_id=self.run_id,
@@ -203,6 +213,7 @@ class TrainingMonitor:
             profiler=self.memory_profiler,
             report_error=self._report_once,
             wandb_logger=self.wandb_logger,
+            rank=self.rank,
         )
         self.worker = BackgroundWorker(
             maxlen=self.config.monitoring.queue_size,
@@ -250,7 +261,8 @@ class TrainingMonitor:
             by_key("dropped_tasks"), lambda: [(v, {"task": k}) for k, v in self._dropped.items()]
         )
         for key in self._memory.KEYS:
-            t.observe(by_key(key), self._memory.reader(key))
+            if self._reports_host or not key.startswith("system_memory"):
+                t.observe(by_key(key), self._memory.reader(key))
         t.observe(by_key("memory_block_delta"), lambda: self._memory.read_blocks("last_delta_bytes"))
         t.observe(by_key("memory_block_peak"), lambda: self._memory.read_blocks("last_peak_bytes"))
         t.add_histogram(by_key("reward"))

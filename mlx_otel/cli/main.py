@@ -69,6 +69,12 @@ def _add_demo(subparsers: Any) -> None:
         help="stop leaking (and free the leak) after this many steps",
     )
     p.add_argument("--config", type=Path, default=None, help="YAML config file")
+    p.add_argument(
+        "--file-sd-dir",
+        type=Path,
+        default=None,
+        help="register each rank's target in this folder for Prometheus file_sd",
+    )
     p.add_argument("--run-id", default=None, help="run id label (default: generated)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
@@ -114,6 +120,8 @@ def _demo_config(args: argparse.Namespace) -> Any:
         config.exporter.host = args.host
     if args.output_dir is not None:
         config.monitoring.output_dir = args.output_dir
+    if getattr(args, "file_sd_dir", None) is not None:
+        config.exporter.file_sd_dir = args.file_sd_dir
     if args.wandb != "disabled":
         config.monitoring.use_wandb = True
         config.monitoring.wandb_mode = args.wandb
@@ -145,22 +153,31 @@ def _run_demo(args: argparse.Namespace) -> int:
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Of several ranks, rank 0 alone tells the story; the others say one line.
+    quiet = monitor.rank not in (None, 0)
+    say = (lambda *_: None) if quiet else print
+    if quiet:
+        args.no_progress = True
+        print(f"mlx-otel demo: run {monitor.run_id} rank {monitor.rank}: metrics at "
+              f"{monitor.endpoint}, outputs in {monitor.output_dir.resolve()}")  # fmt: skip
     try:
-        print(f"mlx-otel demo: run {monitor.run_id}")
-        print(textwrap.fill(describe_task(), width=100, initial_indent="  task: ",
-                            subsequent_indent="        "))  # fmt: skip
-        print(f"  metrics: {monitor.endpoint}")
-        print(f"  outputs: {monitor.output_dir.resolve()}")
+        say(f"mlx-otel demo: run {monitor.run_id}")
+        say(textwrap.fill(describe_task(), width=100, initial_indent="  task: ",
+                          subsequent_indent="        "))  # fmt: skip
+        say(f"  metrics: {monitor.endpoint}")
+        say(f"  outputs: {monitor.output_dir.resolve()}")
         trainer = DemoTrainer(settings)
         rewards = _train(trainer, monitor, args, stop)
         if rewards:
             tenth = max(1, len(rewards) // 10)
             first, last = sum(rewards[:tenth]) / tenth, sum(rewards[-tenth:]) / tenth
-            print(f"mean reward: first {tenth} steps {first:.3f} -> last {tenth} steps {last:.3f}")
+            say(f"mean reward: first {tenth} steps {first:.3f} -> last {tenth} steps {last:.3f}")
         monitor.export_all()
-        print(f"wrote {monitor.output_dir.resolve()}")
+        say(f"wrote {monitor.output_dir.resolve()}")
+        if not stop.is_set():
+            monitor.mark_finished()  # training is over: lingering is not stalling
         if args.linger > 0 and not stop.is_set():
-            print(f"serving metrics at {monitor.endpoint} for {args.linger:.0f} s (Ctrl-C stops)")
+            say(f"serving metrics at {monitor.endpoint} for {args.linger:.0f} s (Ctrl-C stops)")
             stop.wait(args.linger)
     except KeyboardInterrupt:
         print("interrupted; writing what was recorded", file=sys.stderr)

@@ -602,6 +602,7 @@ class ComprehensiveStatsCollector:
         run_id: str | None = None,
         start_time: float | datetime | None = None,
         avg_step_time: float | None = None,
+        rank: int | None = None,
     ) -> dict[str, Any]:
         """End-of-run summary in the seed's "JSON Summary Format".
 
@@ -640,6 +641,8 @@ class ComprehensiveStatsCollector:
         run = run_id if run_id is not None else self.run_id
         if run is not None:
             session["run_id"] = run
+        if rank is not None:  # a multi-rank run: which rank this summary describes
+            session["rank"] = rank
         metrics = {}
         for history in histories:
             described = _describe(history.values, history.non_finite)
@@ -655,6 +658,7 @@ class ComprehensiveStatsCollector:
         run_id: str | None = None,
         start_time: float | datetime | None = None,
         avg_step_time: float | None = None,
+        rank: int | None = None,
     ) -> Path:
         """Write :meth:`summary` as indented JSON to ``path``, atomically.
 
@@ -662,7 +666,9 @@ class ComprehensiveStatsCollector:
 
             stats.export_summary("outputs/monitoring_summary.json", run_id="run_001")
         """
-        payload = self.summary(run_id=run_id, start_time=start_time, avg_step_time=avg_step_time)
+        payload = self.summary(
+            run_id=run_id, start_time=start_time, avg_step_time=avg_step_time, rank=rank
+        )
         target = Path(path)
         atomic_write_text(target, json.dumps(payload, indent=2, allow_nan=False))
         return target

@@ -74,12 +74,14 @@ class RunOutputs:
         profiler: MemoryProfiler,
         report_error: Callable[[str, str, str], None],
         wandb_logger: Any = None,
+        rank: int | None = None,
     ) -> None:
         from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 
         monitoring = config.monitoring
         self.config = config
         self.run_id = run_id
+        self.rank = rank
         self.start_time = start_time
         self.output_dir = Path(monitoring.output_dir)
         self.profiler = profiler
@@ -221,17 +223,24 @@ class RunOutputs:
         json_path = self.output_dir / "training_metrics.json"
         rows = json.loads(frame.to_json(orient="records"))
         atomic_write_text(
-            json_path, json.dumps({"run_id": self.run_id, "steps": rows}, indent=2) + "\n"
+            json_path, json.dumps({**self._run_keys(), "steps": rows}, indent=2) + "\n"
         )
         written["training_metrics_json"] = json_path
         written["monitoring_summary"] = self.stats.export_summary(
             self.output_dir / "monitoring_summary.json",
             run_id=self.run_id,
             start_time=self.start_time,
+            rank=self.rank,
         )
         for kind, path in self.render_charts().items():
             written[f"chart_{kind}"] = path
         return written
+
+    def _run_keys(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {"run_id": self.run_id}
+        if self.rank is not None:
+            keys["rank"] = self.rank
+        return keys
 
     def close(self) -> None:
         if self._chart_process is not None:
