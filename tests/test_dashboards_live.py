@@ -5,9 +5,10 @@ project's rules loaded, two monitored processes:
 
 - the demo (``python -m mlx_otel demo``), a single-process run without a
   ``rank`` label;
-- a short loop of rank 1 of another run that uses what the demo leaves out:
-  custom metrics (extra keywords of ``log_training_step``) and memory blocks
-  (``MemoryMonitor``), so the panels fed by them are proven too.
+- a short loop of two ranks (0 and 1) of another run that uses what the
+  demo leaves out: custom metrics (extra keywords of ``log_training_step``)
+  and memory blocks (``MemoryMonitor``), so the panels fed by them, and the
+  cross-rank panels of *MLX Ranks*, are proven too.
 
 Each query read from the generated JSON, with Grafana's template variables
 substituted as for a multi-value selection of both runs and "All" ranks,
@@ -45,16 +46,17 @@ STEP_DELAY = "0.2"
 RATE_INTERVAL = "4s"
 
 
-# Rank 1 of a run, logging custom metrics and two memory blocks. Ranks add
-# their rank to the configured port, hence ``port - 1``.
+# One rank of a run, logging custom metrics and two memory blocks. Ranks add
+# their rank to the configured port, hence ``port - rank``.
 RANKED_LOOP = """
 import sys, time
 import mlx.core as mx
 from mlx_otel import MemoryMonitor, TrainingMonitor
 
 port, run_id, steps, output_dir = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
-config = {"exporter": {"port": port - 1}, "monitoring": {"output_dir": output_dir}}
-with TrainingMonitor(config, run_id=run_id, rank=1) as monitor:
+rank = int(sys.argv[5])
+config = {"exporter": {"port": port - rank}, "monitoring": {"output_dir": output_dir}}
+with TrainingMonitor(config, run_id=run_id, rank=rank) as monitor:
     kept = []
     for step in range(steps):
         with MemoryMonitor(monitor.memory_profiler, "rollout"):
@@ -68,7 +70,7 @@ with TrainingMonitor(config, run_id=run_id, rank=1) as monitor:
             learning_rate=1e-4, thinking_tokens=40, answer_tokens=8,
             rewards=[0.1 * (i % 10) for i in range(16)], kl=0.01 * step, format_rate=0.9,
         )
-        time.sleep(0.2)
+        time.sleep(0.2 + 0.1 * rank)  # rank 1 is the slower one
     print("ranked loop done", flush=True)
     time.sleep(120)
 """
@@ -88,12 +90,13 @@ def demo_log(path: Path) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("dashboards_live")
-    port, ranked_port = free_port(), free_port()
-    log_path, ranked_log_path = work / "demo.log", work / "ranked.log"
-    targets = [f"127.0.0.1:{port}", f"127.0.0.1:{ranked_port}"]
+    port, ranked_ports = free_port(), (free_port(), free_port())
+    log_path = work / "demo.log"
+    ranked_log_paths = (work / "ranked0.log", work / "ranked1.log")
+    targets = [f"127.0.0.1:{p}" for p in (port, *ranked_ports)]
     with PrometheusServer(work / "prometheus", targets=targets, rule_files=RULES) as prometheus:
         start = time.time()
-        with open(log_path, "wb") as log, open(ranked_log_path, "wb") as ranked_log:
+        with open(log_path, "wb") as log:
             demo = subprocess.Popen(
                 python_command(
                     "demo", "--steps", str(STEPS), "--port", str(port),
@@ -103,11 +106,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 ),
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-            ranked = subprocess.Popen(
-                [sys.executable, "-c", RANKED_LOOP, str(ranked_port), RANKED_RUN_ID, "30",
-                 str(work / "ranked_outputs")],
-                cwd=REPO, stdout=ranked_log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        ranked = []
+        pairs = zip(ranked_ports, ranked_log_paths, strict=True)
+        for rank, (ranked_port, ranked_log_path) in enumerate(pairs):
+            with open(ranked_log_path, "wb") as ranked_log:
+                ranked.append(subprocess.Popen(
+                    [sys.executable, "-c", RANKED_LOOP, str(ranked_port), RANKED_RUN_ID, "30",
+                     str(work / "ranked_outputs"), str(rank)],
+                    cwd=REPO, stdout=ranked_log, stderr=subprocess.STDOUT,
+                ))  # fmt: skip
         try:
 
             def trained_or_exited() -> bool:
@@ -117,18 +124,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 return bool(steps) and float(steps[0]["value"][1]) >= STEPS
 
             wait_for(trained_or_exited, timeout=90, interval=0.5, what=f"{STEPS} demo steps")
-            wait_for(
-                lambda: ranked.poll() is not None or "done" in demo_log(ranked_log_path),
-                timeout=60, what="the ranked loop",
-            )  # fmt: skip
-            # Both linger, serving metrics: an exit here is a failure.
+            for process, path in zip(ranked, ranked_log_paths, strict=True):
+                wait_for(
+                    lambda process=process, path=path: (
+                        process.poll() is not None or "done" in demo_log(path)
+                    ),
+                    timeout=60, what="the ranked loop",
+                )  # fmt: skip
+            # All linger, serving metrics: an exit here is a failure.
             assert demo.poll() is None, f"the demo exited early:\n{demo_log(log_path)}"
-            assert ranked.poll() is None, f"the ranked loop failed:\n{demo_log(ranked_log_path)}"
+            for process, path in zip(ranked, ranked_log_paths, strict=True):
+                assert process.poll() is None, f"the ranked loop failed:\n{demo_log(path)}"
             # A few more scrapes, so rates and slopes see the end of the runs.
             time.sleep(3)
             yield Stack(prometheus=prometheus, start=start, end=time.time())
         finally:
-            for process in (demo, ranked):
+            for process in (demo, *ranked):
                 process.terminate()
                 try:
                     process.wait(timeout=10)
@@ -175,7 +186,7 @@ def test_run_id_variable_lists_both_runs(stack: Stack) -> None:
 
 def test_rank_variable_lists_the_ranks_of_the_selected_runs(stack: Stack) -> None:
     match = f'mlx_train_steps_total{{run_id=~"{BOTH_RUNS}"}}'
-    assert stack.prometheus.api("label/rank/values", **{"match[]": match}) == ["1"]
+    assert stack.prometheus.api("label/rank/values", **{"match[]": match}) == ["0", "1"]
 
 
 def test_one_rank_selects_only_that_rank(stack: Stack) -> None:
@@ -183,6 +194,41 @@ def test_one_rank_selects_only_that_rank(stack: Stack) -> None:
     expr = substitute(query.expr, run_id=BOTH_RUNS, rank="1")
     runs = {item["metric"]["run_id"] for item in stack.prometheus.query(expr)}
     assert runs == {RANKED_RUN_ID}
+
+
+def ranks_panel(stack: Stack, title: str, ref_id: str = "A") -> list[dict]:
+    (query,) = [
+        q for q in QUERIES if q.dashboard == "MLX Ranks" and q.panel == title and q.ref_id == ref_id
+    ]
+    return run(stack, query)
+
+
+def test_the_ranks_dashboard_reduces_the_two_ranks_of_a_run(stack: Stack) -> None:
+    def by_run(result: list[dict]) -> dict[str, float]:
+        return {item["metric"]["run_id"]: float(item["values"][-1][1]) for item in result}
+
+    assert by_run(ranks_panel(stack, "Ranks reporting"))[RANKED_RUN_ID] == 2
+    # Rank 1 sleeps longer per step: while both trained, the slowest was slower.
+    ratios = [
+        float(v) for item in ranks_panel(stack, "Straggler ratio (slowest / fastest)")
+        if item["metric"]["run_id"] == RANKED_RUN_ID for _, v in item["values"]
+        if v not in ("NaN", "+Inf", "-Inf")
+    ]  # fmt: skip
+    assert ratios and max(ratios) > 1.2
+    behind = {
+        item["metric"].get("rank"): float(item["values"][-1][1])
+        for item in ranks_panel(stack, "Steps behind the leading rank")
+        if item["metric"]["run_id"] == RANKED_RUN_ID
+    }
+    assert behind == {"0": 0.0, "1": 0.0}  # both logged all their steps by the end
+    # Host memory from rank 0 only: the sum over the ranks is one host's total.
+    (host,) = [item for item in ranks_panel(stack, "Host memory available, all hosts", "B")
+               if item["metric"]["run_id"] == RANKED_RUN_ID]  # fmt: skip
+    single = stack.prometheus.query(
+        f'mlx_system_memory_total_bytes{{run_id="{RANKED_RUN_ID}"}}', time=stack.end
+    )
+    assert [item["metric"]["rank"] for item in single] == ["0"]
+    assert float(host["values"][-1][1]) == float(single[0]["value"][1])
 
 
 def test_all_ranks_include_a_run_without_a_rank_label(stack: Stack) -> None:
