@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from mlx_otel.catalog import ERROR_KINDS, by_key
+from mlx_otel.catalog import ERROR_KINDS, METRICS, Source, by_key
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.exporter.telemetry import Reading, Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
@@ -63,6 +63,9 @@ _ARGUMENT_NAMES = {"reward_mean": "reward"}
 _CUSTOM_PREFIX = "custom/"
 #: Value types stored without conversion (bool is not one: it is checked).
 _PLAIN_NUMBERS = frozenset({float, int})
+
+#: Catalogue metrics that trainer callbacks pass as keywords: "key" or "key/label value".
+_TRAINER_METRICS = {m.key: m for m in METRICS if m.source is Source.TRAINER}
 
 #: Samples folded into a histogram between two yields of the interpreter.
 _FOLD_CHUNK = 256
@@ -153,6 +156,7 @@ class TrainingMonitor:
             alert_threshold_mb=trainer.memory_safety_threshold_mb,
             leak_detection_window=trainer.leak_detection_window,
             reset_peak_each_step=False,  # the monitor resets it on the training thread
+            reset_mlx_peak=trainer.reset_peak_each_step,
             max_blocks=exporter.max_memory_blocks,
         )
 
@@ -227,6 +231,8 @@ class TrainingMonitor:
         t.observe(by_key("steps"), lambda: ((self._steps, {}),))
         t.observe(by_key("tokens"), lambda: [(v, {"kind": k}) for k, v in self._tokens.items()])
         t.observe(by_key("custom"), self._read_custom)
+        for metric in _TRAINER_METRICS.values():
+            t.observe(metric, self._trainer_reader(metric))
         t.observe(
             by_key("layer_grad_norm"),
             lambda: [(v, {"layer": k}) for k, v in self._layer_norms.items()],
@@ -241,6 +247,17 @@ class TrainingMonitor:
         t.observe(by_key("memory_block_peak"), lambda: self._memory.read_blocks("last_peak_bytes"))
         t.add_histogram(by_key("reward"))
         t.add_histogram(by_key("step_duration"))
+
+    def _trainer_reader(self, metric: Any) -> Any:
+        key = metric.key
+        if not metric.labels:
+            return lambda: () if (value := self._view.get(key)) is None else ((value, {}),)
+        prefix, label = f"{key}/", metric.labels[0]
+        return lambda: [
+            (value, {label: name[len(prefix) :]})
+            for name, value in self._view.items()
+            if name.startswith(prefix)
+        ]
 
     def _read_custom(self) -> Reading:
         view = self._view
@@ -481,6 +498,9 @@ class TrainingMonitor:
                 f"custom metric {key!r} not exported: the cap of {self._max_custom} custom "
                 "metrics is reached (raise exporter.max_custom_metrics)",
             )
+        elif key.partition("/")[0] in _TRAINER_METRICS:
+            stored = key[:128]  # served by its catalogue metric (see _trainer_reader)
+            self._admitted_custom = self._admitted_custom | {key}
         else:
             stored = f"{_CUSTOM_PREFIX}{name}"
             self._admitted_custom = self._admitted_custom | {key}
