@@ -31,6 +31,7 @@ log = logging.getLogger("mlx_otel")
 _PLUGIN_COMMANDS = (
     ("mlx_otel.dashboards", "dashboards", "dashboards"),
     ("mlx_otel.integrations.alert_sink", "alert-sink", None),
+    ("mlx_otel.cli.trainers", "lora", "trainers"),
 )
 
 

@@ -27,6 +27,7 @@ trainers report it as their ``peak_memory``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import threading
@@ -166,6 +167,7 @@ class MlxLmCallback:
         self._last_iteration: int | None = None
         self._pending_validation: dict[str, Any] = {}
         self._reward_functions: set[str] | None = None
+        self._exported_at = 0
         self.monitor = monitor if monitor is not None else self._make_monitor(monitor_config, run_id)
         if self._owns_monitor:
             atexit.register(self.close)
@@ -189,20 +191,42 @@ class MlxLmCallback:
             )
             return TrainingMonitor(config, run_id=run_id, serve=False)
 
-    def close(self) -> None:
-        """Export the run's files and stop serving (if this callback made the monitor)."""
+    def close(self, *, linger: float = 0.0, stop: threading.Event | None = None) -> None:
+        """Export the run's files and stop serving (if this callback made the monitor).
+
+        ``linger`` keeps the endpoint up that many seconds after the export so
+        Prometheus scrapes the last values (``stop`` or Ctrl-C ends it early).
+        Safe to call twice; the first call wins.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         try:
-            self._flush_validation()
-            if self.monitor.steps_logged:
-                self.monitor.export_all()
-            if self._owns_monitor:
-                self.monitor.cleanup()
+            self._export()
+            if self._owns_monitor and linger > 0 and self.monitor.endpoint:
+                log.info(
+                    "mlx_otel: serving the last values at %s for %.0f s",
+                    self.monitor.endpoint, linger,
+                )
+                with contextlib.suppress(KeyboardInterrupt):
+                    (stop or threading.Event()).wait(linger)
         except Exception:  # never into the trainer, nor into interpreter exit
-            log.exception("mlx_otel: closing the monitor failed")
+            log.exception("mlx_otel: exporting the run failed")
+        finally:
+            if self._owns_monitor:
+                try:
+                    self.monitor.cleanup()
+                except Exception:
+                    log.exception("mlx_otel: closing the monitor failed")
+
+    def _export(self) -> None:
+        """Write the run's files, unless nothing was logged since the last export."""
+        self._flush_validation()
+        logged = self.monitor.steps_logged
+        if logged and logged != self._exported_at:
+            self._exported_at = logged
+            self.monitor.export_all()
 
     # -- the trainer's calls -------------------------------------------------
     def on_train_loss_report(self, train_info: dict) -> None:
@@ -261,8 +285,11 @@ class MlxLmCallback:
         self._last_iteration = iteration
         self.monitor.log_training_step(iteration, **values)
         iters = self._config_int("iters")
-        if self.close_at_end and iters is not None and iteration >= iters:
-            self.close()
+        if iters is not None and iteration >= iters:  # the trainer's last report
+            if self.close_at_end:
+                self.close()
+            else:
+                self._export()
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
         values = train_info_values(info)
