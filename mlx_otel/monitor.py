@@ -64,8 +64,9 @@ _CUSTOM_PREFIX = "custom/"
 #: Value types stored without conversion (bool is not one: it is checked).
 _PLAIN_NUMBERS = frozenset({float, int})
 
-#: Catalogue metrics that trainer callbacks pass as keywords: "key" or "key/label value".
-_TRAINER_METRICS = {m.key: m for m in METRICS if m.source is Source.TRAINER}
+#: Catalogue metrics that trainer callbacks set by keyword, named by their Prometheus
+#: name (``mlx_train_kl=``, or ``mlx_train_clip_ratio/low=`` for a labelled one).
+_TRAINER_METRICS = {m.prometheus_name: m for m in METRICS if m.source is Source.TRAINER}
 
 #: Samples folded into a histogram between two yields of the interpreter.
 _FOLD_CHUNK = 256
@@ -229,6 +230,10 @@ class TrainingMonitor:
         ):
             t.observe(by_key(key), scalar(source_key, scale))
         t.observe(by_key("steps"), lambda: ((self._steps, {}),))
+        t.observe(
+            by_key("last_step_timestamp"),
+            lambda: ((self._view.get("step_timestamp", self.start_time), {}),),
+        )
         t.observe(by_key("tokens"), lambda: [(v, {"kind": k}) for k, v in self._tokens.items()])
         t.observe(by_key("custom"), self._read_custom)
         for metric in _TRAINER_METRICS.values():
@@ -272,6 +277,7 @@ class TrainingMonitor:
         """Fold one step record into a latest-values mapping."""
         latest.update(record.values)
         latest["step"] = record.step
+        latest["step_timestamp"] = record.timestamp
         if record.custom:
             keys = self._custom_keys
             for key, value in record.custom.items():
@@ -487,7 +493,11 @@ class TrainingMonitor:
     def _admit_custom(self, key: str) -> str:
         """The stored key (``custom/<name>``) of a new custom metric, or "" if refused."""
         name = _NAME_RE.sub("_", key).strip("_").lower()[:64]
-        admitted = sum(1 for v in self._custom_keys.values() if v)
+        # A trainer metric is served by its catalogue metric (see _trainer_reader)
+        # and stored by its key; each metric's label values share the cap.
+        metric = _TRAINER_METRICS.get(key.partition("/")[0])
+        prefix = _CUSTOM_PREFIX if metric is None else metric.key
+        admitted = sum(1 for v in self._custom_keys.values() if v and v.startswith(prefix))
         stored = ""
         if not name:
             self._reject(key, key, "invalid_value")
@@ -498,11 +508,12 @@ class TrainingMonitor:
                 f"custom metric {key!r} not exported: the cap of {self._max_custom} custom "
                 "metrics is reached (raise exporter.max_custom_metrics)",
             )
-        elif key.partition("/")[0] in _TRAINER_METRICS:
-            stored = key[:128]  # served by its catalogue metric (see _trainer_reader)
-            self._admitted_custom = self._admitted_custom | {key}
         else:
-            stored = f"{_CUSTOM_PREFIX}{name}"
+            stored = (
+                f"{_CUSTOM_PREFIX}{name}"
+                if metric is None
+                else metric.key + key[len(metric.prometheus_name) :][:64]
+            )
             self._admitted_custom = self._admitted_custom | {key}
         self._custom_keys[key] = stored
         return stored

@@ -34,6 +34,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from mlx_otel.catalog import METRICS, Source
+
 __all__ = ["MlxLmCallback", "MlxLmLoraCallback", "train_info_values"]
 
 log = logging.getLogger("mlx_otel")
@@ -68,6 +70,7 @@ _REWARD_FN_SUFFIXES = {
     "_coverage": "reward_function_coverage",
 }
 _HANDLED_ELSEWHERE = frozenset({"iteration", "peak_memory"})
+_TRAINER_METRICS = {m.key: m for m in METRICS if m.source is Source.TRAINER}
 
 
 def _number(value: Any) -> Any:
@@ -90,7 +93,7 @@ def train_info_values(info: Mapping[str, Any], *, reward_functions: set[str] = f
     is passed under its own name and so becomes a custom metric.
 
     >>> sorted(train_info_values({"train_loss": 1.5, "train_kl": 0.1, "x": 2}).items())
-    [('kl', 0.1), ('loss', 1.5), ('x', 2)]
+    [('loss', 1.5), ('mlx_train_kl', 0.1), ('x', 2)]
     """
     values: dict[str, Any] = {}
     for key, value in info.items():
@@ -105,12 +108,14 @@ def train_info_values(info: Mapping[str, Any], *, reward_functions: set[str] = f
                     target = f"{metric}/{name}"
                     break
         values[target or key] = value
-    if "trained_tokens" in values:
-        # A negative or fractional count is not a count: let the monitor say so.
-        tokens = values["trained_tokens"]
-        if isinstance(tokens, float) and tokens.is_integer():
-            values["trained_tokens"] = int(tokens)
-    return values
+    return {_keyword(key): value for key, value in values.items()}
+
+
+def _keyword(key: str) -> str:
+    """The log_training_step keyword of a catalogue key (trainer metrics by Prometheus name)."""
+    base, sep, label = key.partition("/")
+    metric = _TRAINER_METRICS.get(base)
+    return key if metric is None else f"{metric.prometheus_name}{sep}{label}"
 
 
 def _reward_function_names(info: Mapping[str, Any]) -> set[str]:
@@ -268,16 +273,16 @@ class MlxLmCallback:
         if self._reward_functions is None:
             self._reward_functions = _reward_function_names(info)
         values = train_info_values(info, reward_functions=self._reward_functions)
-        if "iterations_per_second" in values:
-            values["iterations_per_second"] = self._iterations_per_second(
-                values["iterations_per_second"], iteration
-            )
+        speed = _keyword("iterations_per_second")
+        if speed in values:
+            values[speed] = self._iterations_per_second(values[speed], iteration)
         peak = _number(info.get("peak_memory"))
         if isinstance(peak, (int, float)):
-            values["trainer_peak_memory"] = peak * 1e9  # the trainers report GB (1e9 bytes)
+            # The trainers report GB (1e9 bytes).
+            values[_keyword("trainer_peak_memory")] = peak * 1e9
         steps_per_report = self._config_int("steps_per_report")
         if steps_per_report is not None:
-            values["steps_per_report"] = steps_per_report
+            values[_keyword("steps_per_report")] = steps_per_report
         # Validation reported since the last report rides along (the trainers
         # validate just before a training iteration, so it is never far behind).
         values.update(self._pending_validation)
@@ -295,7 +300,7 @@ class MlxLmCallback:
         values = train_info_values(info)
         iteration = _number(info.get("iteration"))
         if isinstance(iteration, (int, float)) and math.isfinite(iteration):
-            values["validation_step"] = int(iteration) - self.val_iteration_offset
+            values[_keyword("validation_step")] = int(iteration) - self.val_iteration_offset
         self._pending_validation.update(values)
 
     def _flush_validation(self) -> None:
