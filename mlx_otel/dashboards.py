@@ -43,6 +43,7 @@ from mlx_otel.fileio import atomic_path, atomic_write_text
 __all__ = [
     "DEFAULT_DIRECTORY",
     "INCIDENT_ONLY_NOTE",
+    "TRAINER_ONLY_NOTE",
     "DashboardError",
     "DashboardModule",
     "PanelQuery",
@@ -61,6 +62,9 @@ DEFAULT_DIRECTORY = Path("grafana/dashboards")
 #: Appended to the description of panels that stay empty while all is well
 #: (errors, dropped work): the live test accepts "no data" only from them.
 INCIDENT_ONLY_NOTE = "Incident-only: this panel stays empty while training is healthy."
+TRAINER_ONLY_NOTE = (
+    "Trainer runs only: filled by mlx-otel lora / lora-train (mlx-lm, mlx-lm-lora callbacks)."
+)
 
 # Modules in the dashboard folder that are not dashboards themselves.
 _HELPER_MODULES = frozenset({"common"})
@@ -90,6 +94,8 @@ class PanelQuery:
 
     ``incident_only`` marks panels whose description carries
     :data:`INCIDENT_ONLY_NOTE`: they may legitimately return no data.
+    ``trainer_only`` marks those carrying :data:`TRAINER_ONLY_NOTE`: they have
+    data for mlx-lm and mlx-lm-lora runs only (tests/test_trainers.py proves them).
     """
 
     dashboard: str
@@ -101,6 +107,7 @@ class PanelQuery:
     ref_id: str = "A"
     format: str = "time_series"
     panel_type: str = "timeseries"
+    trainer_only: bool = False
 
     @property
     def label(self) -> str:
@@ -272,6 +279,7 @@ def panel_queries(directory: Path = DEFAULT_DIRECTORY) -> list[PanelQuery]:
                         ref_id=target.get("refId", ""),
                         format=target.get("format", "time_series"),
                         panel_type=panel.get("type", ""),
+                        trainer_only=TRAINER_ONLY_NOTE in (panel.get("description") or ""),
                     )
                 )
         for annotation in data.get("annotations", {}).get("list", []):
@@ -595,6 +603,8 @@ class _Renderer:
     def no_data(ax: Any, panel: dict[str, Any]) -> None:
         incident = INCIDENT_ONLY_NOTE in (panel.get("description") or "")
         text = "No data (incident-only: empty while healthy)" if incident else "No data"
+        if TRAINER_ONLY_NOTE in (panel.get("description") or ""):
+            text = "No data (mlx-lm / mlx-lm-lora runs only)"
         ax.text(
             0.5,
             0.5,

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlx_otel.dashboards import panel_queries, regex_literal, substitute
 from tests.servers import REPO, PrometheusServer, free_port, wait_for
 from tests.wandb_records import find_run_files, read_run
 
@@ -30,6 +32,7 @@ pytest.importorskip("mlx_lm_lora", reason="pip install 'mlx-otel[trainers]'")
 
 pytestmark = pytest.mark.integration
 
+TRAINER_PANELS = [q for q in panel_queries(REPO / "grafana" / "dashboards") if q.trainer_only]
 LORA_ITERS, LORA_REPORT, LORA_EVAL = 12, 5, 6
 GRPO_ITERS, GRPO_REPORT = 4, 2
 REWARD_FUNCTIONS = ("digit_reward", "length_reward")
@@ -120,6 +123,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]) 
     workdir = tmp_path_factory.mktemp("prometheus")
     targets = [f"127.0.0.1:{port}" for port in ports.values()]
     with PrometheusServer(workdir, targets=targets) as prom:
+        prom.started = time.time()
         yield prom
 
 
@@ -315,6 +319,22 @@ def test_grpo_run_reaches_prometheus_with_rewards_and_kl(
     assert sorted(m["metric"]["stat"] for m in stats) == ["max", "mean", "min"]
     longest = f'mlx_train_generated_tokens{{stat="max",run_id="{grpo_run["run_id"]}"}}'
     assert 0 < _value(prometheus, longest) <= 6  # --max-completion-length
+
+
+@pytest.mark.parametrize("query", TRAINER_PANELS, ids=[q.label for q in TRAINER_PANELS])
+def test_trainer_panel_shows_the_trainer_runs(
+    prometheus: Any, lora_run: dict[str, Any], grpo_run: dict[str, Any], query: Any
+) -> None:
+    """Each dashboard panel marked trainer-only has data once both runs are selected."""
+    runs = f"({regex_literal(lora_run['run_id'])}|{regex_literal(grpo_run['run_id'])})"
+    end = time.time()
+    expr = substitute(
+        query.expr, run_id=runs, rank=".*", rate_interval="4s", interval="1s",
+        time_range=f"{round(end - prometheus.started)}s",
+    )  # fmt: skip
+    result = prometheus.query_range(expr, prometheus.started, end, step="1s")
+    values = [v for item in result for _, v in item["values"]]
+    assert any(v not in ("NaN", "+Inf", "-Inf") for v in values), f"{query.label}: {expr}"
 
 
 class _Corrupting:
