@@ -420,3 +420,29 @@ def test_monitoring_failures_do_not_stop_training_from_python(
     rows = json.loads((tmp_path / "outputs" / "training_metrics.json").read_text())["steps"]
     assert [row["step"] for row in rows] == [3, 6]
     assert all(row.get("loss") is None for row in rows) and rows[0]["validation_loss"] > 0
+
+
+EXIT_SCRIPT = """
+import sys
+from mlx_otel.integrations.mlx_lm import MlxLmLoraCallback
+
+callback = MlxLmLoraCallback(config={"steps_per_report": 1}, run_id="cut_short",
+                             monitor_config={"exporter": {"port": 0},
+                                             "monitoring": {"output_dir": sys.argv[1]}})
+for iteration in (1, 2):
+    callback.on_train_loss_report({"iteration": iteration, "train_loss": 2.0 / iteration,
+                                   "learning_rate": 1e-5, "peak_memory": 0.001})
+print("exiting without closing", flush=True)
+"""
+
+
+def test_a_run_without_a_last_iteration_is_exported_at_interpreter_exit(tmp_path: Path) -> None:
+    # No `iters` in the trainer's config: nothing marks the last report, so the
+    # callback that made the monitor exports the run when the interpreter exits.
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path / "outputs")],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "outputs" / "training_metrics.json").read_text())["steps"]
+    assert [(row["step"], row["loss"]) for row in rows] == [(1, 2.0), (2, 1.0)]

@@ -65,19 +65,36 @@ def add_parser(subparsers: Any) -> None:
         p.add_argument("--monitor-config", type=Path, default=None)
         p.add_argument("--metrics-linger", type=float, default=0.0)
         p.set_defaults(func=run, trainer=trainer, extra=extra, trainer_args=[])
-        _pass_unknown_flags_through(p)
+        _pass_unknown_flags_through(p, trainer)
 
 
-def _pass_unknown_flags_through(parser: argparse.ArgumentParser) -> None:
-    """Keep the flags this parser does not know, in order, as ``trainer_args``."""
+def _pass_unknown_flags_through(parser: argparse.ArgumentParser, trainer: str) -> None:
+    """Keep the flags this parser does not know, in order, as ``trainer_args``.
+
+    ``--help`` prints this command's flags, then the trainer's own help.
+    """
     parse_known = parser.parse_known_args
 
     def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[Any, list[str]]:
         namespace, rest = parse_known(args, namespace)
+        if "-h" in rest or "--help" in rest:
+            _print_help(trainer)
+            parser.exit(0)
         namespace.trainer_args = [*namespace.trainer_args, *rest]
         return namespace, []
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _print_help(trainer: str) -> None:
+    import importlib
+
+    print(_MONITOR_FLAGS.format(trainer=trainer))
+    try:
+        importlib.import_module(trainer).build_parser().print_help()
+    except ImportError:
+        extra = "mlx-lm" if trainer == "mlx_lm.lora" else "mlx-lm-lora"
+        print(f"({trainer} is not installed: pip install 'mlx-otel[{extra}]')")
 
 
 def _monitor_config(args: argparse.Namespace) -> Any:
@@ -166,8 +183,6 @@ def _run_lora_train(args: argparse.Namespace) -> int:
 
 def _run_trainer(args: argparse.Namespace, main: Callable[[], Any], made: list[Any]) -> int:
     """Run the trainer's ``main`` on our argv; then export, linger and close."""
-    if any(flag in ("-h", "--help") for flag in args.trainer_args):
-        print(_MONITOR_FLAGS.format(trainer=args.trainer))
     stop = threading.Event()
 
     def on_sigterm(*_: Any) -> None:

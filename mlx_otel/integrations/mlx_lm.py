@@ -180,8 +180,8 @@ class MlxLmCallback:
     # -- the monitor -----------------------------------------------------------
     @staticmethod
     def _make_monitor(monitor_config: Any, run_id: str | None) -> Any:
-        from mlx_otel.config import load_config
-        from mlx_otel.monitor import TrainingMonitor
+        # The public API (the monitor sits above integrations in the layering).
+        from mlx_otel import TrainingMonitor, load_config
 
         config = load_config(monitor_config)
         # The trainers report MLX's process-wide peak as their peak_memory.
