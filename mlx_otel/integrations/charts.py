@@ -685,7 +685,7 @@ class ChartGenerator:
                 for index, label in enumerate(bar_ax.get_yticklabels()):
                     label.set_visible(index % keep == 0)
             bar_ax.set_ylim(count - 0.5, -0.5)  # first layer on top
-            for index in np.flatnonzero(~drawable):
+            for index in np.flatnonzero(~drawable).tolist():
                 value = latest[index]
                 note = "0" if value == 0 else ("< 0" if value < 0 else str(value))
                 bar_ax.text(

@@ -75,7 +75,8 @@ class MetricHistory:
 
     @property
     def finite_values(self) -> np.ndarray:
-        return self.values[np.isfinite(self.values)]
+        finite: np.ndarray = self.values[np.isfinite(self.values)]
+        return finite
 
 
 class _MetricBuffer:
@@ -127,8 +128,10 @@ class _MetricBuffer:
 
     def _ordered(self, array: np.ndarray) -> np.ndarray:
         if self.start == 0:
-            return array[: self.size].copy()
-        return np.concatenate((array[self.start : self.size], array[: self.start]))
+            ordered: np.ndarray = array[: self.size].copy()
+        else:
+            ordered = np.concatenate((array[self.start : self.size], array[: self.start]))
+        return ordered
 
     def snapshot(self, name: str) -> MetricHistory:
         return MetricHistory(
@@ -661,7 +664,8 @@ class ComprehensiveStatsCollector:
             metrics[history.name] = {
                 key: described[key] for key in ("mean", "std", "min", "max", "final")
             }
-        return _json_safe({"session": session, "metrics": metrics})
+        summary: dict[str, Any] = _json_safe({"session": session, "metrics": metrics})
+        return summary
 
     def export_summary(
         self,
