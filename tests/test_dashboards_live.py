@@ -125,7 +125,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert demo.poll() is None, f"the demo exited early:\n{demo_log(log_path)}"
             assert ranked.poll() is None, f"the ranked loop failed:\n{demo_log(ranked_log_path)}"
             # A few more scrapes, so rates and slopes see the end of the runs.
-            time.sleep(3)
+            done = time.time()
+            wait_for(
+                lambda: min(
+                    float(r["value"][1]) for r in prometheus.query("timestamp(up)")
+                ) > done + 2,
+                timeout=30, what="three more scrapes of both runs",
+            )  # fmt: skip
             yield Stack(prometheus=prometheus, start=start, end=time.time())
         finally:
             for process in (demo, ranked):

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,14 @@ def test_readme_commands_parse() -> None:
 
 
 def test_public_api_is_exactly_all() -> None:
+    # What the package exposes by name (dir, the lazy seed classes, plain attributes
+    # that are not modules or dunders) is exactly __all__.
+    public = {
+        name
+        for name in set(dir(mlx_otel)) | set(vars(mlx_otel))
+        if not name.startswith("_") and not isinstance(getattr(mlx_otel, name), types.ModuleType)
+    }
+    assert public == set(mlx_otel.__all__)
     for name in mlx_otel.__all__:
         assert getattr(mlx_otel, name) is not None
     assert mlx_otel.MonitoringManager is mlx_otel.TrainingMonitor

@@ -82,22 +82,26 @@ def test_the_rule_files_exist() -> None:
     assert TEST_FILES
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_rules() -> None:
     output = assert_promtool_ok("check", "rules", *map(str, RULE_FILES))
     assert output.count("SUCCESS") == len(RULE_FILES)
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_prometheus_config_and_the_rules_it_loads() -> None:
     output = assert_promtool_ok("check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
     # rule_files are resolved relative to the config: all of ours are found.
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in output
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
     output = assert_promtool_ok("test", "rules", *map(str, TEST_FILES))
     assert output.count("SUCCESS") == len(TEST_FILES)
 
 
+@pytest.mark.integration
 def test_the_file_sd_example_is_a_valid_target_file(tmp_path: Path) -> None:
     example = PROMETHEUS_DIR / "targets" / "example.json"
     groups = json.loads(example.read_text())
