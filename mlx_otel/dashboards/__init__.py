@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlx_otel.dashboards.build import DashboardModule, generate, load_dashboards, render_json
-from mlx_otel.dashboards.render import preview
+from mlx_otel.dashboards.checks import validate
 from mlx_otel.dashboards.queries import (
     DEFAULT_DIRECTORY,
     INCIDENT_ONLY_NOTE,
@@ -36,7 +36,7 @@ from mlx_otel.dashboards.queries import (
     regex_literal,
     substitute,
 )
-from mlx_otel.dashboards.checks import validate
+from mlx_otel.dashboards.render import preview
 
 __all__ = [
     "DEFAULT_DIRECTORY",
