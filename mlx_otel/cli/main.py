@@ -29,6 +29,8 @@ log = logging.getLogger("mlx_otel")
 #: Subcommands contributed by other modules (each has ``add_parser(subparsers)``)
 #: and the extra that provides their dependencies.
 _PLUGIN_COMMANDS = (
+    ("mlx_otel.cli.stack", "stack", None),
+    ("mlx_otel.cli.rules", "rules", None),
     ("mlx_otel.cli.dashboards", "dashboards", "dashboards"),
     ("mlx_otel.integrations.alert_sink", "alert-sink", None),
 )
