@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mlx_otel import __version__
+from mlx_otel.cli.options import non_negative_float, non_negative_int, port, positive_int
 from mlx_otel.config import load_config
 from mlx_otel.errors import ConfigError, MlxOtelError
 
@@ -45,10 +47,10 @@ def _add_demo(subparsers: Any) -> None:
             "verifiable toy task, serving its metrics for Prometheus."
         ),
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
-    p.add_argument("--port", type=int, default=None, help="metrics port (default 9464; 0 = free)")
-    p.add_argument("--host", default=None, help="metrics host (default 127.0.0.1)")
-    p.add_argument("--output-dir", type=Path, default=None, help="where files go (./outputs)")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help="training steps (default 200)")
+    p.add_argument("--port", type=port, default=None, metavar="PORT", help="metrics port (default 9464; 0 = free)")
+    p.add_argument("--host", default=None, metavar="HOST", help="metrics host (default 127.0.0.1)")
+    p.add_argument("--output-dir", type=Path, default=None, metavar="DIR", help="where files go (./outputs)")
     p.add_argument(
         "--wandb",
         choices=("offline", "online", "disabled"),
@@ -56,27 +58,34 @@ def _add_demo(subparsers: Any) -> None:
         help="forward metrics to WandB (default disabled)",
     )
     p.add_argument(
-        "--linger", type=float, default=0.0, help="keep serving this many seconds after the run"
+        "--linger",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep serving this many seconds after the run",
     )
     p.add_argument(
         "--leak-mb-per-step",
-        type=float,
+        type=non_negative_float,
         default=0.0,
+        metavar="MB",
         help="keep this many MB of new MLX arrays alive every step (a real leak, for alerts)",
     )
     p.add_argument(
         "--leak-steps",
-        type=int,
+        type=non_negative_int,
         default=None,
+        metavar="N",
         help="stop leaking (and free the leak) after this many steps",
     )
-    p.add_argument("--config", type=Path, default=None, help="YAML config file")
-    p.add_argument("--run-id", default=None, help="run id label (default: generated)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="YAML config file")
+    p.add_argument("--run-id", default=None, metavar="ID", help="run id label (default: generated)")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="random seed")
     p.add_argument(
         "--step-delay",
-        type=float,
+        type=non_negative_float,
         default=0.0,
+        metavar="SECONDS",
         help="sleep this many seconds after each step (slows the demo to watch it live)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -251,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Observability for MLX training: Prometheus, Grafana, Alertmanager, WandB.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"mlx-otel {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(subparsers)
     _add_check_config(subparsers)
@@ -258,10 +268,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` selected, e.g. that of ``dashboards preview``."""
+    while True:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = [(a, getattr(args, a.dest, None)) for a in actions]
+        chosen = [(a, name) for a, name in chosen if name in a.choices]
+        if not chosen:
+            return parser
+        action, name = chosen[0]
+        parser = action.choices[name]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse like ``parse_args``, but an unknown flag of a subcommand prints that subcommand's
+    usage (argparse would print the top-level one)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlx-otel`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
