@@ -343,3 +343,28 @@ def test_the_documented_local_path_delivers_an_alert_to_the_sink(
 def test_shipped_assets_are_plain_files() -> None:
     assert asset_path("prometheus", "rules").is_dir()
     assert (asset_path() / "docker-compose.yml").is_file()
+
+
+def test_the_one_machine_path_of_the_docs_is_what_the_code_runs() -> None:
+    import re
+    import shlex
+
+    from mlx_otel.cli import build_parser
+
+    text = (REPO / "docs" / "alerts.md").read_text()
+    section = text.split("## Try it on one machine", 1)[1].split("\n## ", 1)[0]
+    lines = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+        for line in block.splitlines()
+    ]
+    # The binaries' command lines are the ones the stack prints and the test above runs.
+    for command in local_commands(LocalPorts()):
+        if command.startswith("mlx-otel demo"):
+            continue  # the docs give two demos of their own, parsed below
+        assert command in lines, f"docs/alerts.md lacks `{command}`"
+    parser = build_parser()
+    commands = [line for line in lines if line.startswith("mlx-otel ")]
+    assert len(commands) >= 4
+    for line in commands:
+        parser.parse_args(shlex.split(line)[1:])  # exits on a flag that does not exist
