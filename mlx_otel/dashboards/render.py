@@ -568,6 +568,32 @@ def _check_run_id(
     )
 
 
+def make_renderer(prometheus_url: str, *, run_id: str | None, minutes: float) -> _Renderer:
+    """A renderer for the last ``minutes`` of ``prometheus_url`` (one run, or all runs)."""
+    prometheus = PrometheusAPI(prometheus_url)
+    scrape = prometheus.scrape_interval()
+    end = time.time()
+    start = end - minutes * 60
+    if run_id is not None:
+        _check_run_id(prometheus, run_id, start, end, minutes)
+    step = max(scrape, math.ceil((end - start) / _PREVIEW_POINTS))
+    # Grafana's $__rate_interval: at least four scrapes, and one interval plus a scrape.
+    rate_interval = max(4 * scrape, step + scrape)
+    return _Renderer(
+        prometheus,
+        start=start,
+        end=end,
+        step=step,
+        variables={
+            "run_id": regex_literal(run_id) if run_id else ".*",
+            "rank": ".*",
+            "rate_interval": duration(rate_interval),
+            "interval": duration(step),
+            "time_range": duration(round(minutes * 60)),
+        },
+    )
+
+
 def preview(
     prometheus_url: str,
     out_dir: Path,
@@ -601,28 +627,8 @@ def preview(
 
         directory = dashboards_dir()
     dashboards = list(dashboard_json(Path(directory)))
-    prometheus = PrometheusAPI(prometheus_url)
-    scrape = prometheus.scrape_interval()
-    end = time.time()
-    start = end - minutes * 60
-    if run_id is not None:
-        _check_run_id(prometheus, run_id, start, end, minutes)
-    step = max(scrape, math.ceil((end - start) / _PREVIEW_POINTS))
-    # Grafana's $__rate_interval: at least four scrapes, and one interval plus a scrape.
-    rate_interval = max(4 * scrape, step + scrape)
-    renderer = _Renderer(
-        prometheus,
-        start=start,
-        end=end,
-        step=step,
-        variables={
-            "run_id": regex_literal(run_id) if run_id else ".*",
-            "rank": ".*",
-            "rate_interval": duration(rate_interval),
-            "interval": duration(step),
-            "time_range": duration(round(minutes * 60)),
-        },
-    )
+    renderer = make_renderer(prometheus_url, run_id=run_id, minutes=minutes)
+    end = renderer.end
     subtitle = (
         f"run {run_id or 'all'} · last {minutes:g} min · "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(end))} · rendered by mlx-otel from Prometheus"
