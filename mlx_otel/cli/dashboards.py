@@ -51,7 +51,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         return 0
     for path in changed:
         print(f"wrote {path}")
-    if not changed:
+    if changed:
+        print("copy them into the package too: `make assets` (python scripts/sync_assets.py)")
+    else:
         print(f"dashboard JSON in {directory} is up to date")
     return 0
 

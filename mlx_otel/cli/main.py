@@ -2,7 +2,9 @@
 
     mlx-otel demo --steps 200 --port 9464        # a real MLX RL run, monitored
     mlx-otel check-config config.yaml            # validate a config file
-    mlx-otel dashboards                          # regenerate Grafana JSON
+    mlx-otel stack init [--local] DIR            # Prometheus, rules, Alertmanager, Grafana
+    mlx-otel rules [--out DIR]                   # the shipped alert and recording rules
+    mlx-otel dashboards                          # regenerate Grafana JSON (repository)
     mlx-otel alert-sink --port 9095              # print Alertmanager notifications
 """
 

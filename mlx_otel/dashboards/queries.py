@@ -74,7 +74,8 @@ def check_directory(directory: Path) -> Path:
     if not directory.is_dir():
         raise DashboardError(
             f"no dashboard folder at {directory}: run from the repository root "
-            "or pass --dir with the folder that holds the dashboard modules"
+            "or pass --dir with the folder that holds the dashboards (the JSON shipped "
+            "in the package: `mlx-otel dashboards export DIR`)"
         )
     return directory
 
