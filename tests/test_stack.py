@@ -202,7 +202,7 @@ def test_stack_init_refuses_a_non_empty_folder_unless_forced(
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "prometheus" / "prometheus.yml").exists()
     with pytest.raises(StackError, match="is a file"):
-        init_stack(tmp_path / "notes.txt")
+        init_stack(tmp_path / "notes.txt", version="0.1.0")
 
 
 def test_ports_need_local(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ With ``local=True`` every address is 127.0.0.1 (Prometheus, Alertmanager,
 the alert sink and the trainer run as plain processes on one machine) and
 no compose file is written.
 
-    >>> written = init_stack(Path("monitoring"), local=True)  # doctest: +SKIP
+    >>> written = init_stack(Path("monitoring"), local=True, version="0.1.0")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -179,13 +179,14 @@ def init_stack(
     local: bool = False,
     force: bool = False,
     ports: LocalPorts | None = None,
-    version: str | None = None,
+    version: str,
 ) -> list[Path]:
     """Write the monitoring folder into ``directory``; return the files written.
 
     A non-empty ``directory`` is refused unless ``force`` (then the stack's
     files are overwritten and other files are left alone). ``ports`` (only
-    with ``local``) sets the 127.0.0.1 ports.
+    with ``local``) sets the 127.0.0.1 ports; ``version`` is the mlx-otel
+    release the compose stack's Dockerfile installs.
     """
     directory = Path(directory).resolve()
     if ports is not None and not local:
@@ -198,8 +199,6 @@ def init_stack(
             f"{directory} is not empty; pick an empty or new folder, or pass --force to "
             "overwrite the stack's files in it (other files are kept)"
         )
-    if version is None:
-        from mlx_otel import __version__ as version
     files: dict[str, str] = {}
     for source, relative in _shipped_files():
         text = source.read_text()

@@ -257,7 +257,7 @@ def _unavailable(message: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mlx-otel`` (all subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlx-otel",
         description="Observability for MLX training: Prometheus, Grafana, Alertmanager, WandB.",
     )
@@ -270,16 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The (sub)parser of the command ``args`` selected, e.g. that of ``dashboards preview``."""
-    while True:
-        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        chosen = [(a, getattr(args, a.dest, None)) for a in actions]
-        chosen = [(a, name) for a, name in chosen if name in a.choices]
-        if not chosen:
-            return parser
-        action, name = chosen[0]
-        parser = action.choices[name]
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that notes in the namespace which (sub)command parsed it.
+
+    Subparsers are made of the parent's class, so the innermost one, e.g. that
+    of ``dashboards preview``, records itself first and is kept.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "command_parser", None) is None:
+            parsed.command_parser = self
+        return parsed, extras
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -287,7 +291,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     usage (argparse would print the top-level one)."""
     args, extras = parser.parse_known_args(argv)
     if extras:
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 
 

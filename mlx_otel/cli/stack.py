@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlx_otel import __version__
 from mlx_otel.assets.stack import LocalPorts, init_stack, local_commands
 from mlx_otel.cli.options import port
 from mlx_otel.errors import MlxOtelError
@@ -36,7 +37,9 @@ def _run_init(args: argparse.Namespace) -> int:
         return 2
     ports = LocalPorts(**chosen) if args.local else None
     try:
-        written = init_stack(args.dir, local=args.local, force=args.force, ports=ports)
+        written = init_stack(
+            args.dir, local=args.local, force=args.force, ports=ports, version=__version__
+        )
     except MlxOtelError as exc:
         print(f"mlx-otel stack init: {exc}", file=sys.stderr)
         return 2

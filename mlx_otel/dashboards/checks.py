@@ -43,7 +43,7 @@ def _structure(directory: Path) -> list[str]:
         if data["uid"] in uids:
             problems.append(f"{path.name}: uid {data['uid']!r} is also used by {uids[data['uid']]}")
         uids[data["uid"]] = path.name
-        ids: set[int] = set()
+        ids: set[object] = set()
         for panel in iter_panels(data.get("panels", [])):
             where = f"{path.name} / {panel.get('title', '?')}"
             if panel.get("id") in ids:

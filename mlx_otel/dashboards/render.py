@@ -157,7 +157,8 @@ class _Renderer:
         for annotation in data.get("annotations", {}).get("list", []):
             if not annotation.get("expr") or not annotation.get("enable", True):
                 continue
-            colour = _COLOURS.get(annotation.get("iconColor", ""), annotation.get("iconColor"))
+            icon = str(annotation.get("iconColor") or "red")
+            colour = _COLOURS.get(icon, icon)
             for labels, times, _values in self.prometheus.range(
                 self.query(annotation["expr"]), self.start, self.end, self.step
             ):
@@ -168,10 +169,10 @@ class _Renderer:
                 begin = previous = stamps[0]
                 for stamp in stamps[1:]:
                     if stamp - previous > 1.5 * self.step:  # a gap: the alert stopped firing
-                        regions.append((begin, previous + self.step, title, colour or "red"))
+                        regions.append((begin, previous + self.step, title, colour))
                         begin = stamp
                     previous = stamp
-                regions.append((begin, previous + self.step, title, colour or "red"))
+                regions.append((begin, previous + self.step, title, colour))
         return regions
 
     def draw_regions(self, ax: Any) -> None:
@@ -207,7 +208,7 @@ class _Renderer:
             weight="bold",
             va="center",
         )
-        kind = panel.get("type")
+        kind = str(panel.get("type", ""))
         draw = {
             "timeseries": self.timeseries,
             "stat": self.stat,
@@ -264,9 +265,11 @@ class _Renderer:
         import matplotlib.dates as mdates
 
         # The subtitle gives the date; ticks give the time of day.
-        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
         short = self.end - self.start <= 900
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if short else "%H:%M"))
+        formatter = mdates.DateFormatter("%H:%M:%S" if short else "%H:%M")  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_formatter(formatter)
         ax.tick_params(labelsize=8)
 
     @staticmethod
