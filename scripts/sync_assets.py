@@ -32,7 +32,7 @@ PATTERNS = (
     "prometheus/rules/*.yml",
     "prometheus/tests/*.yml",
     "grafana/dashboards/*.json",
-    "grafana/provisioning/**/*.yml",
+    "grafana/provisioning/**/*.y*ml",
     "docs/runbooks.md",
     "docker-compose.yml",
 )

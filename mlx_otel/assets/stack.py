@@ -41,7 +41,6 @@ class LocalPorts:
     prometheus: int = 9090
     alertmanager: int = 9093
     alert_sink: int = 9095
-    grafana: int = 3000
 
 
 #: The compose file's service addresses and what they become with --local.
@@ -101,8 +100,9 @@ Start each in its own terminal, from this folder:
 Prometheus: http://127.0.0.1:{ports.prometheus}, Alertmanager: http://127.0.0.1:{ports.alertmanager}.
 For your own training, serve its metrics on port {ports.metrics} or list its
 endpoints in prometheus/targets/*.json (Prometheus re-reads them).
-Grafana (optional): point its provisioning at grafana/provisioning
-(`grafana server --homepath ... cfg:paths.provisioning=$PWD/grafana/provisioning`).
+Grafana (optional) provisions the dashboards and this Prometheus when started
+from here with `GF_PATHS_PROVISIONING=$PWD/grafana/provisioning grafana server`
+(add `--homepath` where your installation needs it).
 
 Check the configuration and the rules:
 
