@@ -382,7 +382,7 @@ def test_monitoring_failures_do_not_stop_training_from_python(
     from mlx_lm.tuner.datasets import load_dataset
     from mlx_lm.utils import load
 
-    from mlx_otel.integrations.mlx_lm import MlxLmCallback
+    from mlx_otel.trainers import MlxLmCallback
 
     args = types.SimpleNamespace(**{
         **CONFIG_DEFAULTS, "model": str(workspace / "model"), "data": str(workspace / "sft"),
@@ -424,7 +424,7 @@ def test_monitoring_failures_do_not_stop_training_from_python(
 
 EXIT_SCRIPT = """
 import sys
-from mlx_otel.integrations.mlx_lm import MlxLmLoraCallback
+from mlx_otel.trainers import MlxLmLoraCallback
 
 callback = MlxLmLoraCallback(config={"steps_per_report": 1}, run_id="cut_short",
                              monitor_config={"exporter": {"port": 0},

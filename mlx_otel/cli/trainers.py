@@ -134,7 +134,7 @@ def _run_lora(args: argparse.Namespace) -> int:
     lora = _import_trainer(args)
     if lora is None:
         return 2
-    from mlx_otel.integrations.mlx_lm import MlxLmCallback
+    from mlx_otel.trainers import MlxLmCallback
 
     monitor_config = _monitor_config(args)
     made: list[Any] = []
@@ -161,7 +161,7 @@ def _run_lora_train(args: argparse.Namespace) -> int:
     train = _import_trainer(args)
     if train is None:
         return 2
-    from mlx_otel.integrations.mlx_lm import MlxLmLoraCallback
+    from mlx_otel.trainers import MlxLmLoraCallback
 
     monitor_config = _monitor_config(args)
     made: list[Any] = []

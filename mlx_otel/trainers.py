@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlx_otel.catalog import METRICS, Source
+from mlx_otel.config import load_config
+from mlx_otel.monitor import TrainingMonitor
 
 __all__ = ["MlxLmCallback", "MlxLmLoraCallback", "train_info_values"]
 
@@ -85,7 +87,9 @@ def _number(value: Any) -> Any:
     return value
 
 
-def train_info_values(info: Mapping[str, Any], *, reward_functions: set[str] = frozenset()) -> dict[str, Any]:
+def train_info_values(
+    info: Mapping[str, Any], *, reward_functions: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
     """Map a trainer's report onto ``log_training_step`` keywords.
 
     Known keys become catalogue metrics; per-reward-function keys
@@ -180,9 +184,6 @@ class MlxLmCallback:
     # -- the monitor -----------------------------------------------------------
     @staticmethod
     def _make_monitor(monitor_config: Any, run_id: str | None) -> Any:
-        # The public API (the monitor sits above integrations in the layering).
-        from mlx_otel import TrainingMonitor, load_config
-
         config = load_config(monitor_config)
         # The trainers report MLX's process-wide peak as their peak_memory.
         config.trainer.reset_peak_each_step = False
@@ -234,7 +235,7 @@ class MlxLmCallback:
             self.monitor.export_all()
 
     # -- the trainer's calls -------------------------------------------------
-    def on_train_loss_report(self, train_info: dict) -> None:
+    def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
         try:
             self._train_report(train_info)
         except Exception:
@@ -242,7 +243,7 @@ class MlxLmCallback:
         if self.wrapped_callback is not None:
             self.wrapped_callback.on_train_loss_report(train_info)
 
-    def on_val_loss_report(self, val_info: dict) -> None:
+    def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
         try:
             self._val_report(val_info)
         except Exception:
