@@ -23,7 +23,12 @@ __all__ = [
     "Source",
     "by_key",
     "by_prometheus_name",
+    "custom_key",
+    "display_unit",
+    "is_memory_field",
     "markdown_table",
+    "wandb_group",
+    "wandb_key",
 ]
 
 #: Labels that come from the OpenTelemetry resource and so are on every series.
@@ -45,6 +50,7 @@ class Source(str, Enum):
     MEMORY = "memory"  # read from MLX / psutil at collection time
     GRADIENTS = "gradients"  # stored by log_gradients
     EXPORTER = "exporter"  # the exporter's own health
+    TRAINER = "trainer"  # reported by a trainer's callback (mlx-lm, mlx-lm-lora)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,10 @@ METRICS: tuple[Metric, ...] = (
            "Training steps logged.", Source.STEP, "train", grafana_unit="ops"),
     Metric("step", "mlx.train.step", "mlx_train_step", _G, "{step}",
            "Index of the last logged training step.", Source.STEP, "train"),
+    Metric("last_step_timestamp", "mlx.train.last_step_timestamp",
+           "mlx_train_last_step_timestamp_seconds", _G, "s",
+           "Unix time of the last logged step (the monitor's start before the first).",
+           Source.STEP, "train", grafana_unit="dateTimeFromNow"),
     Metric("loss", "mlx.train.loss", "mlx_train_loss", _G, "1",
            "Training loss of the last step (NaN and inf are exported as they are).",
            Source.STEP, "train"),
@@ -160,6 +170,68 @@ METRICS: tuple[Metric, ...] = (
     Metric("custom", "mlx.train.custom", "mlx_train_custom", _G, "1",
            "Custom values passed to log_training_step as keywords, by sanitised name.",
            Source.STEP, "custom", labels=("name",)),
+    # Reported by the trainers' callbacks (mlx_otel.trainers), once
+    # every steps_per_report iterations; passed to log_training_step as keywords
+    # named after the key (labelled ones as "key/label value").
+    Metric("validation_loss", "mlx.train.validation_loss", "mlx_train_validation_loss", _G, "1",
+           "Validation loss of the last evaluation.", Source.TRAINER, "val"),
+    Metric("validation_step", "mlx.train.validation_step", "mlx_train_validation_step", _G,
+           "{step}", "Training iterations completed when the last validation ran.",
+           Source.TRAINER, "val"),
+    Metric("validation_duration", "mlx.train.validation_duration",
+           "mlx_train_validation_duration_seconds", _G, "s",
+           "Wall time of the last validation.", Source.TRAINER, "val", grafana_unit="s"),
+    Metric("tokens_per_second", "mlx.train.tokens_per_second", "mlx_train_tokens_per_second", _G,
+           "{token}/s", "Trained tokens per second over the last report interval.",
+           Source.TRAINER, "train", grafana_unit="suffix: tokens/s"),
+    Metric("iterations_per_second", "mlx.train.iterations_per_second",
+           "mlx_train_iterations_per_second", _G, "{step}/s",
+           "Training iterations per second over the last report interval.", Source.TRAINER,
+           "train", grafana_unit="suffix: it/s"),
+    Metric("trained_tokens", "mlx.train.trained_tokens", "mlx_train_trained_tokens_total", _C,
+           "{token}", "Tokens trained on since the start of the run.", Source.TRAINER, "train",
+           grafana_unit="short"),
+    Metric("steps_per_report", "mlx.train.steps_per_report", "mlx_train_steps_per_report", _G,
+           "{step}", "Iterations between two reports of the trainer (steps_per_report).",
+           Source.TRAINER, "train"),
+    Metric("trainer_peak_memory", "mlx.train.trainer_peak_memory",
+           "mlx_train_trainer_peak_memory_bytes", _G, "By",
+           "Peak MLX memory the trainer reported (its peak_memory, read from MLX's counter).",
+           Source.TRAINER, "memory", grafana_unit="bytes"),
+    Metric("reward_std", "mlx.train.reward_std", "mlx_train_reward_std", _G, "1",
+           "Standard deviation of the rewards of the last report interval.", Source.TRAINER,
+           "rl"),
+    Metric("grouped_reward_mean", "mlx.train.grouped_reward_mean", "mlx_train_grouped_reward_mean",
+           _G, "1", "Mean of the per-group mean rewards (GRPO) of the last report interval.",
+           Source.TRAINER, "rl"),
+    Metric("grouped_reward_std", "mlx.train.grouped_reward_std", "mlx_train_grouped_reward_std",
+           _G, "1", "Mean within-group standard deviation of rewards (GRPO); 0 means no signal.",
+           Source.TRAINER, "rl"),
+    Metric("kl", "mlx.train.kl", "mlx_train_kl", _G, "1",
+           "KL divergence of the policy from the reference model.", Source.TRAINER, "rl"),
+    Metric("kl_clip_ratio", "mlx.train.kl_clip_ratio", "mlx_train_kl_clip_ratio", _G, "1",
+           "Share of tokens whose KL term was clipped (saturated).", Source.TRAINER, "rl",
+           grafana_unit="percentunit"),
+    Metric("clip_ratio", "mlx.train.clip_ratio", "mlx_train_clip_ratio", _G, "1",
+           "Share of tokens whose importance ratio was clipped, by bound (low, high, total).",
+           Source.TRAINER, "rl", labels=("bound",), grafana_unit="percentunit"),
+    Metric("generated_tokens", "mlx.train.generated_tokens", "mlx_train_generated_tokens", _G,
+           "{token}", "Length of generated completions, by statistic (mean, max, min).",
+           Source.TRAINER, "rl", labels=("stat",), grafana_unit="suffix: tokens"),
+    Metric("hit_max_tokens_ratio", "mlx.train.hit_max_tokens_ratio",
+           "mlx_train_hit_max_tokens_ratio", _G, "1",
+           "Share of completions cut at the maximum completion length.", Source.TRAINER, "rl",
+           grafana_unit="percentunit"),
+    Metric("reward_function_mean", "mlx.train.reward_function_mean",
+           "mlx_train_reward_function_mean", _G, "1", "Mean reward of each reward function.",
+           Source.TRAINER, "rl", labels=("reward_fn",)),
+    Metric("reward_function_std", "mlx.train.reward_function_std", "mlx_train_reward_function_std",
+           _G, "1", "Standard deviation of the rewards of each reward function.", Source.TRAINER,
+           "rl", labels=("reward_fn",)),
+    Metric("reward_function_coverage", "mlx.train.reward_function_coverage",
+           "mlx_train_reward_function_coverage", _G, "1",
+           "Share of completions each reward function scored (not None), 0 to 1.",
+           Source.TRAINER, "rl", labels=("reward_fn",)),
     # Gradients, stored by log_gradients.
     Metric("layer_grad_norm", "mlx.train.layer_grad_norm", "mlx_train_layer_grad_norm", _G, "1",
            "L2 norm of each layer's gradient (layers grouped by prefix beyond the cap).",
@@ -211,6 +283,90 @@ def by_prometheus_name(name: str) -> Metric:
         raise KeyError(
             f"no metric named {name!r} in the catalogue; known: {sorted(_BY_PROMETHEUS)}"
         ) from None
+
+
+#: Values a step record carries besides the served metrics' own keys (their
+#: WandB section and the unit drawn on charts); statistics, CSV columns and
+#: WandB keys use these names.
+RECORD_FIELDS: dict[str, tuple[str, str]] = {
+    "memory_allocated_mb": ("memory", "MiB"),
+    "mlx_active_mb": ("memory", "MiB"),
+    "mlx_cache_mb": ("memory", "MiB"),
+    "mlx_peak_mb": ("memory", "MiB"),
+    "thinking_tokens": ("rl", "tokens"),
+    "answer_tokens": ("rl", "tokens"),
+    "rewards": ("rl", ""),  # the per-sample distribution
+    "step_time": ("train", "s"),
+    "step_duration_seconds": ("train", "s"),  # the step duration, as loops often name it
+}
+
+#: How an OpenTelemetry unit reads on a chart axis.
+_DISPLAY_UNITS = {"By": "bytes", "s": "s", "{token}": "tokens", "1": ""}
+
+
+def _field(key: str) -> tuple[str, str] | None:
+    """(WandB group, display unit) of a catalogued key, or None for other names."""
+    if key in RECORD_FIELDS:
+        return RECORD_FIELDS[key]
+    metric = _BY_KEY.get(key)
+    if metric is None:
+        return None
+    return metric.wandb_group, _DISPLAY_UNITS.get(metric.unit, metric.unit.strip("{}"))
+
+
+def _looks_like_memory(key: str) -> bool:
+    lowered = key.lower()
+    return "memory" in lowered or lowered.endswith(("_mb", "_bytes"))
+
+
+def wandb_group(key: str) -> str:
+    """WandB section of a value: the catalogue's, else ``memory`` or ``custom`` by its name.
+
+    >>> wandb_group("loss"), wandb_group("rss_bytes"), wandb_group("kl")
+    ('train', 'memory', 'custom')
+    """
+    field = _field(key)
+    if field is not None:
+        return field[0]
+    return "memory" if _looks_like_memory(key) else "custom"
+
+
+def custom_key(name: str) -> str:
+    """The statistics name, CSV column and WandB key of a custom metric (``custom/kl``)."""
+    return f"custom/{name}"
+
+
+def wandb_key(key: str) -> str:
+    """The WandB key of a value (``train/loss``); keys with a ``/`` are kept as given."""
+    return key if "/" in key else f"{wandb_group(key)}/{key}"
+
+
+def display_unit(key: str) -> str:
+    """Unit shown on a chart axis for a value ('' when it has none).
+
+    The catalogue's unit for catalogued keys; for other names the naming
+    conventions of the catalogue (``_mb``, ``_bytes``, ``_seconds``, tokens).
+    """
+    field = _field(key)
+    if field is not None:
+        return field[1]
+    lowered = key.lower()
+    if lowered.endswith("_mb"):
+        return "MiB"
+    if lowered.endswith("_bytes"):
+        return "bytes"
+    if "memory" in lowered:
+        return "MiB"
+    if "tokens" in lowered:
+        return "tokens"
+    if lowered.endswith(("_seconds", "_time", "_s")) or "duration" in lowered:
+        return "s"
+    return ""
+
+
+def is_memory_field(key: str) -> bool:
+    """Whether a value belongs on the memory chart (its WandB section is memory)."""
+    return wandb_group(key) == "memory"
 
 
 def markdown_table() -> str:

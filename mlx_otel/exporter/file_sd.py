@@ -62,7 +62,8 @@ class TargetFile:
         labels = {"run_id": run_id, "hostname": socket.gethostname()}
         if rank is not None:
             labels["rank"] = str(rank)
-        self.group = [{"targets": [target_address(host, port)], "labels": labels}]
+        self.address = target_address(host, port)
+        self.group = [{"targets": [self.address], "labels": labels}]
 
     def write(self) -> Path:
         """Write the target file atomically (Prometheus never reads half of it)."""

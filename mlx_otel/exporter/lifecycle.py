@@ -73,7 +73,7 @@ class RunLifecycle:
             self._error(f"registering the target in {self._file_sd_dir}", exc)
             return
         self._target = target
-        log.info("mlx_otel: registered %s in %s", target.group[0]["targets"][0], target.path)
+        log.info("mlx_otel: registered %s in %s", target.address, target.path)
 
     def mark_finished(self) -> None:
         """Serve ``mlx_otel_run_finished 1`` from now on (training is over)."""

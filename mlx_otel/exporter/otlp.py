@@ -6,7 +6,7 @@ and interval come from the config or else from the standard variables
 (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``,
 ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_METRIC_EXPORT_INTERVAL``, and their
 ``_METRICS_`` forms). The resource carries ``service.name``, ``run_id`` and
-``rank``.
+``rank``. Temporality is cumulative, as Prometheus remote write expects.
 
 Exports run on the SDK's own thread, never on the training thread. A
 collector that is down costs nothing but a failed export: the SDK's exporter
@@ -87,10 +87,9 @@ class _CountingExporter(MetricExporter):
     """Delegates to the SDK's OTLP exporter and reports exports that failed."""
 
     def __init__(self, inner: MetricExporter, on_failure: Callable[[str], None]) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+        # The reader asks this exporter for temporality: cumulative for every
+        # instrument (what Prometheus remote write and most backends expect).
+        super().__init__()
         self._inner = inner
         self._on_failure = on_failure
 
@@ -125,13 +124,15 @@ class _HookedReader(PeriodicExportingMetricReader):
         self._telemetry = telemetry
         super().__init__(exporter, cardinality_limits=telemetry.cardinality_limits, **kwargs)
 
-    def collect(self, timeout_millis: float = 10_000) -> None:
+    # The SDK marks collect() final; this reader must wrap the collection
+    # itself (not the export) in the telemetry's lock, which no public hook allows.
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
         if self._collect is None:  # not registered on a provider yet
             return
         with self._telemetry.sdk_collection():
-            metrics = self._collect(self, timeout_millis=timeout_millis)
+            metrics = self._collect(self, timeout_millis=timeout_millis)  # type: ignore[call-arg]
         if metrics is not None:
-            self._receive_metrics(metrics, timeout_millis=timeout_millis)
+            self._receive_metrics(metrics, timeout_millis=timeout_millis)  # type: ignore[arg-type]
 
 
 def _sdk_exporter(settings: OtlpSettings) -> MetricExporter:

@@ -27,13 +27,9 @@ histograms, which it serves on both paths. Two more things are done here:
 
 from __future__ import annotations
 
-import base64
 import errno
-import hmac
 import logging
 import math
-import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -41,7 +37,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -51,12 +46,12 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from mlx_otel.catalog import RESOURCE_LABELS, Kind, Metric
 from mlx_otel.errors import PortInUseError
+from mlx_otel.exporter.endpoint import make_endpoint_server
 
 __all__ = ["Reading", "Telemetry"]
 
@@ -76,14 +71,7 @@ class _ServingCollector(Collector):
         self._telemetry = telemetry
 
     def collect(self) -> Iterator[Any]:
-        t = self._telemetry
-        with t._collect_lock:
-            t._run_hooks()
-            families = [_family(metric, read, t._resource_labels) for metric, read in t._observed]
-            # A metric with nothing to report is absent, as from the SDK's exporter.
-            families = [family for family in families if family.samples]
-            families.extend(t._otel_registry.collect())
-        yield from families
+        return self._telemetry.collect_families()
 
 
 def _family(metric: Metric, read: Callable[[], Reading], resource: Mapping[str, str]) -> Any:
@@ -139,7 +127,9 @@ class Telemetry:
         self.basic_auth = basic_auth
         self._resource_labels = {k: v for k, v in attributes.items() if k in RESOURCE_LABELS}
         self._otel_registry = CollectorRegistry(auto_describe=False)
-        self.cardinality_limits = {kind: cardinality_limit for kind in _INSTRUMENT_TYPES}
+        self.cardinality_limits: dict[Any, int] = {
+            kind: cardinality_limit for kind in _INSTRUMENT_TYPES
+        }
         self._reader = PrometheusMetricReader(
             disable_target_info=True,
             scope_info_enabled=False,
@@ -275,6 +265,17 @@ class Telemetry:
 
         return callback
 
+    # -- collecting -------------------------------------------------------
+    def collect_families(self) -> Iterator[Any]:
+        """One collection: run the hooks, build the observable families, read the histograms."""
+        with self._collect_lock:
+            self._run_hooks()
+            families = [_family(metric, read, self._resource_labels) for metric, read in self._observed]
+            # A metric with nothing to report is absent, as from the SDK's exporter.
+            families = [family for family in families if family.samples]
+            families.extend(self._otel_registry.collect())
+        yield from families
+
     # -- serving ----------------------------------------------------------
     def start(self) -> None:
         """Create the instruments (no endpoint); :meth:`serve` does both."""
@@ -289,7 +290,7 @@ class Telemetry:
         if self._server is not None:
             return self.endpoint or ""
         try:
-            self._server = _make_server(
+            self._server = make_endpoint_server(
                 self.host,
                 self.port,
                 self._counting(make_wsgi_app(self.registry)),
@@ -401,52 +402,3 @@ class _Counted:
         if close is not None:
             close()
         self._on_sent()
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
-def _basic_auth_app(app: Any, username: str, password: str) -> Any:
-    """Wrap a WSGI app so it answers 401 without the right credentials."""
-    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
-        given = environ.get("HTTP_AUTHORIZATION", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            start_response(
-                "401 Unauthorized",
-                [("WWW-Authenticate", 'Basic realm="mlx_otel"'), ("Content-Type", "text/plain")],
-            )
-            return [b"401 Unauthorized: this endpoint needs basic auth credentials\n"]
-        return app(environ, start_response)
-
-    return guarded
-
-
-def _make_server(
-    host: str,
-    port: int,
-    app: Any,
-    *,
-    certfile: Path | None,
-    keyfile: Path | None,
-    basic_auth: tuple[str, str] | None,
-) -> Any:
-    """A threading WSGI server for ``app``, with optional TLS and basic auth."""
-
-    class Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    if basic_auth is not None:
-        app = _basic_auth_app(app, *basic_auth)
-    server = make_server(host, port, app, Server, handler_class=_QuietHandler)
-    if certfile is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    return server

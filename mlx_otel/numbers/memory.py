@@ -303,6 +303,7 @@ class MemoryProfiler:
         *,
         limit_warning_fraction: float = 0.9,
         reset_peak_each_step: bool = True,
+        reset_mlx_peak: bool = True,
         max_blocks: int = 32,
         history_size: int = 1000,
         min_leak_snapshots: int = 10,
@@ -331,6 +332,9 @@ class MemoryProfiler:
         self.leak_detection_window = int(leak_detection_window)
         self.limit_warning_fraction = float(limit_warning_fraction)
         self.reset_peak_each_step = reset_peak_each_step
+        # False: never call mx.reset_peak_memory() (trainers such as mlx-lm read
+        # MLX's process-wide peak themselves); block peaks are then run peaks.
+        self.reset_mlx_peak = reset_mlx_peak
         self.max_blocks = int(max_blocks)
         self.min_leak_snapshots = int(min_leak_snapshots)
         self.min_leak_slope_mb_per_step = float(min_leak_slope_mb_per_step)
@@ -384,7 +388,7 @@ class MemoryProfiler:
         if carry > peak:
             peak = carry
         reading = (mx.get_active_memory(), mx.get_cache_memory(), peak)
-        if reset_peak:
+        if reset_peak and self.reset_mlx_peak:
             if self._open_block_peaks:
                 self._reset_peak()
             else:
@@ -409,7 +413,8 @@ class MemoryProfiler:
         for watermark in self._open_block_peaks:
             if peak > watermark[0]:
                 watermark[0] = peak
-        mx.reset_peak_memory()
+        if self.reset_mlx_peak:
+            mx.reset_peak_memory()
 
     def read_snapshot(
         self, step: int | None = None, *, include_system: bool = True
@@ -761,13 +766,15 @@ class MemoryProfiler:
             return name
         return OTHER_BLOCK
 
-    def _begin_block(self) -> list[int]:
+    def begin_block(self) -> list[int]:
+        """Start measuring a block (for :class:`MemoryMonitor`); returns its watermark."""
         self._reset_peak()
         watermark = [0]
         self._open_block_peaks.append(watermark)
         return watermark
 
-    def _end_block(self, name: str, watermark: list[int], start_active: int) -> tuple[float, float]:
+    def end_block(self, name: str, watermark: list[int], start_active: int) -> tuple[float, float]:
+        """Record a block begun with :meth:`begin_block`; returns (delta, peak) in MB."""
         end_active = mx.get_active_memory()
         peak = max(watermark[0], mx.get_peak_memory())
         with contextlib.suppress(ValueError):  # exited twice: already unregistered
@@ -819,7 +826,7 @@ class MemoryMonitor:
 
     def __enter__(self) -> MemoryMonitor:
         self._start_active = mx.get_active_memory()
-        self._watermark = self.profiler._begin_block()
+        self._watermark = self.profiler.begin_block()
         return self
 
     def __exit__(
@@ -831,7 +838,7 @@ class MemoryMonitor:
         if self._watermark is None:
             return
         try:
-            self.delta_mb, self.peak_mb = self.profiler._end_block(
+            self.delta_mb, self.peak_mb = self.profiler.end_block(
                 self.name, self._watermark, self._start_active
             )
         except Exception:
