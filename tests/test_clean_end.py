@@ -107,7 +107,7 @@ def test_killed_and_hung_runs_fire_and_a_finished_run_does_not(runs) -> None:
 
     finished = processes["finished"]
     log = info["work"] / "finished.log"
-    assert finished.wait(timeout=120) == 0, log.read_text(errors="replace")[-3000:]
+    assert finished.wait(timeout=300) == 0, log.read_text(errors="replace")[-3000:]
     # It said so before going: its last scraped value is 1.
     last = prometheus.query(
         'last_over_time(mlx_otel_run_finished{run_id="clean-end-finished"}[5m])'
