@@ -101,9 +101,9 @@ def test_stack_init_writes_what_promtool_accepts(installed: Installed) -> None:
     output = installed.ok(promtool, "check", "config", str(stack / "prometheus" / "prometheus.yml"))
     assert "SUCCESS: 2 rule files found" in output
     tests = sorted(str(p) for p in (stack / "prometheus" / "tests").glob("*.yml"))
-    assert len(tests) == 3
+    assert len(tests) == 5
     installed.ok(promtool, "test", "rules", *tests)
-    assert len(list((stack / "grafana" / "dashboards").glob("*.json"))) == 3
+    assert len(list((stack / "grafana" / "dashboards").glob("*.json"))) == 4
     assert (stack / "docker-compose.yml").exists() and (stack / "runbooks.md").exists()
 
     installed.ok(str(installed.bin / "mlx-otel"), "stack", "init", "--local", "local")
@@ -115,7 +115,7 @@ def test_the_shipped_rules_and_dashboards_validate(installed: Installed) -> None
     rules = installed.ok(str(installed.bin / "mlx-otel"), "rules")
     assert "MLXMemoryLeakSuspected" in rules
     checked = installed.ok(str(installed.bin / "mlx-otel"), "dashboards", "validate", "--promtool")
-    assert "is valid (gradient_flow.json, mlx_memory.json, mlx_training.json" in checked
+    assert "is valid (gradient_flow.json, mlx_memory.json, mlx_ranks.json, mlx_training.json" in checked
 
 
 def test_preview_without_the_extra_names_the_install_command(installed: Installed) -> None:
