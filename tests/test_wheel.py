@@ -139,4 +139,4 @@ def test_preview_with_the_extra_renders_the_shipped_dashboards(
             "--prometheus", prometheus.url, "--out", "previews", "--minutes", "5",
         )  # fmt: skip
     written = sorted(p.name for p in (installed.cwd / "previews").glob("*.png"))
-    assert written == ["gradient_flow.png", "mlx_memory.png", "mlx_training.png"], output
+    assert written == ["gradient_flow.png", "mlx_memory.png", "mlx_ranks.png", "mlx_training.png"], output
