@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlx_otel.catalog import METRICS, Source
 from mlx_otel.dashboards import panel_queries, regex_literal, substitute
 from tests.servers import REPO, PrometheusServer, free_port, wait_for
 from tests.wandb_records import find_run_files, read_run
@@ -319,6 +320,19 @@ def test_grpo_run_reaches_prometheus_with_rewards_and_kl(
     assert sorted(m["metric"]["stat"] for m in stats) == ["max", "mean", "min"]
     longest = f'mlx_train_generated_tokens{{stat="max",run_id="{grpo_run["run_id"]}"}}'
     assert 0 < _value(prometheus, longest) <= 6  # --max-completion-length
+
+
+def test_every_trainer_metric_of_the_catalogue_reaches_prometheus(
+    prometheus: Any, lora_run: dict[str, Any], grpo_run: dict[str, Any]
+) -> None:
+    runs = f'run_id=~"{regex_literal(lora_run["run_id"])}|{regex_literal(grpo_run["run_id"])}"'
+    missing = [
+        metric.prometheus_name
+        for metric in METRICS
+        if metric.source is Source.TRAINER
+        and not _last(prometheus, f"{metric.prometheus_name}{{{runs}}}")
+    ]
+    assert not missing, f"trainer metrics neither run served: {missing}"
 
 
 @pytest.mark.parametrize("query", TRAINER_PANELS, ids=[q.label for q in TRAINER_PANELS])
