@@ -34,9 +34,11 @@ import numpy as np
 
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
+from mlx_otel.exporter.histograms import BulkHistogram, HistogramCollector
 from mlx_otel.exporter.telemetry import Reading, Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
 from mlx_otel.numbers.memory import MemoryProfiler
+from mlx_otel.numbers.samples import as_samples
 from mlx_otel.pipeline.outputs import WANDB_KEY_GROUPS, RunOutputs
 from mlx_otel.pipeline.worker import BackgroundWorker
 
@@ -61,11 +63,15 @@ _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
 #: Keyword of log_training_step for a stored key, where the two differ.
 _ARGUMENT_NAMES = {"reward_mean": "reward"}
 _CUSTOM_PREFIX = "custom/"
-#: Value types stored without conversion (bool is not one: it is checked).
-_PLAIN_NUMBERS = frozenset({float, int})
+#: Custom value types stored without conversion (bool is not one: it is
+#: checked; nor int: a huge int would overflow every float reader).
+_PLAIN_NUMBERS = frozenset({float})
+#: Largest step or token count recorded (floats hold integers exactly up to it).
+_MAX_INT = 2**53
 
-#: Samples folded into a histogram between two yields of the interpreter.
-_FOLD_CHUNK = 256
+#: Samples folded into a histogram in one piece (about a millisecond of NumPy)
+#: before the interpreter is yielded to the training thread.
+_FOLD_CHUNK = 1 << 16
 
 
 class StepRecord(NamedTuple):
@@ -136,6 +142,9 @@ class TrainingMonitor:
         # more to build on the training thread; the worker makes StepRecords.
         self._records: deque[tuple[Any, ...]] = deque()
         self._max_records = self.config.monitoring.queue_size * 8
+        # Buffers of samples waiting to be folded (by the worker or a scrape):
+        # bounded, what falls out is counted in mlx_otel_worker_dropped_total.
+        self._max_durations = self._max_records * 8  # plain floats: 2 MB at the default
         self._layer_norms: dict[str, float] = {}
         self._max_layer_series = exporter.max_layer_series
         self._errors: dict[str, int] = {kind: 0 for kind in ERROR_KINDS}
@@ -178,8 +187,12 @@ class TrainingMonitor:
         self._memory = _MemoryReader(self)
         self._register_instruments()
         self.telemetry.start()
-        self._reward_histogram = self.telemetry.histogram(by_key("reward"))
-        self._duration_histogram = self.telemetry.histogram(by_key("step_duration"))
+        self._reward_histogram = BulkHistogram(by_key("reward"))
+        self._duration_histogram = BulkHistogram(by_key("step_duration"))
+        labels = {"run_id": self.run_id, **({"rank": str(self.rank)} if self.rank is not None else {})}
+        self.telemetry.registry.register(
+            HistogramCollector([self._reward_histogram, self._duration_histogram], labels)
+        )
         self.telemetry.before_collect(self._before_collect)
 
         self.wandb_logger = self._start_wandb()
@@ -239,8 +252,6 @@ class TrainingMonitor:
             t.observe(by_key(key), self._memory.reader(key))
         t.observe(by_key("memory_block_delta"), lambda: self._memory.read_blocks("last_delta_bytes"))
         t.observe(by_key("memory_block_peak"), lambda: self._memory.read_blocks("last_peak_bytes"))
-        t.add_histogram(by_key("reward"))
-        t.add_histogram(by_key("step_duration"))
 
     def _read_custom(self) -> Reading:
         view = self._view
@@ -344,12 +355,12 @@ class TrainingMonitor:
             elif memory_allocated_mb is not _MISSING:
                 self._store_slow(values, "memory_allocated_mb", memory_allocated_mb)
             tokens = self._tokens
-            if thinking_tokens.__class__ is int and thinking_tokens >= 0:
+            if thinking_tokens.__class__ is int and 0 <= thinking_tokens <= _MAX_INT:
                 tokens["thinking"] += thinking_tokens
                 values["thinking_tokens"] = thinking_tokens
             elif thinking_tokens is not _MISSING:
                 self._count_slow(values, "thinking", thinking_tokens)
-            if answer_tokens.__class__ is int and answer_tokens >= 0:
+            if answer_tokens.__class__ is int and 0 <= answer_tokens <= _MAX_INT:
                 tokens["answer"] += answer_tokens
                 values["answer_tokens"] = answer_tokens
             elif answer_tokens is not _MISSING:
@@ -359,7 +370,7 @@ class TrainingMonitor:
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
             ):
                 custom = self._custom_slow(custom)
-            if step.__class__ is not int:
+            if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not _MISSING:
                 duration = self._to_float("step_time", step_time)
@@ -370,13 +381,21 @@ class TrainingMonitor:
             self._last_call = now
             if duration is not None:
                 values["step_time"] = duration
-                self._duration_buffer.append(duration)
+                durations = self._duration_buffer
+                if len(durations) >= self._max_durations:  # bounded: the worker fell behind
+                    durations.popleft()
+                    self._count_drop("step_duration")
+                durations.append(duration)
             chunk = None
             if rewards is not _MISSING:
                 # Copy now: the caller may reuse its list or buffer next step.
                 chunk = rewards[:] if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
-                    self._reward_buffer.append(chunk)
+                    buffer = self._reward_buffer
+                    if len(buffer) >= self._max_records:
+                        buffer.popleft()
+                        self._count_drop("rewards")
+                    buffer.append(chunk)
             memory = None
             if self._read_memory:
                 # MLX's counters at the step boundary, for leak detection; the
@@ -405,7 +424,7 @@ class TrainingMonitor:
                 stored = self._admit_custom(key)
             if not stored:
                 continue  # refused (counted when first seen)
-            if value.__class__ is not float and value.__class__ is not int:
+            if value.__class__ is not float:
                 value = self._to_float(key, value)
                 if value is None:
                     continue
@@ -443,29 +462,31 @@ class TrainingMonitor:
         number = self._to_float(f"{kind}_tokens", value)
         if number is None:
             return None
-        if not math.isfinite(number) or number != int(number):
+        if not math.isfinite(number) or number != int(number) or number > _MAX_INT:
             self._reject(f"{kind}_tokens", value, "invalid_value")
             return None
         return int(number)
 
     def _to_step(self, value: Any) -> int:
         number = self._to_float("step", value)
-        if number is None or not math.isfinite(number):
+        if number is None:
+            return self._steps
+        if not math.isfinite(number) or abs(number) > _MAX_INT:
+            self._reject("step", value, "invalid_value")
             return self._steps
         return int(number)
 
     def _copy_samples(self, samples: Any) -> Any:
-        if isinstance(samples, np.ndarray):
+        if isinstance(samples, np.ndarray) and samples.dtype.kind in "biuf":
             return samples.ravel().copy()
         if isinstance(samples, tuple):
             return list(samples)
         try:
             # MLX arrays: convert on this thread, where the array was made.
-            array = np.asarray(samples, dtype=np.float64).ravel()
-        except (TypeError, ValueError):
+            return as_samples(samples)
+        except ValueError:
             self._reject("rewards", samples, "invalid_value")
             return None
-        return array
 
     def _admit_custom(self, key: str) -> str:
         """The stored key (``custom/<name>``) of a new custom metric, or "" if refused."""
@@ -520,6 +541,14 @@ class TrainingMonitor:
         kind = "wandb" if "wandb" in task else "worker"
         self._report_once(kind, task, f"background task {task!r} failed: {exc!r}")
 
+    def _step_due(self, step: Any, every: int) -> bool:
+        """Whether ``step`` falls on the cadence; a step that is not a number is counted."""
+        try:
+            return step % every == 0  # type: ignore[no-any-return]
+        except TypeError:
+            self._reject("step", step, "invalid_value")
+            return False
+
     def log_gradients(self, step: int, grads: Any) -> GradientNorms | None:
         """Export each layer's gradient L2 norm and the global norm.
 
@@ -530,7 +559,7 @@ class TrainingMonitor:
         come from one MLX evaluation; beyond ``exporter.max_layer_series``
         layers are grouped by module prefix so cardinality stays bounded.
         """
-        if step % self.config.monitoring.log_gradients_every:
+        if not self._step_due(step, self.config.monitoring.log_gradients_every):
             return None  # layer norms cost ~3% of a small step; users may thin them out
         try:
             norms = layer_grad_norms(grads, max_series=self._max_layer_series)
@@ -557,7 +586,9 @@ class TrainingMonitor:
         rewards: Sequence[float],
     ) -> None:
         """Log sampled completions (a WandB table every ``log_samples_every`` steps)."""
-        if self.wandb_logger is None or step % self.config.monitoring.log_samples_every:
+        if self.wandb_logger is None or not self._step_due(
+            step, self.config.monitoring.log_samples_every
+        ):
             return
         batch = (list(prompts), list(generations), list(references), list(rewards))
         logger = self.wandb_logger
@@ -637,29 +668,52 @@ class TrainingMonitor:
 
     # -- off the training thread --------------------------------------------
     def _fold_buffers(self) -> None:
-        """Record buffered samples into the histograms, a chunk at a time."""
+        """Fold buffered samples into the histograms, in bounded NumPy pieces."""
         with self._fold_lock:
-            non_finite = 0
+            non_finite = invalid = 0
             durations = self._duration_buffer
-            record_duration = self._duration_histogram.record
-            while durations:
-                record_duration(durations.popleft())
+            if durations:
+                count = len(durations)
+                values = np.fromiter(
+                    (durations.popleft() for _ in range(count)), dtype=np.float64, count=count
+                )
+                finite = np.isfinite(values)
+                non_finite += count - int(np.count_nonzero(finite))
+                values = values[finite]
+                negative = values < 0  # a step_time= below zero
+                invalid += int(np.count_nonzero(negative))
+                self._duration_histogram.record_many(values[~negative])
             buffer = self._reward_buffer
-            record = self._reward_histogram.record
-            done = 0
             while buffer:
-                chunk = np.asarray(buffer.popleft(), dtype=np.float64).ravel()
-                finite = np.isfinite(chunk)
-                non_finite += int(chunk.size - np.count_nonzero(finite))
-                for value in chunk[finite].tolist():
-                    record(value)
-                done += chunk.size
-                if done >= _FOLD_CHUNK:
-                    # Let the training thread run between chunks.
-                    time.sleep(0)
-                    done = 0
+                pieces = []
+                size = 0
+                while buffer and size < _FOLD_CHUNK:
+                    samples = buffer.popleft()
+                    try:
+                        chunk = as_samples(samples)
+                    except ValueError:
+                        # A list is copied unchecked on the training thread:
+                        # ragged, text or huge-int rewards are found here.
+                        invalid += 1
+                        continue
+                    pieces.append(chunk)
+                    size += chunk.size
+                if pieces:
+                    values = np.concatenate(pieces)
+                    finite = np.isfinite(values)
+                    non_finite += values.size - int(np.count_nonzero(finite))
+                    self._reward_histogram.record_many(values[finite])
+                if buffer:
+                    time.sleep(0)  # let the training thread run between pieces
             if non_finite:
                 self._count_error("non_finite", non_finite)
+            if invalid:
+                self._report_once(
+                    "invalid_value", "rewards", "rewards or step_time that are not numbers "
+                    "(ragged, text, negative or huge values) are left out of the histograms",
+                )
+                if invalid > 1:
+                    self._count_error("invalid_value", invalid - 1)
 
     def _drain_records(self) -> None:
         records = self._records

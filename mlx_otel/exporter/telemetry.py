@@ -223,7 +223,13 @@ class Telemetry:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
             for value, attributes in read():
-                if math.isfinite(value):
+                try:
+                    finite = math.isfinite(value)
+                except (TypeError, OverflowError):
+                    # Not a float (a huge int): skip the series, keep the family.
+                    log.debug("mlx_otel: %s: unreadable value %r skipped", name, value)
+                    continue
+                if finite:
                     observations.append(Observation(value, attributes))
                 else:
                     # The SDK would drop it; keep it for the exposition.

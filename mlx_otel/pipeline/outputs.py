@@ -29,6 +29,7 @@ import numpy as np
 from mlx_otel.catalog import METRICS
 from mlx_otel.fileio import atomic_path, atomic_write_text
 from mlx_otel.integrations.chart_process import ChartProcess, render_checkpoint_charts
+from mlx_otel.numbers.samples import as_samples
 
 if TYPE_CHECKING:
     from mlx_otel.config import MonitorConfig
@@ -129,9 +130,13 @@ class RunOutputs:
                 self._report_error("invalid_value", name, f"statistics rejected {name!r}")
             rewards = None
             if record.rewards is not None:
-                rewards = np.asarray(record.rewards, dtype=np.float64).ravel()
-                rewards = rewards[np.isfinite(rewards)]
-                self._recent_rewards.extend(rewards.tolist())
+                try:
+                    rewards = as_samples(record.rewards)
+                except ValueError:
+                    rewards = None  # counted when the histogram folds them
+                else:
+                    rewards = rewards[np.isfinite(rewards)]
+                    self._recent_rewards.extend(rewards.tolist())
             self._last_step = record.step
             if self.wandb is not None:
                 self.wandb.log_metrics(values, step=record.step)
