@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from mlx_otel import lifecycle
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.exporter.histograms import BulkHistogram, HistogramCollector
@@ -216,6 +217,8 @@ class TrainingMonitor:
         if serve if serve is not None else exporter.enabled:
             self.endpoint = self.telemetry.serve()
             log.info("mlx_otel: serving metrics of run %s at %s", self.run_id, self.endpoint)
+        # Finished on SIGTERM and at interpreter exit unless cleanup() runs first.
+        lifecycle.register(self)
 
     # -- instruments -------------------------------------------------------
     def _register_instruments(self) -> None:
@@ -758,6 +761,7 @@ class TrainingMonitor:
         if self._closed:
             return
         self._closed = True
+        lifecycle.unregister(self)
         self.worker.close()
         try:
             self.outputs.close()
@@ -775,10 +779,20 @@ class TrainingMonitor:
     def __enter__(self) -> TrainingMonitor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def finish_run(self) -> None:
+        """Write the output files (if any step was logged), then :meth:`cleanup`.
+
+        What the end of a ``with`` block does; also run on SIGTERM and at
+        interpreter exit for a monitor that was not cleaned up.
+        """
+        if self._closed:
+            return
         if self._steps:
             self.export_all()
         self.cleanup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish_run()
 
 
 def _documented_signature() -> inspect.Signature:

@@ -1,0 +1,185 @@
+"""A run killed with SIGTERM or ended without cleanup() still leaves its record.
+
+Each test runs a real training script in a child process, as a user would
+(no ``with`` block, no ``cleanup()``), stops it the way a scheduler does and
+checks what the user would look for: the exit status the signal implies and
+the run's files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from mlx_otel.lifecycle import FINISH_TIMEOUT_S
+
+REPO = Path(__file__).resolve().parent.parent
+
+PRELUDE = """
+import os, signal, sys, threading, time
+from mlx_otel import TrainingMonitor
+
+def monitor(name):
+    config = {
+        "exporter": {"port": 0},
+        "monitoring": {"output_dir": os.path.join(sys.argv[1], name),
+                       "generate_charts_every": 0, "charts_in_subprocess": False},
+    }
+    return TrainingMonitor(config, run_id=name)
+
+def train(monitors, steps, then_wait):
+    for step in range(steps):
+        for m in monitors:
+            m.log_training_step(step, loss=1.0 / (step + 1), reward=0.5, rewards=[0.1, 0.9])
+    for m in monitors:
+        m.flush()
+    print("ready", flush=True)
+    while then_wait:
+        time.sleep(0.05)
+"""
+
+
+def start(tmp_path: Path, body: str) -> subprocess.Popen[str]:
+    script = tmp_path / "train.py"
+    script.write_text(PRELUDE + textwrap.dedent(body))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLX_OTEL_MONITORING__USE_WANDB": "false"}
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def wait_ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline()  # blocks until the script has logged its steps
+    assert line.strip() == "ready", process.communicate(timeout=60)[1][-3000:]
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+def assert_run_recorded(folder: Path, steps: int) -> None:
+    csv = folder / "training_metrics.csv"
+    assert csv.is_file(), f"no {csv}; present: {sorted(p.name for p in folder.glob('*'))}"
+    frame = pd.read_csv(csv)
+    assert frame["step"].tolist() == list(range(steps))
+    summary = json.loads((folder / "monitoring_summary.json").read_text())
+    assert summary["session"]["total_steps"] == steps
+
+
+def test_sigterm_without_with_block_writes_the_files_and_dies_of_sigterm(tmp_path: Path) -> None:
+    process = start(tmp_path, 'm = monitor("run_a")\ntrain([m], 25, then_wait=True)\n')
+    wait_ready(process)
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process)
+    assert code == -signal.SIGTERM, stderr[-3000:]
+    assert_run_recorded(tmp_path / "out" / "run_a", 25)
+
+
+def test_a_script_that_ends_without_cleanup_writes_the_files_at_exit(tmp_path: Path) -> None:
+    process = start(tmp_path, 'm = monitor("run_b")\ntrain([m], 12, then_wait=False)\n')
+    code, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert_run_recorded(tmp_path / "out" / "run_b", 12)
+
+
+def test_a_users_sigterm_handler_is_chained_after_the_runs_finish(tmp_path: Path) -> None:
+    body = """
+    def on_term(signum, frame):
+        # The run's files are already written when the user's handler runs.
+        done = os.path.exists(os.path.join(sys.argv[1], "run_c", "training_metrics.csv"))
+        print("user handler, files written:", done, flush=True)
+        sys.exit(7)
+    signal.signal(signal.SIGTERM, on_term)
+    m = monitor("run_c")
+    train([m], 9, then_wait=True)
+    """
+    process = start(tmp_path, body)
+    wait_ready(process)
+    process.send_signal(signal.SIGTERM)
+    assert process.stdout is not None
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 7, stderr[-3000:]
+    assert "user handler, files written: True" in stdout
+    assert_run_recorded(tmp_path / "out" / "run_c", 9)
+
+
+def test_two_monitors_in_one_process_both_finish_on_sigterm(tmp_path: Path) -> None:
+    body = """
+    first, second = monitor("run_d1"), monitor("run_d2")
+    train([first, second], 15, then_wait=True)
+    """
+    process = start(tmp_path, body)
+    wait_ready(process)
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process)
+    assert code == -signal.SIGTERM, stderr[-3000:]
+    assert_run_recorded(tmp_path / "out" / "run_d1", 15)
+    assert_run_recorded(tmp_path / "out" / "run_d2", 15)
+
+
+def test_ctrl_c_outside_a_with_block_raises_keyboardinterrupt_and_keeps_the_run(
+    tmp_path: Path,
+) -> None:
+    process = start(tmp_path, 'm = monitor("run_e")\ntrain([m], 6, then_wait=True)\n')
+    wait_ready(process)
+    process.send_signal(signal.SIGINT)
+    code, stderr = finish(process)
+    assert "KeyboardInterrupt" in stderr
+    assert code != 0
+    assert_run_recorded(tmp_path / "out" / "run_e", 6)
+
+
+def test_a_monitor_made_in_another_thread_is_finished_at_exit(tmp_path: Path) -> None:
+    body = """
+    made = []
+    thread = threading.Thread(target=lambda: made.append(monitor("run_f")))
+    thread.start(); thread.join()
+    train(made, 8, then_wait=False)
+    """
+    process = start(tmp_path, body)
+    code, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert_run_recorded(tmp_path / "out" / "run_f", 8)
+
+
+def test_a_cleaned_up_monitor_is_not_finished_twice(tmp_path: Path) -> None:
+    body = """
+    m = monitor("run_g")
+    train([m], 4, then_wait=False)
+    m.cleanup()   # no exports asked for: none written at exit either
+    """
+    process = start(tmp_path, body)
+    code, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert not (tmp_path / "out" / "run_g" / "training_metrics.csv").exists()
+    assert "finishing" not in stderr
+
+
+def test_sigterm_ends_the_process_in_bounded_time_when_finishing_hangs(tmp_path: Path) -> None:
+    body = """
+    m = monitor("run_h")
+    # An export that never returns (a hung network file system, say).
+    m.export_all = lambda: time.sleep(3600)
+    train([m], 3, then_wait=True)
+    """
+    process = start(tmp_path, body)
+    wait_ready(process)
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process)
+    took = time.monotonic() - began
+    print(f"SIGTERM with a hung export: exit after {took:.1f} s (bound {FINISH_TIMEOUT_S} s)")
+    assert code == -signal.SIGTERM, stderr[-3000:]
+    assert "did not finish" in stderr
+    assert took < FINISH_TIMEOUT_S + 30  # generous: the machine may be busy
