@@ -127,7 +127,7 @@ def flood(steps: int, scrape_threads: int, output_dir: str) -> dict[str, object]
         float(line.split()[-1]) for line in text.splitlines()
         if line.startswith("mlx_train_reward_count")
     )  # fmt: skip
-    dropped = monitor._dropped.copy()
+    dropped = monitor.errors.dropped()
     errors = monitor.error_counts()
     ended = time.perf_counter()
     monitor.cleanup()

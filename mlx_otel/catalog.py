@@ -23,7 +23,12 @@ __all__ = [
     "Source",
     "by_key",
     "by_prometheus_name",
+    "custom_key",
+    "display_unit",
+    "is_memory_field",
     "markdown_table",
+    "wandb_group",
+    "wandb_key",
 ]
 
 #: Labels that come from the OpenTelemetry resource and so are on every series.
@@ -207,6 +212,90 @@ def by_prometheus_name(name: str) -> Metric:
         raise KeyError(
             f"no metric named {name!r} in the catalogue; known: {sorted(_BY_PROMETHEUS)}"
         ) from None
+
+
+#: Values a step record carries besides the served metrics' own keys (their
+#: WandB section and the unit drawn on charts); statistics, CSV columns and
+#: WandB keys use these names.
+RECORD_FIELDS: dict[str, tuple[str, str]] = {
+    "memory_allocated_mb": ("memory", "MiB"),
+    "mlx_active_mb": ("memory", "MiB"),
+    "mlx_cache_mb": ("memory", "MiB"),
+    "mlx_peak_mb": ("memory", "MiB"),
+    "thinking_tokens": ("rl", "tokens"),
+    "answer_tokens": ("rl", "tokens"),
+    "rewards": ("rl", ""),  # the per-sample distribution
+    "step_time": ("train", "s"),
+    "step_duration_seconds": ("train", "s"),  # the step duration, as loops often name it
+}
+
+#: How an OpenTelemetry unit reads on a chart axis.
+_DISPLAY_UNITS = {"By": "bytes", "s": "s", "{token}": "tokens", "1": ""}
+
+
+def _field(key: str) -> tuple[str, str] | None:
+    """(WandB group, display unit) of a catalogued key, or None for other names."""
+    if key in RECORD_FIELDS:
+        return RECORD_FIELDS[key]
+    metric = _BY_KEY.get(key)
+    if metric is None:
+        return None
+    return metric.wandb_group, _DISPLAY_UNITS.get(metric.unit, metric.unit.strip("{}"))
+
+
+def _looks_like_memory(key: str) -> bool:
+    lowered = key.lower()
+    return "memory" in lowered or lowered.endswith(("_mb", "_bytes"))
+
+
+def wandb_group(key: str) -> str:
+    """WandB section of a value: the catalogue's, else ``memory`` or ``custom`` by its name.
+
+    >>> wandb_group("loss"), wandb_group("rss_bytes"), wandb_group("kl")
+    ('train', 'memory', 'custom')
+    """
+    field = _field(key)
+    if field is not None:
+        return field[0]
+    return "memory" if _looks_like_memory(key) else "custom"
+
+
+def custom_key(name: str) -> str:
+    """The statistics name, CSV column and WandB key of a custom metric (``custom/kl``)."""
+    return f"custom/{name}"
+
+
+def wandb_key(key: str) -> str:
+    """The WandB key of a value (``train/loss``); keys with a ``/`` are kept as given."""
+    return key if "/" in key else f"{wandb_group(key)}/{key}"
+
+
+def display_unit(key: str) -> str:
+    """Unit shown on a chart axis for a value ('' when it has none).
+
+    The catalogue's unit for catalogued keys; for other names the naming
+    conventions of the catalogue (``_mb``, ``_bytes``, ``_seconds``, tokens).
+    """
+    field = _field(key)
+    if field is not None:
+        return field[1]
+    lowered = key.lower()
+    if lowered.endswith("_mb"):
+        return "MiB"
+    if lowered.endswith("_bytes"):
+        return "bytes"
+    if "memory" in lowered:
+        return "MiB"
+    if "tokens" in lowered:
+        return "tokens"
+    if lowered.endswith(("_seconds", "_time", "_s")) or "duration" in lowered:
+        return "s"
+    return ""
+
+
+def is_memory_field(key: str) -> bool:
+    """Whether a value belongs on the memory chart (its WandB section is memory)."""
+    return wandb_group(key) == "memory"
 
 
 def markdown_table() -> str:

@@ -15,6 +15,7 @@ CASES = {
     "bench_flood.py": (["--steps", "5000"], "single call (µs):"),
     "bench_hot_path.py": (["--quick"], "log_training_step / prometheus-client ="),
     "bench_memory_gradients.py": (["--rounds", "5"], "of an optimizer step"),
+    "bench_startup.py": (["--repeats", "1"], "start-up ratio mlx_otel / bare ="),
     "bench_training_overhead.py": (["--steps", "20", "--repeats", "1"], "ratio on/off:"),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mlx.core as mx
 import pytest
 
 from mlx_otel.catalog import METRICS, Kind, by_key, by_prometheus_name, markdown_table
@@ -35,8 +36,8 @@ def test_exporter_produces_exactly_the_catalogued_names(monitor: TrainingMonitor
         answer_tokens=2, memory_allocated_mb=10.0, rewards=[0.1, 0.2], my_metric=1.0,
     )
     monitor.log_training_step(1, loss=1.0)
-    monitor._layer_norms["layers.0"] = 1.0
-    monitor._dropped["charts"] = 1
+    monitor.log_gradients(1, {"layers": [{"weight": mx.ones((2,))}]})
+    monitor.errors.drop("charts")
     samples = parse_exposition(monitor.telemetry.exposition())
     served = {name for name, _ in samples}
     for metric in METRICS:

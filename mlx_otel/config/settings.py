@@ -15,6 +15,7 @@ where it was found and what is allowed.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,12 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mlx_otel.errors import ConfigError
 
@@ -122,8 +129,12 @@ class MonitorConfig(_Section):
         """Load a YAML file, then apply ``MLX_OTEL_*`` environment overrides."""
         return load_config(path, env=env)
 
-    # The seed calls ExperimentConfig.load_from_yaml; keep that spelling working.
-    load_from_yaml = from_yaml
+    @classmethod
+    def load_from_yaml(
+        cls, path: str | Path, *, env: Mapping[str, str] | None = None
+    ) -> MonitorConfig:
+        """The seed's spelling (``ExperimentConfig.load_from_yaml``) of :meth:`from_yaml`."""
+        return load_config(path, env=env)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -161,29 +172,53 @@ def _validate(data: Any, source: str) -> MonitorConfig:
     try:
         return MonitorConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e, source) for e in exc.errors()]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(_describe_all(exc, source)) from None
 
 
-def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """``MLX_OTEL_EXPORTER__PORT=9500`` -> ``{"exporter": {"port": "9500"}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        out.setdefault(section, {})[key] = yaml.safe_load(value) if value else value
-    return out
+def _describe_all(exc: ValidationError, source: str) -> str:
+    lines = [_describe(e, source) for e in exc.errors()]
+    return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
+#: The environment load_config reads (os.environ unless a mapping is given).
+_ENVIRONMENT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("environment")
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping load_config was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRONMENT.get(os.environ)
+        return {
+            name if self.case_sensitive else name.lower(): (
+                None if value == self.env_parse_none_str else value
+            )
+            for name, value in env.items()
+        }
+
+
+class _MonitorSettings(BaseSettings, MonitorConfig):
+    """MonitorConfig with ``MLX_OTEL_<SECTION>__<KEY>`` variables applied over the given data."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_parse_none_str="null",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, as a deployment expects.
+        return _Environment(settings_cls), init_settings
 
 
 def load_config(
@@ -225,14 +260,19 @@ def load_config(
             if getattr(source, name, None) is not None
         }
         where = type(source).__name__
-    overrides = env_overrides(env)
-    if overrides:
-        if not isinstance(data, Mapping):
-            return _validate(data, where)
-        data = _merge(dict(data), overrides)
-        names = sorted(n for n in env if n.startswith(ENV_PREFIX) and "__" in n)
-        where = f"{where} with environment overrides {', '.join(names)}"
-    return _validate(data, where)
+    names = sorted(n for n in env if n.upper().startswith(ENV_PREFIX) and "__" in n)
+    if not names or not isinstance(data, Mapping):
+        return _validate(data, where)
+    where = f"{where} with environment overrides {', '.join(names)}"
+    token = _ENVIRONMENT.set(env)
+    try:
+        settings = _MonitorSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_all(exc, where)) from None
+    finally:
+        _ENVIRONMENT.reset(token)
+    # Sections are validated already: a plain MonitorConfig holding them.
+    return MonitorConfig.model_validate(dict(settings))
 
 
 def _as_dict(section: Any) -> Any:

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from mlx_otel.catalog import Metric
 
@@ -73,8 +71,9 @@ class BulkHistogram:
             total = self._sum
         name = self.metric.prometheus_name
         family = HistogramMetricFamily(name, self.metric.description, labels=list(labels))
-        buckets: list[Sequence[Any]] = [
-            (floatToGoString(bound), count)
+        # str(float) is how the exposition writes bounds: le="0.1", le="5.0".
+        buckets: list[tuple[str, float]] = [
+            (str(bound), count)
             for bound, count in zip(self.bounds.tolist(), cumulative[:-1], strict=True)
         ]
         buckets.append(("+Inf", cumulative[-1]))

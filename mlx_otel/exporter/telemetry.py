@@ -23,18 +23,13 @@ Two things the OpenTelemetry SDK does not do are added here:
 
 from __future__ import annotations
 
-import base64
 import errno
-import hmac
 import logging
 import math
-import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -43,11 +38,11 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app, push_to_gateway
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from mlx_otel.catalog import RESOURCE_LABELS, Kind, Metric
 from mlx_otel.errors import PortInUseError
+from mlx_otel.exporter.endpoint import make_endpoint_server
 
 __all__ = ["Reading", "Telemetry"]
 
@@ -67,28 +62,7 @@ class _ServingCollector(Collector):
         self._telemetry = telemetry
 
     def collect(self) -> Iterator[Any]:
-        t = self._telemetry
-        with t._collect_lock:
-            for hook in list(t._before_collect):
-                try:
-                    hook()
-                except Exception:  # a hook must not break the scrape
-                    log.exception("mlx_otel: pre-collection hook failed")
-            t._non_finite = {}
-            families = list(t._otel_registry.collect())
-            pending = t._non_finite
-            t._non_finite = {}
-        for family in families:
-            for labels, value in pending.pop(family.name, ()):
-                family.add_sample(family.name, labels, value)
-            yield family
-        # Gauges whose only series is non-finite are absent from the SDK's output.
-        for name, samples in pending.items():
-            metric = t._metrics[name]
-            family = GaugeMetricFamily(name, metric.description)
-            for labels, value in samples:
-                family.add_sample(name, labels, value)
-            yield family
+        return self._telemetry.collect_families()
 
 
 class Telemetry:
@@ -239,6 +213,31 @@ class Telemetry:
 
         return callback
 
+    # -- collecting -------------------------------------------------------
+    def collect_families(self) -> Iterator[Any]:
+        """One collection: run the hooks, read the SDK, add the non-finite gauge values."""
+        with self._collect_lock:
+            for hook in list(self._before_collect):
+                try:
+                    hook()
+                except Exception:  # a hook must not break the scrape
+                    log.exception("mlx_otel: pre-collection hook failed")
+            self._non_finite = {}
+            families = list(self._otel_registry.collect())
+            pending = self._non_finite
+            self._non_finite = {}
+        for family in families:
+            for labels, value in pending.pop(family.name, ()):
+                family.add_sample(family.name, labels, value)
+            yield family
+        # Gauges whose only series is non-finite are absent from the SDK's output.
+        for name, samples in pending.items():
+            metric = self._metrics[name]
+            family = GaugeMetricFamily(name, metric.description)
+            for labels, value in samples:
+                family.add_sample(name, labels, value)
+            yield family
+
     # -- serving ----------------------------------------------------------
     def start(self) -> None:
         """Create the instruments (no endpoint); :meth:`serve` does both."""
@@ -253,7 +252,7 @@ class Telemetry:
         if self._server is not None:
             return self.endpoint or ""
         try:
-            self._server = _make_server(
+            self._server = make_endpoint_server(
                 self.host,
                 self.port,
                 make_wsgi_app(self.registry),
@@ -312,52 +311,3 @@ class Telemetry:
             except Exception:  # shutting down must not raise at the end of a run
                 log.debug("mlx_otel: meter provider shutdown failed", exc_info=True)
             self._provider = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
-def _basic_auth_app(app: Any, username: str, password: str) -> Any:
-    """Wrap a WSGI app so it answers 401 without the right credentials."""
-    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
-        given = environ.get("HTTP_AUTHORIZATION", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            start_response(
-                "401 Unauthorized",
-                [("WWW-Authenticate", 'Basic realm="mlx_otel"'), ("Content-Type", "text/plain")],
-            )
-            return [b"401 Unauthorized: this endpoint needs basic auth credentials\n"]
-        return app(environ, start_response)
-
-    return guarded
-
-
-def _make_server(
-    host: str,
-    port: int,
-    app: Any,
-    *,
-    certfile: Path | None,
-    keyfile: Path | None,
-    basic_auth: tuple[str, str] | None,
-) -> Any:
-    """A threading WSGI server for ``app``, with optional TLS and basic auth."""
-
-    class Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    if basic_auth is not None:
-        app = _basic_auth_app(app, *basic_auth)
-    server = make_server(host, port, app, Server, handler_class=_QuietHandler)
-    if certfile is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    return server

@@ -22,17 +22,44 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from mlx_otel.catalog import is_memory_field
+
 __all__ = ["ChartProcess", "render_checkpoint_charts"]
 
 _HEADER = struct.Struct("!Q")
 
 
+def chart_inputs(histories: list[Any], arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The data frame and chart arguments of a run's statistics histories.
+
+    Runs where the charts render (the chart process), so that the training
+    process never builds a DataFrame for a chart.
+    """
+    from mlx_otel.numbers.stats import histories_frame
+
+    frame = histories_frame(histories)
+    # Keep "step" so charts plot against real steps, not row numbers.
+    data = frame.drop(columns=[c for c in ("timestamp", "run_id") if c in frame])
+    memory_columns = [c for c in frame.columns if c != "step" and is_memory_field(str(c))]
+    arguments = dict(arguments)
+    arguments["memory"] = frame[["step", *memory_columns]] if memory_columns else None
+    for tokens in ("thinking_tokens", "answer_tokens"):
+        arguments[tokens] = frame[tokens].dropna().tolist() if tokens in frame else None
+    return data, arguments
+
+
 def render_checkpoint_charts(
     config: Any, data: Any, arguments: dict[str, Any]
 ) -> tuple[dict[str, Path], dict[str, str]]:
-    """Render one checkpoint's charts; returns ({kind: path}, {kind: error})."""
+    """Render one checkpoint's charts; returns ({kind: path}, {kind: error}).
+
+    ``data`` is a DataFrame, or a list of statistics histories (see
+    :func:`chart_inputs`).
+    """
     from mlx_otel.integrations.charts import ChartGenerator
 
+    if isinstance(data, list):
+        data, arguments = chart_inputs(data, arguments)
     batch = ChartGenerator(config=config).generate_checkpoint_charts(data, **arguments)
     return dict(batch.paths), {kind: str(error) for kind, error in batch.errors.items()}
 

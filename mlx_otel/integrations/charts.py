@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import threading
@@ -41,14 +40,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
+from mlx_otel.catalog import display_unit, is_memory_field
+from mlx_otel.config.visualization import VisualizationConfig
 from mlx_otel.fileio import atomic_path
+from mlx_otel.records import to_numbers
 
 __all__ = ["ChartBatch", "ChartGenerator", "VisualizationConfig"]
 
 logger = logging.getLogger(__name__)
-
-_SEABORN_STYLES = ("darkgrid", "whitegrid", "dark", "white", "ticks")
-_SEABORN_CONTEXTS = ("paper", "notebook", "talk", "poster")
 
 # rcParams are process-global: one chart at a time, so two threads rendering
 # with different styles cannot mix their settings.
@@ -58,68 +57,6 @@ _RENDER_LOCK = threading.RLock()
 _NON_METRIC_COLUMNS = frozenset({"step", "timestamp", "run_id"})
 
 _MEMORY_COLOUR_THRESHOLD = "#d62728"
-
-
-@dataclass
-class VisualizationConfig:
-    """How snapshot charts look and how often they are made.
-
-    Example::
-
-        config = VisualizationConfig(output_dir=Path("./charts"), style="darkgrid",
-                                     palette="husl", dpi=150, generate_every_n_steps=100)
-        charts = ChartGenerator(config=config)
-    """
-
-    output_dir: Path = Path("./charts")
-    style: str = "darkgrid"
-    palette: str = "husl"
-    dpi: int = 150
-    #: ``ChartGenerator.should_generate(step)`` is true every this many steps
-    #: (0 disables periodic charts).
-    generate_every_n_steps: int = 100
-    #: Width and height in inches of a single-panel chart; multi-panel charts
-    #: keep the width and grow in height with the number of rows.
-    figsize: tuple[float, float] = (12.0, 6.0)
-    #: Window (in points) of the moving average drawn over raw curves.
-    smoothing_window: int = 10
-    #: Seaborn plotting context and font scale.
-    context: str = "notebook"
-    font_scale: float = 1.0
-    #: Heatmap cells carry their value up to this many metrics (beyond, the
-    #: numbers would overlap).
-    annotate_max_metrics: int = 15
-    #: Most panels in a dashboard; further metrics are left out (and logged).
-    max_dashboard_panels: int = 12
-    #: Extra seaborn rc overrides, e.g. ``{"axes.titlesize": 11}``.
-    rc: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
-        if self.style not in _SEABORN_STYLES:
-            raise ValueError(f"style must be one of {_SEABORN_STYLES}, got {self.style!r}")
-        if self.context not in _SEABORN_CONTEXTS:
-            raise ValueError(f"context must be one of {_SEABORN_CONTEXTS}, got {self.context!r}")
-        try:
-            sns.color_palette(self.palette, 3)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"palette {self.palette!r} is not a seaborn palette") from error
-        if not (isinstance(self.dpi, (int, float)) and self.dpi > 0):
-            raise ValueError(f"dpi must be a positive number, got {self.dpi!r}")
-        if not (isinstance(self.generate_every_n_steps, int) and self.generate_every_n_steps >= 0):
-            raise ValueError(
-                f"generate_every_n_steps must be an integer >= 0, got {self.generate_every_n_steps!r}"
-            )
-        if not (isinstance(self.smoothing_window, int) and self.smoothing_window >= 1):
-            raise ValueError(
-                f"smoothing_window must be an integer >= 1, got {self.smoothing_window!r}"
-            )
-        width, height = self.figsize
-        if not (width > 0 and height > 0):
-            raise ValueError(f"figsize must be two positive numbers, got {self.figsize!r}")
-        self.figsize = (float(width), float(height))
-        if self.font_scale <= 0:
-            raise ValueError(f"font_scale must be positive, got {self.font_scale!r}")
 
 
 @dataclass
@@ -143,11 +80,10 @@ def _to_float_array(values: Any, argument: str) -> np.ndarray:
         raise ValueError(f"{argument}: expected numbers, got None")
     if isinstance(values, (str, bytes)):
         raise ValueError(f"{argument}: expected numbers, got a string {values!r}")
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{argument}: expected a sequence of numbers") from None
-    return np.atleast_1d(array).ravel()
+    array = to_numbers(values)
+    if array is None:
+        raise ValueError(f"{argument}: expected a sequence of numbers")
+    return array
 
 
 def _series_map(data: Any, argument: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -200,22 +136,8 @@ def _x_values(name: str, length: int, steps: Any, shared: np.ndarray | None) -> 
     return x
 
 
-def _unit(name: str) -> str | None:
-    """Unit of a metric, guessed from the catalogue's naming conventions."""
-    lowered = name.lower()
-    if lowered.endswith("_mb") or "memory" in lowered:
-        return "MB"
-    if lowered.endswith("_bytes"):
-        return "bytes"
-    if "tokens" in lowered:
-        return "tokens"
-    if lowered.endswith(("_seconds", "_time", "_s")) or "duration" in lowered:
-        return "s"
-    return None
-
-
 def _label(name: str) -> str:
-    unit = _unit(name)
+    unit = display_unit(name)
     return f"{name} [{unit}]" if unit else name
 
 
@@ -264,7 +186,7 @@ class ChartGenerator:
     ) -> None:
         base = config if config is not None else VisualizationConfig()
         # A value differing from the default was passed on purpose: it wins
-        # over the config (dataclasses.replace re-runs the validation).
+        # over the config.
         overrides: dict[str, Any] = {}
         if Path(output_dir) != Path("./charts"):
             overrides["output_dir"] = Path(output_dir)
@@ -274,7 +196,9 @@ class ChartGenerator:
             overrides["dpi"] = dpi
         if palette != "husl":
             overrides["palette"] = palette
-        self.config = dataclasses.replace(base, **overrides)
+        self.config = base.model_copy(update=overrides) if overrides else base
+        if overrides:  # model_copy does not validate: validate the merged values
+            self.config = VisualizationConfig(**self.config.model_dump())
 
     @property
     def output_dir(self) -> Path:
@@ -761,7 +685,7 @@ class ChartGenerator:
                 for index, label in enumerate(bar_ax.get_yticklabels()):
                     label.set_visible(index % keep == 0)
             bar_ax.set_ylim(count - 0.5, -0.5)  # first layer on top
-            for index in np.flatnonzero(~drawable):
+            for index in np.flatnonzero(~drawable).tolist():
                 value = latest[index]
                 note = "0" if value == 0 else ("< 0" if value < 0 else str(value))
                 bar_ax.text(
@@ -1071,19 +995,11 @@ class ChartGenerator:
     @staticmethod
     def _memory_columns(data: Any) -> pd.DataFrame | dict[str, Any] | None:
         if isinstance(data, pd.DataFrame):
-            names = [
-                c
-                for c in data.columns
-                if "memory" in str(c).lower() or str(c).lower().endswith("_mb")
-            ]
+            names = [c for c in data.columns if c != "step" and is_memory_field(str(c))]
             if not names:
                 return None
             return data[(["step"] if "step" in data.columns else []) + names]
         if isinstance(data, Mapping):
-            picked = {
-                k: v
-                for k, v in data.items()
-                if "memory" in str(k).lower() or str(k).lower().endswith("_mb")
-            }
+            picked = {k: v for k, v in data.items() if is_memory_field(str(k))}
             return picked or None
         return None

@@ -40,6 +40,9 @@ from types import ModuleType, TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlx_otel.catalog import METRICS, RECORD_FIELDS, wandb_group
+from mlx_otel.records import to_number, to_numbers
+
 __all__ = [
     "DEFAULT_KEY_GROUPS",
     "STEP_KEY",
@@ -54,20 +57,13 @@ STEP_KEY = "train/step"
 """The x-axis of every chart: the training step, logged as a metric of its own."""
 
 DEFAULT_KEY_GROUPS: dict[str, str] = {
-    "loss": "train/",
-    "grad_norm": "train/",
-    "learning_rate": "train/",
-    "step_duration_seconds": "train/",
-    "steps": "train/",
-    "reward_mean": "rl/",
-    "reward": "rl/",
-    "thinking_tokens": "rl/",
-    "answer_tokens": "rl/",
-    "rewards": "rl/",
+    **{m.key: f"{m.wandb_group}/" for m in METRICS},
+    **{key: f"{group}/" for key, (group, _unit) in RECORD_FIELDS.items()},
 }
-"""Metric short name -> WandB section. Names not listed here go to
-``memory/`` when they mention memory or end in ``_mb``/``_bytes``, otherwise
-to ``custom/``; names that already contain ``/`` are kept as they are."""
+"""Metric short name -> WandB section, from the catalogue. Other names go
+where :func:`mlx_otel.catalog.wandb_group` puts them (``memory/`` when they
+mention memory or end in ``_mb``/``_bytes``, otherwise ``custom/``); names
+that already contain ``/`` are kept as they are."""
 
 SAMPLES_KEY = "rl/samples"
 CHART_GROUP = "charts/"
@@ -154,52 +150,25 @@ def group_key(name: str, key_groups: Mapping[str, str] | None = None) -> str:
     groups = DEFAULT_KEY_GROUPS if key_groups is None else key_groups
     prefix = groups.get(name)
     if prefix is None:
-        lowered = name.lower()
-        if "memory" in lowered or lowered.endswith(("_mb", "_bytes")):
-            prefix = "memory/"
-        else:
-            prefix = "custom/"
+        prefix = wandb_group(name)
     prefix = prefix.rstrip("/")
     return f"{prefix}/{name}" if prefix else name
 
 
 def _as_number(value: Any) -> float | int | None:
-    """A plain int/float for numbers and size-1 arrays (numpy, MLX); else None."""
-    if isinstance(value, bool):
-        return int(value)
+    """A plain number for numbers and size-1 arrays (numpy, MLX); else None.
+
+    Integers stay integers (WandB shows them without a decimal point).
+    """
     if isinstance(value, numbers.Integral):
         return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if hasattr(value, "item") and getattr(value, "size", 1) == 1:
-        try:
-            return _as_number(value.item())
-        except (TypeError, ValueError):
-            return None
-    return None
+    return to_number(value)
 
 
 def _as_values(value: Any) -> list[float] | None:
     """A flat list of floats for sequences and arrays; None if not numeric."""
-    if isinstance(value, (str, bytes, Mapping)):
-        return None
-    if hasattr(value, "tolist"):  # numpy and MLX arrays
-        value = value.tolist()
-    if not isinstance(value, Sequence):
-        return None
-    out: list[float] = []
-    for item in value:
-        if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
-            nested = _as_values(item)
-            if nested is None:
-                return None
-            out.extend(nested)
-            continue
-        number = _as_number(item)
-        if number is None:
-            return None
-        out.append(float(number))
-    return out
+    array = to_numbers(value)
+    return None if array is None else array.tolist()
 
 
 def _sanitize_artifact_name(name: str) -> str:

@@ -761,13 +761,15 @@ class MemoryProfiler:
             return name
         return OTHER_BLOCK
 
-    def _begin_block(self) -> list[int]:
+    def begin_block(self) -> list[int]:
+        """Start measuring a block (for :class:`MemoryMonitor`); returns its watermark."""
         self._reset_peak()
         watermark = [0]
         self._open_block_peaks.append(watermark)
         return watermark
 
-    def _end_block(self, name: str, watermark: list[int], start_active: int) -> tuple[float, float]:
+    def end_block(self, name: str, watermark: list[int], start_active: int) -> tuple[float, float]:
+        """Record a block begun with :meth:`begin_block`; returns (delta, peak) in MB."""
         end_active = mx.get_active_memory()
         peak = max(watermark[0], mx.get_peak_memory())
         with contextlib.suppress(ValueError):  # exited twice: already unregistered
@@ -819,7 +821,7 @@ class MemoryMonitor:
 
     def __enter__(self) -> MemoryMonitor:
         self._start_active = mx.get_active_memory()
-        self._watermark = self.profiler._begin_block()
+        self._watermark = self.profiler.begin_block()
         return self
 
     def __exit__(
@@ -831,7 +833,7 @@ class MemoryMonitor:
         if self._watermark is None:
             return
         try:
-            self.delta_mb, self.peak_mb = self.profiler._end_block(
+            self.delta_mb, self.peak_mb = self.profiler.end_block(
                 self.name, self._watermark, self._start_active
             )
         except Exception:

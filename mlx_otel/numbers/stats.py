@@ -29,14 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from mlx_otel.fileio import atomic_path, atomic_write_text
 
-__all__ = ["ComprehensiveStatsCollector", "MetricHistory"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ComprehensiveStatsCollector", "MetricHistory", "histories_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class MetricHistory:
 
     @property
     def finite_values(self) -> np.ndarray:
-        return self.values[np.isfinite(self.values)]
+        finite: np.ndarray = self.values[np.isfinite(self.values)]
+        return finite
 
 
 class _MetricBuffer:
@@ -125,8 +128,10 @@ class _MetricBuffer:
 
     def _ordered(self, array: np.ndarray) -> np.ndarray:
         if self.start == 0:
-            return array[: self.size].copy()
-        return np.concatenate((array[self.start : self.size], array[: self.start]))
+            ordered: np.ndarray = array[: self.size].copy()
+        else:
+            ordered = np.concatenate((array[self.start : self.size], array[: self.start]))
+        return ordered
 
     def snapshot(self, name: str) -> MetricHistory:
         return MetricHistory(
@@ -187,6 +192,36 @@ def _validate_window(window: int) -> int:
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     return window
+
+
+def histories_frame(histories: list[MetricHistory], *, run_id: str | None = None) -> pd.DataFrame:
+    """One row per step, one column per history (see ComprehensiveStatsCollector.to_dataframe)."""
+    import pandas as pd  # only where a DataFrame is asked for
+
+    values: dict[str, pd.Series] = {}
+    stamps: list[pd.Series] = []
+    for history in histories:
+        index = pd.Index(history.steps, name="step")
+        keep = ~index.duplicated(keep="last")
+        values[history.name] = pd.Series(history.values[keep], index=index[keep])
+        stamps.append(pd.Series(history.timestamps[keep], index=index[keep]))
+    if values:
+        metrics = pd.concat(values, axis=1).sort_index()
+        timestamp = pd.concat(stamps, axis=1).max(axis=1).reindex(metrics.index)
+    else:
+        metrics = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
+        timestamp = pd.Series([], dtype=np.float64, index=metrics.index)
+    # A metric seen only as NaN still gets its (empty) column.
+    for history in histories:
+        if history.name not in metrics.columns:
+            metrics[history.name] = np.nan
+    front: dict[str, Any] = {"step": metrics.index.to_numpy(dtype=np.int64)}
+    if run_id is not None:
+        front["run_id"] = run_id
+    front["timestamp"] = timestamp.to_numpy(dtype=np.float64)
+    head = pd.DataFrame(front, index=metrics.index)
+    ordered = [h.name for h in histories]
+    return pd.concat([head, metrics[ordered]], axis=1).reset_index(drop=True)
 
 
 class ComprehensiveStatsCollector:
@@ -457,6 +492,8 @@ class ComprehensiveStatsCollector:
 
     def get_series(self, name: str) -> pd.Series:
         """Retained values of ``name`` (NaN/inf included) as a Series indexed by step."""
+        import pandas as pd
+
         history = self.get_history(name)
         return pd.Series(history.values, index=pd.Index(history.steps, name="step"), name=name)
 
@@ -476,31 +513,12 @@ class ComprehensiveStatsCollector:
         """
         return self._frame(self._snapshot_all())
 
+    def histories(self) -> list[MetricHistory]:
+        """A consistent snapshot of every metric's history, in first-seen order."""
+        return self._snapshot_all()
+
     def _frame(self, histories: list[MetricHistory]) -> pd.DataFrame:
-        values: dict[str, pd.Series] = {}
-        stamps: list[pd.Series] = []
-        for history in histories:
-            index = pd.Index(history.steps, name="step")
-            keep = ~index.duplicated(keep="last")
-            values[history.name] = pd.Series(history.values[keep], index=index[keep])
-            stamps.append(pd.Series(history.timestamps[keep], index=index[keep]))
-        if values:
-            metrics = pd.concat(values, axis=1).sort_index()
-            timestamp = pd.concat(stamps, axis=1).max(axis=1).reindex(metrics.index)
-        else:
-            metrics = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
-            timestamp = pd.Series([], dtype=np.float64, index=metrics.index)
-        # A metric seen only as NaN still gets its (empty) column.
-        for history in histories:
-            if history.name not in metrics.columns:
-                metrics[history.name] = np.nan
-        front: dict[str, Any] = {"step": metrics.index.to_numpy(dtype=np.int64)}
-        if self.run_id is not None:
-            front["run_id"] = self.run_id
-        front["timestamp"] = timestamp.to_numpy(dtype=np.float64)
-        head = pd.DataFrame(front, index=metrics.index)
-        ordered = [h.name for h in histories]
-        return pd.concat([head, metrics[ordered]], axis=1).reset_index(drop=True)
+        return histories_frame(histories, run_id=self.run_id)
 
     def get_correlation_matrix(self, *, method: str = "pearson") -> pd.DataFrame:
         """Pairwise correlation of the metrics, aligned by step.
@@ -646,7 +664,8 @@ class ComprehensiveStatsCollector:
             metrics[history.name] = {
                 key: described[key] for key in ("mean", "std", "min", "max", "final")
             }
-        return _json_safe({"session": session, "metrics": metrics})
+        summary: dict[str, Any] = _json_safe({"session": session, "metrics": metrics})
+        return summary
 
     def export_summary(
         self,
