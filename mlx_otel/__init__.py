@@ -5,7 +5,6 @@
         monitor.log_training_step(step=0, loss=0.5, reward=0.8)
 """
 
-from __future__ import annotations
 
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.errors import ConfigError, MlxOtelError, PortInUseError

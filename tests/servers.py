@@ -62,15 +62,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServerDied(AssertionError):
+    """A server process exited while a test waited on it: fail now, with its log."""
+
+
 def wait_for(
     condition: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2, what: str = ""
 ) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout.
+
+    A :class:`ServerDied` raised by the condition fails at once.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             result = condition()
+        except ServerDied:
+            raise
         except Exception as exc:  # the server may not be up yet
             last_error = exc
         else:
@@ -103,6 +112,7 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"{self.name}.log"
+        self._log_file: Any = None
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -111,21 +121,37 @@ class _Server:
         return http_get_text(f"{self.url}/-/ready").strip() != ""
 
     def start(self) -> _Server:
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+            self.command(), cwd=self.workdir, stdout=self._log_file, stderr=subprocess.STDOUT
         )
         try:
             wait_for(self._ready_or_dead, timeout=30, what=f"{self.name} to be ready")
+        except ServerDied:
+            self.stop()
+            raise
         except AssertionError:
             self.stop()
             raise AssertionError(f"{self.name} did not start:\n{self.log()}") from None
         return self
 
+    def get_json(self, url: str) -> Any:
+        """GET JSON from the server; a dead server raises :class:`ServerDied` at once."""
+        try:
+            return http_get_json(url)
+        except OSError:
+            self.check_alive()
+            raise
+
+    def check_alive(self) -> None:
+        """Raise :class:`ServerDied` with the server's log if its process has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise ServerDied(
+                f"{self.name} exited with status {self.process.returncode}:\n{self.log()}"
+            )
+
     def _ready_or_dead(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.name} exited:\n{self.log()}")
+        self.check_alive()
         return self.ready()
 
     def log(self) -> str:
@@ -142,6 +168,9 @@ class _Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def __enter__(self) -> Any:
         return self.start()
@@ -243,7 +272,7 @@ class PrometheusServer(_Server):
 
     def api(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode(params)
-        data = http_get_json(f"{self.url}/api/v1/{path}?{query}")
+        data = self.get_json(f"{self.url}/api/v1/{path}?{query}")
         if data.get("status") != "success":
             raise AssertionError(f"Prometheus API {path} failed: {data}")
         return data["data"]
@@ -301,7 +330,7 @@ class AlertmanagerServer(_Server):
         ]
 
     def alerts(self) -> list[dict[str, Any]]:
-        return list(http_get_json(f"{self.url}/api/v2/alerts"))
+        return list(self.get_json(f"{self.url}/api/v2/alerts"))
 
 
 class PushgatewayServer(_Server):

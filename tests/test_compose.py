@@ -247,3 +247,15 @@ def test_grafana_loads_the_generated_dashboards_from_their_mount() -> None:
     home = services()["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     home_file = host_path("grafana", PurePosixPath(home))
     assert home_file is not None and home_file.exists(), home
+
+
+def test_the_trainer_writes_target_files_where_prometheus_reads_them() -> None:
+    # exporter.file_sd_dir=/targets in the trainer lands in the folder the
+    # job's file_sd_configs read (targets/*.json beside prometheus.yml).
+    config = require(PROMETHEUS_YML)
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "mlx_otel"]
+    patterns = [p for sd in job.get("file_sd_configs", []) for p in sd["files"]]
+    assert patterns == ["targets/*.json"]
+    read = host_path("prometheus", PurePosixPath("/etc/prometheus/targets"))
+    assert read is not None and read.is_dir()
+    assert host_path("trainer", PurePosixPath("/targets")) == read

@@ -17,16 +17,18 @@ from typing import Any
 
 import pytest
 
-from mlx_otel import dashboards
 from mlx_otel.catalog import METRICS, Kind
+from mlx_otel.cli import dashboards as dashboards_cli
 from mlx_otel.dashboards import (
     INCIDENT_ONLY_NOTE,
     DashboardError,
     generate,
     load_dashboards,
     panel_queries,
+    regex_literal,
     substitute,
 )
+from mlx_otel.dashboards.render import _format_value, _legend_text
 from tests.servers import REPO, free_port
 
 DIRECTORY = REPO / "grafana" / "dashboards"
@@ -48,7 +50,7 @@ def all_panels() -> list[tuple[str, dict[str, Any]]]:
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="mlx-otel")
-    dashboards.add_parser(parser.add_subparsers(dest="command"))
+    dashboards_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return int(args.func(args))
 
@@ -147,12 +149,12 @@ def test_preview_asks_for_a_url_with_a_scheme(
 
 def test_preview_keeps_a_dir_given_before_the_subcommand(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="mlx-otel")
-    dashboards.add_parser(parser.add_subparsers(dest="command"))
+    dashboards_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["dashboards", "--dir", "elsewhere", "preview", "--prometheus", "http://x", "--out", "o"]
     )
     assert args.dir == Path("elsewhere")
-    assert args.func is dashboards._run_preview
+    assert args.func is dashboards_cli._run_preview
 
 
 # --- panels -------------------------------------------------------------------
@@ -390,8 +392,8 @@ def test_substitute_refuses_unknown_variables() -> None:
 
 
 def test_regex_literal_escapes_for_a_promql_string() -> None:
-    assert dashboards.regex_literal("run-1.a") == "run-1\\\\.a"
-    assert dashboards.regex_literal("plain_run") == "plain_run"
+    assert regex_literal("run-1.a") == "run-1\\\\.a"
+    assert regex_literal("plain_run") == "plain_run"
 
 
 def test_panel_queries_read_the_incident_flag_from_the_json(tmp_path: Path) -> None:
@@ -428,13 +430,13 @@ def test_panel_queries_read_the_incident_flag_from_the_json(tmp_path: Path) -> N
     ],
 )
 def test_values_are_formatted_with_grafana_like_units(value: float, unit: str, text: str) -> None:
-    assert dashboards._format_value(value, unit) == text
+    assert _format_value(value, unit) == text
 
 
 def test_legends_follow_grafana_templating() -> None:
     labels = {"__name__": "m", "run_id": "r", "kind": "answer"}
-    assert dashboards._legend_text("{{kind}} {{run_id}} {{rank}}", labels) == "answer r"
-    assert dashboards._legend_text("", labels) == 'm{kind="answer", run_id="r"}'
+    assert _legend_text("{{kind}} {{run_id}} {{rank}}", labels) == "answer r"
+    assert _legend_text("", labels) == 'm{kind="answer", run_id="r"}'
 
 
 def test_loading_leaves_another_common_module_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,10 +23,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mlx_otel.dashboards import PanelQuery, panel_queries, preview, regex_literal, substitute
+from mlx_otel.dashboards import (
+    DashboardError,
+    PanelQuery,
+    panel_queries,
+    preview,
+    regex_literal,
+    substitute,
+)
+from mlx_otel.dashboards.render import make_renderer
 from tests.servers import REPO, PrometheusServer, free_port, python_command, wait_for
 
 pytestmark = pytest.mark.integration
@@ -125,7 +134,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert demo.poll() is None, f"the demo exited early:\n{demo_log(log_path)}"
             assert ranked.poll() is None, f"the ranked loop failed:\n{demo_log(ranked_log_path)}"
             # A few more scrapes, so rates and slopes see the end of the runs.
-            time.sleep(3)
+            done = time.time()
+            wait_for(
+                lambda: min(
+                    float(r["value"][1]) for r in prometheus.query("timestamp(up)")
+                ) > done + 2,
+                timeout=30, what="three more scrapes of both runs",
+            )  # fmt: skip
             yield Stack(prometheus=prometheus, start=start, end=time.time())
         finally:
             for process in (demo, ranked):
@@ -206,3 +221,76 @@ def test_preview_renders_one_non_blank_png_per_dashboard(stack: Stack, tmp_path:
         assert pixels.shape[0] > 500 and pixels.shape[1] > 1000, path.name
         # Lines, heatmaps and text make the image far from uniform.
         assert float(pixels[..., :3].std()) > 0.05, f"{path.name} is blank"
+
+
+def minutes_since(stack: Stack) -> float:
+    return (time.time() - stack.start) / 60 + 0.2
+
+
+def figure_texts(stack: Stack, data: dict) -> tuple[list[str], Any]:
+    from matplotlib.text import Text
+
+    renderer = make_renderer(stack.prometheus.url, run_id=None, minutes=minutes_since(stack))
+    fig = renderer.figure(data, "subtitle")
+    return [t.get_text() for t in fig.findobj(Text)], fig
+
+
+def stat_panel(height: int) -> dict:
+    return {
+        "type": "stat", "title": "Tokens", "gridPos": {"x": 0, "y": 0, "w": 6, "h": height},
+        "targets": [{"expr": 'mlx_train_tokens_total{run_id=~"$run_id"}',
+                     "legendFormat": "{{run_id}} {{kind}}"}],
+        "fieldConfig": {"defaults": {"unit": "short"}},
+    }  # fmt: skip
+
+
+def test_a_run_id_that_matches_nothing_names_the_runs_that_exist(
+    stack: Stack, tmp_path: Path
+) -> None:
+    with pytest.raises(DashboardError) as info:
+        preview(stack.prometheus.url, tmp_path, run_id="no-such-run", minutes=minutes_since(stack))
+    message = str(info.value)
+    assert "no-such-run" in message and RUN_ID in message and RANKED_RUN_ID in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stat_panels_show_every_series_when_they_fit(stack: Stack) -> None:
+    texts, _ = figure_texts(stack, {"title": "T", "panels": [stat_panel(height=12)]})
+    names = {f"{run} {kind}" for run in (RUN_ID, RANKED_RUN_ID) for kind in ("thinking", "answer")}
+    assert names <= set(texts)
+    assert not any("more series" in t for t in texts)
+
+
+def test_stat_panels_say_how_many_series_are_left_out(stack: Stack) -> None:
+    texts, _ = figure_texts(stack, {"title": "T", "panels": [stat_panel(height=4)]})
+    shown = [t for t in texts if t.startswith(("dashboards-live ", "dashboards-live-ranked "))]
+    (more,) = [t for t in texts if "more series" in t]
+    assert more.startswith(f"… and {4 - len(shown)} more series")
+    assert 1 <= len(shown) < 4
+
+
+def test_annotation_regions_are_drawn_on_time_series(stack: Stack) -> None:
+    # The dashboards annotate firing alerts (ALERTS{alertstate="firing"}); no alert
+    # fires in this short run, so the same annotation reads a series that exists.
+    panel = {
+        "type": "timeseries", "title": "Loss", "gridPos": {"x": 0, "y": 0, "w": 12, "h": 8},
+        "targets": [{"expr": 'mlx_train_loss{run_id=~"$run_id"}', "legendFormat": "{{run_id}}"}],
+        "fieldConfig": {"defaults": {"unit": "short"}},
+    }  # fmt: skip
+    annotation = {
+        "enable": True, "expr": f'mlx_train_steps_total{{run_id="{RUN_ID}"}}',
+        "iconColor": "red", "name": "Firing alerts", "titleFormat": "{{run_id}}",
+    }  # fmt: skip
+    plain, fig = figure_texts(stack, {"title": "T", "panels": [panel]})
+    assert not any(t.startswith("firing:") for t in plain)
+    bare = sum(len(ax.patches) for ax in fig.axes)
+    data = {"title": "T", "panels": [panel], "annotations": {"list": [annotation]}}
+    texts, fig = figure_texts(stack, data)
+    assert f"firing: {RUN_ID}" in texts
+    assert sum(len(ax.patches) for ax in fig.axes) > bare
+
+
+def test_every_dashboard_annotates_firing_alerts_the_way_the_preview_reads_them() -> None:
+    for query in QUERIES:
+        if query.panel_type == "annotation":
+            assert query.expr.startswith('ALERTS{alertstate="firing"'), query.label

@@ -13,6 +13,8 @@ from mlx_otel.demo.rl import DemoSettings, DemoTrainer, StepResult, describe_tas
 
 MB = 1024 * 1024
 
+pytestmark = pytest.mark.integration  # real MLX demo runs
+
 
 @pytest.fixture(scope="module")
 def default_run() -> list[StepResult]:

@@ -44,6 +44,7 @@ def get(url: str, cafile: Path, auth: tuple[str, str] | None = None) -> int:
         return exc.code
 
 
+@pytest.mark.integration
 def test_tls_and_basic_auth_are_enforced_and_prometheus_scrapes(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
     config = {

@@ -28,6 +28,7 @@ def run_demo(tmp_path: Path, leak_mb: float) -> tuple[TrainingMonitor, dict]:
     return monitor, samples
 
 
+@pytest.mark.integration
 def test_a_demo_run_without_a_leak_never_reports_one(tmp_path: Path) -> None:
     monitor, samples = run_demo(tmp_path, 0.0)
     try:
@@ -38,6 +39,7 @@ def test_a_demo_run_without_a_leak_never_reports_one(tmp_path: Path) -> None:
         monitor.cleanup()
 
 
+@pytest.mark.integration
 def test_a_leaking_demo_run_is_reported_with_its_slope(tmp_path: Path) -> None:
     monitor, samples = run_demo(tmp_path, 2.0)
     try:

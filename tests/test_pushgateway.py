@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mlx_otel import TrainingMonitor
 from tests.conftest import parse_exposition, sample, scrape
 from tests.servers import PushgatewayServer
 
 
+@pytest.mark.integration
 def test_final_values_reach_the_pushgateway_grouped_by_run(tmp_path: Path) -> None:
     with PushgatewayServer(tmp_path / "pushgateway") as gateway:
         config = {

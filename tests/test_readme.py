@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,14 @@ def test_readme_commands_parse() -> None:
 
 
 def test_public_api_is_exactly_all() -> None:
+    # What the package exposes by name (dir, the lazy seed classes, plain attributes
+    # that are not modules or dunders) is exactly __all__.
+    public = {
+        name
+        for name in set(dir(mlx_otel)) | set(vars(mlx_otel))
+        if not name.startswith("_") and not isinstance(getattr(mlx_otel, name), types.ModuleType)
+    }
+    assert public == set(mlx_otel.__all__)
     for name in mlx_otel.__all__:
         assert getattr(mlx_otel, name) is not None
     assert mlx_otel.MonitoringManager is mlx_otel.TrainingMonitor
@@ -71,3 +81,66 @@ def test_readme_lists_every_alert_of_the_rule_files() -> None:
     assert alerts, "no alerts found in prometheus/rules"
     missing = sorted(a for a in alerts if f"`{a}`" not in README)
     assert not missing, f"README's alert table misses {missing}"
+
+
+# --- the command synopsis ---------------------------------------------------------
+
+SYNOPSIS = re.search(r"## Command line\n\n```\n(.*?)```", README, flags=re.S)
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
+    """{command words: parser} of every (sub)command of ``mlx-otel``."""
+    found = {path: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _commands(sub, (*path, name))
+    return found
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
+    """The option strings of each flag of ``parser`` itself (``--help`` left out)."""
+    return [
+        tuple(a.option_strings)
+        for a in parser._actions
+        if a.option_strings and a.dest != "help"
+    ]
+
+
+def _synopsis_entries() -> dict[tuple[str, ...], str]:
+    """{command words: its synopsis text} (continuation lines joined, comments dropped)."""
+    assert SYNOPSIS, "README has no ```-block under '## Command line'"
+    entries: list[str] = []
+    for line in SYNOPSIS.group(1).splitlines():
+        text = line.split("#", 1)[0]
+        if line.startswith("mlx-otel"):
+            entries.append(text)
+        elif line.strip():
+            assert entries and line[0].isspace(), f"stray synopsis line {line!r}"
+            entries[-1] += " " + text
+    parsed = {}
+    for entry in entries:
+        words = entry.split()[1:]
+        path = tuple(w for w in words[:2] if re.fullmatch(r"[a-z][a-z-]*", w))
+        # `dashboards export OUT`: only words that are subcommands belong to the path.
+        while path and path not in _commands(build_parser()):
+            path = path[:-1]
+        assert path not in parsed, f"README lists `mlx-otel {' '.join(path)}` twice"
+        parsed[path] = entry
+    return parsed
+
+
+def test_readme_synopsis_lists_every_command_and_every_flag() -> None:
+    entries = _synopsis_entries()
+    for path, parser in _commands(build_parser()).items():
+        options = _options(parser)
+        name = " ".join(("mlx-otel", *path))
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if groups and not options:
+            continue  # a group such as `stack`: its subcommands are listed
+        assert path in entries, f"README's synopsis has no line for `{name}`"
+        listed = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", entries[path]))
+        for strings in options:
+            assert listed & set(strings), f"README's synopsis of `{name}` misses {strings[-1]}"
+        known = {s for strings in options for s in strings}
+        assert listed <= known, f"README's synopsis of `{name}` lists {listed - known}, unknown"

@@ -82,28 +82,32 @@ def test_the_rule_files_exist() -> None:
     assert TEST_FILES
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_rules() -> None:
     output = assert_promtool_ok("check", "rules", *map(str, RULE_FILES))
     assert output.count("SUCCESS") == len(RULE_FILES)
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_prometheus_config_and_the_rules_it_loads() -> None:
     output = assert_promtool_ok("check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
     # rule_files are resolved relative to the config: all of ours are found.
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in output
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
     output = assert_promtool_ok("test", "rules", *map(str, TEST_FILES))
     assert output.count("SUCCESS") == len(TEST_FILES)
 
 
+@pytest.mark.integration
 def test_the_file_sd_example_is_a_valid_target_file(tmp_path: Path) -> None:
-    example = PROMETHEUS_DIR / "targets" / "example.json"
+    example = PROMETHEUS_DIR / "targets.example.json"
     groups = json.loads(example.read_text())
     assert groups and all(set(g) == {"targets", "labels"} for g in groups)
     assert {g["labels"]["rank"] for g in groups} == {"0", "1"}
-    # The scrape config with its commented file_sd block switched on.
+    # The scrape config reading the example instead of the (empty) targets folder.
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     job = config["scrape_configs"][0]
     del job["static_configs"]
@@ -123,8 +127,12 @@ def test_the_scrape_config_matches_the_compose_stack_and_the_rules() -> None:
         {"static_configs": [{"targets": ["alertmanager:9093"]}]}
     ]
     assert config["rule_files"] == ["rules/*.yml"]
-    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    assert "# file_sd_configs:" in text and "targets/*.json" in text
+    # The targets folder beside prometheus.yml, where launchers and the exporter
+    # (exporter.file_sd_dir) write one file per job.
+    assert job["file_sd_configs"] == [{"files": ["targets/*.json"], "refresh_interval": "30s"}]
+    assert (PROMETHEUS_DIR / "targets").is_dir()
+    # The example is beside the folder, not in it: nothing scrapes node-a.
+    assert list((PROMETHEUS_DIR / "targets").glob("*.json")) == []
 
 
 # ---------------------------------------------------------------- the catalogue

@@ -2,7 +2,9 @@
 
     mlx-otel demo --steps 200 --port 9464        # a real MLX RL run, monitored
     mlx-otel check-config config.yaml            # validate a config file
-    mlx-otel dashboards                          # regenerate Grafana JSON
+    mlx-otel stack init [--local] DIR            # Prometheus, rules, Alertmanager, Grafana
+    mlx-otel rules [--out DIR]                   # the shipped alert and recording rules
+    mlx-otel dashboards                          # regenerate Grafana JSON (repository)
     mlx-otel alert-sink --port 9095              # print Alertmanager notifications
 """
 
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mlx_otel import __version__
+from mlx_otel.cli.options import non_negative_float, non_negative_int, port, positive_int
 from mlx_otel.config import load_config
 from mlx_otel.errors import ConfigError, MlxOtelError
 
@@ -29,7 +33,9 @@ log = logging.getLogger("mlx_otel")
 #: Subcommands contributed by other modules (each has ``add_parser(subparsers)``)
 #: and the extra that provides their dependencies.
 _PLUGIN_COMMANDS = (
-    ("mlx_otel.dashboards", "dashboards", "dashboards"),
+    ("mlx_otel.cli.stack", "stack", None),
+    ("mlx_otel.cli.rules", "rules", None),
+    ("mlx_otel.cli.dashboards", "dashboards", "dashboards"),
     ("mlx_otel.integrations.alert_sink", "alert-sink", None),
 )
 
@@ -43,10 +49,10 @@ def _add_demo(subparsers: Any) -> None:
             "verifiable toy task, serving its metrics for Prometheus."
         ),
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
-    p.add_argument("--port", type=int, default=None, help="metrics port (default 9464; 0 = free)")
-    p.add_argument("--host", default=None, help="metrics host (default 127.0.0.1)")
-    p.add_argument("--output-dir", type=Path, default=None, help="where files go (./outputs)")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help="training steps (default 200)")
+    p.add_argument("--port", type=port, default=None, metavar="PORT", help="metrics port (default 9464; 0 = free)")
+    p.add_argument("--host", default=None, metavar="HOST", help="metrics host (default 127.0.0.1)")
+    p.add_argument("--output-dir", type=Path, default=None, metavar="DIR", help="where files go (./outputs)")
     p.add_argument(
         "--wandb",
         choices=("offline", "online", "disabled"),
@@ -54,27 +60,34 @@ def _add_demo(subparsers: Any) -> None:
         help="forward metrics to WandB (default disabled)",
     )
     p.add_argument(
-        "--linger", type=float, default=0.0, help="keep serving this many seconds after the run"
+        "--linger",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep serving this many seconds after the run",
     )
     p.add_argument(
         "--leak-mb-per-step",
-        type=float,
+        type=non_negative_float,
         default=0.0,
+        metavar="MB",
         help="keep this many MB of new MLX arrays alive every step (a real leak, for alerts)",
     )
     p.add_argument(
         "--leak-steps",
-        type=int,
+        type=non_negative_int,
         default=None,
+        metavar="N",
         help="stop leaking (and free the leak) after this many steps",
     )
-    p.add_argument("--config", type=Path, default=None, help="YAML config file")
-    p.add_argument("--run-id", default=None, help="run id label (default: generated)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="YAML config file")
+    p.add_argument("--run-id", default=None, metavar="ID", help="run id label (default: generated)")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="random seed")
     p.add_argument(
         "--step-delay",
-        type=float,
+        type=non_negative_float,
         default=0.0,
+        metavar="SECONDS",
         help="sleep this many seconds after each step (slows the demo to watch it live)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -244,11 +257,12 @@ def _unavailable(message: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mlx-otel`` (all subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlx-otel",
         description="Observability for MLX training: Prometheus, Grafana, Alertmanager, WandB.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"mlx-otel {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(subparsers)
     _add_check_config(subparsers)
@@ -256,10 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that notes in the namespace which (sub)command parsed it.
+
+    Subparsers are made of the parent's class, so the innermost one, e.g. that
+    of ``dashboards preview``, records itself first and is kept.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "command_parser", None) is None:
+            parsed.command_parser = self
+        return parsed, extras
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse like ``parse_args``, but an unknown flag of a subcommand prints that subcommand's
+    usage (argparse would print the top-level one)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlx-otel`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

@@ -1,362 +1,34 @@
-"""Grafana dashboards as code: generate their JSON, list their queries, preview them.
+"""Dashboards drawn with matplotlib from a live Prometheus, without Grafana.
 
-The dashboards live in the repository's ``grafana/dashboards/*.py`` (written
-with grafanalib, one module per dashboard, each exposing ``dashboard`` and
-``NAME``). This module turns them into the JSON files Grafana provisions,
-checks that the committed JSON is up to date, lists every query the JSON
-holds (so tests execute exactly what Grafana will send to Prometheus) and
-renders PNG previews of the panels from a live Prometheus, for the README and
-for a look at a run without Grafana.
-
-    >>> from mlx_otel.dashboards import generate, panel_queries, substitute
-    >>> stale = generate(Path("grafana/dashboards"), check=True)  # doctest: +SKIP
-    >>> for q in panel_queries(Path("grafana/dashboards")):        # doctest: +SKIP
-    ...     print(q.panel, substitute(q.expr, run_id="demo"))
-
-Command line (registered by :func:`add_parser`)::
-
-    mlx-otel dashboards [--dir grafana/dashboards] [--check]
-    mlx-otel dashboards preview --prometheus http://127.0.0.1:9090 --out docs/images
+Each panel runs the same queries as in Grafana and is drawn in the
+dashboard's grid: time series as lines, heatmaps as heatmaps, tables as
+tables, stats as numbers; firing alerts (the dashboards' annotation) shade
+the time series where they fired. matplotlib and seaborn are imported only
+when :func:`preview` runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import math
 import re
-import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from mlx_otel.errors import MlxOtelError
-from mlx_otel.fileio import atomic_path, atomic_write_text
+from mlx_otel.dashboards.prometheus_api import PrometheusAPI
+from mlx_otel.dashboards.queries import (
+    INCIDENT_ONLY_NOTE,
+    DashboardError,
+    dashboard_json,
+    duration,
+    iter_panels,
+    regex_literal,
+    substitute,
+)
+from mlx_otel.fileio import atomic_path
 
-__all__ = [
-    "DEFAULT_DIRECTORY",
-    "INCIDENT_ONLY_NOTE",
-    "DashboardError",
-    "DashboardModule",
-    "PanelQuery",
-    "add_parser",
-    "generate",
-    "load_dashboards",
-    "panel_queries",
-    "preview",
-    "render_json",
-    "substitute",
-]
-
-#: Where the dashboard modules live, relative to the repository root.
-DEFAULT_DIRECTORY = Path("grafana/dashboards")
-
-#: Appended to the description of panels that stay empty while all is well
-#: (errors, dropped work): the live test accepts "no data" only from them.
-INCIDENT_ONLY_NOTE = "Incident-only: this panel stays empty while training is healthy."
-
-# Modules in the dashboard folder that are not dashboards themselves.
-_HELPER_MODULES = frozenset({"common"})
-
-
-class DashboardError(MlxOtelError):
-    """A dashboard folder, module or Prometheus server cannot be used as asked."""
-
-
-@dataclass(frozen=True)
-class DashboardModule:
-    """One loaded dashboard module: its JSON stem, source file and grafanalib object."""
-
-    name: str
-    path: Path
-    dashboard: Any
-
-    @property
-    def json_path(self) -> Path:
-        """The generated JSON file beside the module."""
-        return self.path.with_name(f"{self.name}.json")
-
-
-@dataclass(frozen=True)
-class PanelQuery:
-    """One query of a panel (or of an annotation) as Grafana will send it.
-
-    ``incident_only`` marks panels whose description carries
-    :data:`INCIDENT_ONLY_NOTE`: they may legitimately return no data.
-    """
-
-    dashboard: str
-    panel: str
-    expr: str
-    legend: str
-    instant: bool
-    incident_only: bool
-    ref_id: str = "A"
-    format: str = "time_series"
-    panel_type: str = "timeseries"
-
-    @property
-    def label(self) -> str:
-        """``Dashboard / Panel / refId``, for test ids and messages."""
-        return f"{self.dashboard} / {self.panel} / {self.ref_id}"
-
-
-def _check_directory(directory: Path) -> Path:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DashboardError(
-            f"no dashboard folder at {directory}: run from the repository root "
-            "or pass --dir with the folder that holds the dashboard modules"
-        )
-    return directory
-
-
-def _dashboard_files(directory: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in directory.glob("*.py")
-        if p.stem not in _HELPER_MODULES and not p.stem.startswith("_")
-    )
-
-
-def _import_module(path: Path) -> ModuleType:
-    """Import a dashboard module by path, with its folder importable (``import common``)."""
-    folder = str(path.parent.resolve())
-    # The helper module is imported under its plain name: set aside any
-    # module of that name (another folder's, or a stale copy) and put it back
-    # afterwards, so loading dashboards leaves the interpreter as it was.
-    saved = {name: sys.modules.pop(name) for name in _HELPER_MODULES if name in sys.modules}
-    sys.path.insert(0, folder)
-    try:
-        spec = importlib.util.spec_from_file_location(f"_mlx_otel_dashboard_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise DashboardError(f"cannot import {path}: not a Python module")
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except ImportError as exc:
-            raise DashboardError(
-                f"cannot import {path}: {exc}; install the dashboard dependencies "
-                "with `pip install 'mlx-otel[dashboards]'`"
-            ) from exc
-        return module
-    finally:
-        sys.path.remove(folder)
-        for name in _HELPER_MODULES:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-def load_dashboards(directory: Path = DEFAULT_DIRECTORY) -> list[DashboardModule]:
-    """Import every dashboard module of ``directory``, sorted by file name.
-
-    Each module must define ``NAME`` (the JSON file stem) and ``dashboard``
-    (a grafanalib ``Dashboard``); a module that does not is an error naming it.
-
-        >>> [d.name for d in load_dashboards(Path("grafana/dashboards"))]  # doctest: +SKIP
-        ['gradient_flow', 'mlx_memory', 'mlx_training']
-    """
-    directory = _check_directory(directory)
-    files = _dashboard_files(directory)
-    if not files:
-        raise DashboardError(
-            f"no dashboard modules (*.py) in {directory}; pass --dir with the folder "
-            "that holds them"
-        )
-    loaded = []
-    names: dict[str, Path] = {}
-    for path in files:
-        module = _import_module(path)
-        name = getattr(module, "NAME", None)
-        dashboard = getattr(module, "dashboard", None)
-        if not isinstance(name, str) or dashboard is None or not hasattr(dashboard, "to_json_data"):
-            raise DashboardError(
-                f"{path} is not a dashboard module: it must define NAME (a string) and "
-                "dashboard (a grafanalib Dashboard)"
-            )
-        if name in names:
-            raise DashboardError(f"{path} and {names[name]} both use NAME = {name!r}")
-        names[name] = path
-        loaded.append(DashboardModule(name=name, path=path, dashboard=dashboard))
-    return loaded
-
-
-def render_json(dashboard: Any) -> str:
-    """The dashboard's JSON as committed: sorted keys, two-space indent, final newline."""
-    from grafanalib._gen import DashboardEncoder
-
-    return (
-        json.dumps(dashboard.to_json_data(), cls=DashboardEncoder, sort_keys=True, indent=2) + "\n"
-    )
-
-
-def generate(directory: Path = DEFAULT_DIRECTORY, *, check: bool = False) -> list[Path]:
-    """Write ``<NAME>.json`` beside each dashboard module; return the files that changed.
-
-    With ``check=True`` nothing is written: the returned list names the JSON
-    files that are missing or differ from what the code generates (empty when
-    all are up to date), which is what CI fails on.
-
-        >>> generate(Path("grafana/dashboards"), check=True)  # doctest: +SKIP
-        []
-    """
-    changed = []
-    for module in load_dashboards(directory):
-        text = render_json(module.dashboard)
-        target = module.json_path
-        current = target.read_text() if target.exists() else None
-        if current == text:
-            continue
-        changed.append(target)
-        if not check:
-            atomic_write_text(target, text)
-    return changed
-
-
-def _dashboard_json(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    directory = _check_directory(directory)
-    files = sorted(directory.glob("*.json"))
-    if not files:
-        raise DashboardError(
-            f"no dashboard JSON in {directory}; run `mlx-otel dashboards --dir {directory}` first"
-        )
-    for path in files:
-        try:
-            yield path, json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DashboardError(
-                f"{path} is not valid JSON ({exc}); regenerate it with `mlx-otel dashboards`"
-            ) from exc
-
-
-def _iter_panels(panels: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        # Collapsed rows carry their panels inside them.
-        yield from _iter_panels(panel.get("panels") or [])
-
-
-def panel_queries(directory: Path = DEFAULT_DIRECTORY) -> list[PanelQuery]:
-    """Every query of every generated dashboard, read from the JSON Grafana loads.
-
-    Annotation queries are included (as panel ``Annotation: <name>``, always
-    incident-only: firing alerts are the exception, not the rule).
-
-        >>> qs = panel_queries(Path("grafana/dashboards"))  # doctest: +SKIP
-        >>> qs[0].dashboard, qs[0].panel                    # doctest: +SKIP
-        ('Gradient Flow', 'Global gradient norm')
-    """
-    queries = []
-    for _path, data in _dashboard_json(directory):
-        title = data.get("title", "")
-        for panel in _iter_panels(data.get("panels", [])):
-            incident_only = INCIDENT_ONLY_NOTE in (panel.get("description") or "")
-            for target in panel.get("targets", []):
-                if target.get("hide") or not target.get("expr"):
-                    continue
-                queries.append(
-                    PanelQuery(
-                        dashboard=title,
-                        panel=panel.get("title", ""),
-                        expr=target["expr"],
-                        legend=target.get("legendFormat", ""),
-                        instant=bool(target.get("instant")),
-                        incident_only=incident_only,
-                        ref_id=target.get("refId", ""),
-                        format=target.get("format", "time_series"),
-                        panel_type=panel.get("type", ""),
-                    )
-                )
-        for annotation in data.get("annotations", {}).get("list", []):
-            if annotation.get("expr"):
-                queries.append(
-                    PanelQuery(
-                        dashboard=title,
-                        panel=f"Annotation: {annotation.get('name', '')}",
-                        expr=annotation["expr"],
-                        legend=annotation.get("titleFormat", ""),
-                        instant=False,
-                        incident_only=True,
-                        panel_type="annotation",
-                    )
-                )
-    return queries
-
-
-# $name, ${name} and ${name:format}; Grafana's built-ins start with "__".
-_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
-_REGEX_META = re.compile(r"([.+*?()|\[\]{}^$\\])")
-
-
-def regex_literal(value: str) -> str:
-    """``value`` escaped for a PromQL ``=~"..."`` matcher (backslashes doubled for the string)."""
-    return _REGEX_META.sub(r"\\\\\1", value)
-
-
-def _seconds(duration: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", duration.strip())
-    if not match:
-        raise ValueError(f"not a Prometheus duration: {duration!r} (expected e.g. 30s, 5m, 1h)")
-    factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    return float(match.group(1)) * factor[match.group(2)]
-
-
-def _duration(seconds: float) -> str:
-    """A Prometheus duration for ``seconds`` (whole seconds, or milliseconds when smaller)."""
-    if seconds >= 1 and float(seconds).is_integer():
-        return f"{int(seconds)}s"
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def substitute(
-    expr: str,
-    *,
-    run_id: str = ".*",
-    rank: str = ".*",
-    rate_interval: str = "1m",
-    interval: str = "1m",
-    time_range: str = "1h",
-) -> str:
-    """Replace Grafana's template variables in ``expr`` the way Grafana would.
-
-    ``run_id`` and ``rank`` are regular expressions, as Grafana sends for a
-    multi-value variable (``.*`` is "All"; use :func:`regex_literal` for one
-    literal run id). An unknown variable is an error, so a dashboard cannot
-    grow a variable the tests and previews silently leave in the query.
-
-        >>> substitute('rate(x{run_id=~"$run_id"}[$__rate_interval])', run_id="demo")
-        'rate(x{run_id=~"demo"}[1m])'
-    """
-    range_seconds = _seconds(time_range)
-    interval_seconds = _seconds(interval)
-    values = {
-        "run_id": run_id,
-        "rank": rank,
-        "__rate_interval": rate_interval,
-        "__interval": interval,
-        "__interval_ms": str(int(interval_seconds * 1000)),
-        "__range": time_range,
-        "__range_s": str(int(range_seconds)),
-        "__range_ms": str(int(range_seconds * 1000)),
-    }
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in values:
-            raise ValueError(
-                f"unknown template variable ${name} in {expr!r}; known: {sorted(values)}"
-            )
-        return values[name]
-
-    return _VARIABLE.sub(replace, expr)
-
+__all__ = ["preview"]
 
 # --- preview: the panels drawn with matplotlib from a live Prometheus ---------
 
@@ -371,65 +43,6 @@ _COLOURS = {"green": "#37872d", "orange": "#ff9830", "red": "#e02f44", "blue": "
 
 # Ticks of a logarithmic duration axis: a second, a minute ... a century.
 _DURATION_TICKS = (1, 60, 3600, 86400, 604800, 2592000, 31536000, 3153600000)
-
-_Series = tuple[dict[str, str], Any, Any]  # labels, times (s), values
-
-
-class _Prometheus:
-    """The few calls of Prometheus' HTTP API the preview needs (urllib, no extra deps)."""
-
-    def __init__(self, url: str, timeout: float = 15.0) -> None:
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise DashboardError(
-                f"--prometheus needs a URL such as http://127.0.0.1:9090, not {url!r}"
-            )
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def get(self, path: str, **params: Any) -> Any:
-        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                body = json.loads(response.read().decode())
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.loads(exc.read().decode()).get("error", str(exc))
-            except (ValueError, OSError):
-                detail = str(exc)
-            raise DashboardError(f"Prometheus at {self.url} rejected {params}: {detail}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DashboardError(
-                f"cannot reach Prometheus at {self.url} ({reason}); start it (for example "
-                "`docker compose up prometheus`) or pass --prometheus with its address"
-            ) from exc
-        if body.get("status") != "success":
-            raise DashboardError(f"Prometheus at {self.url} answered {body} to {params}")
-        return body["data"]
-
-    def scrape_interval(self) -> float:
-        """The global scrape interval in seconds (Grafana's ``$__rate_interval`` needs it)."""
-        text = self.get("status/config").get("yaml", "")
-        match = re.search(r"^\s+scrape_interval:\s*(\S+)", text, re.MULTILINE)
-        return _seconds(match.group(1)) if match else 15.0
-
-    def range(self, expr: str, start: float, end: float, step: float) -> list[_Series]:
-        import numpy as np
-
-        result = self.get("query_range", query=expr, start=start, end=end, step=step)["result"]
-        series = []
-        for item in result:
-            points = item.get("values", [])
-            times = np.array([float(t) for t, _ in points])
-            values = np.array([float(v) for _, v in points])
-            series.append((item.get("metric", {}), times, values))
-        return series
-
-    def instant(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
-        data = self.get("query", query=expr, time=at)
-        if data["resultType"] == "scalar":
-            return [({}, float(data["result"][1]))]
-        return [(item.get("metric", {}), float(item["value"][1])) for item in data["result"]]
 
 
 @dataclass(frozen=True)
@@ -499,7 +112,7 @@ class _Renderer:
 
     def __init__(
         self,
-        prometheus: _Prometheus,
+        prometheus: PrometheusAPI,
         *,
         start: float,
         end: float,
@@ -509,6 +122,8 @@ class _Renderer:
         self.prometheus = prometheus
         self.start, self.end, self.step = start, end, step
         self.variables = variables
+        # (start, end, title) of the annotation regions of the dashboard being drawn.
+        self.regions: list[tuple[float, float, str, str]] = []
 
     def query(self, expr: str) -> str:
         return substitute(expr, **self.variables)
@@ -516,7 +131,7 @@ class _Renderer:
     def figure(self, data: dict[str, Any], subtitle: str) -> Any:
         from matplotlib.figure import Figure
 
-        panels = [p for p in _iter_panels(data.get("panels", [])) if p.get("gridPos")]
+        panels = [p for p in iter_panels(data.get("panels", [])) if p.get("gridPos")]
         rows = max((p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels), default=8)
         height = _HEADER_IN + rows * _ROW_IN
         fig = Figure(figsize=(_FIGURE_WIDTH_IN, height), dpi=100)
@@ -524,9 +139,46 @@ class _Renderer:
             0.006, 1 - 0.32 / height, data.get("title", ""), fontsize=17, weight="bold", va="center"
         )
         fig.text(0.006, 1 - 0.6 / height, subtitle, fontsize=10, color="#555555", va="center")
+        self.regions = self.annotations(data)
+        if self.regions:
+            names = sorted({title for _, _, title, _ in self.regions})
+            fig.text(
+                0.994, 1 - 0.6 / height, "firing: " + ", ".join(names), fontsize=10,
+                color=_COLOURS["red"], va="center", ha="right",
+            )  # fmt: skip
         for panel in sorted(panels, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
             self.panel(fig, panel, height)
         return fig
+
+    def annotations(self, data: dict[str, Any]) -> list[tuple[float, float, str, str]]:
+        """Time regions of the dashboard's Prometheus annotations (firing alerts), as Grafana
+        draws them: one region per series and stretch of consecutive samples."""
+        regions = []
+        for annotation in data.get("annotations", {}).get("list", []):
+            if not annotation.get("expr") or not annotation.get("enable", True):
+                continue
+            icon = str(annotation.get("iconColor") or "red")
+            colour = _COLOURS.get(icon, icon)
+            for labels, times, _values in self.prometheus.range(
+                self.query(annotation["expr"]), self.start, self.end, self.step
+            ):
+                if not len(times):
+                    continue
+                title = _legend_text(annotation.get("titleFormat", ""), labels)
+                stamps = [float(x) for x in times]
+                begin = previous = stamps[0]
+                for stamp in stamps[1:]:
+                    if stamp - previous > 1.5 * self.step:  # a gap: the alert stopped firing
+                        regions.append((begin, previous + self.step, title, colour))
+                        begin = stamp
+                    previous = stamp
+                regions.append((begin, previous + self.step, title, colour))
+        return regions
+
+    def draw_regions(self, ax: Any) -> None:
+        for begin, end, _title, colour in self.regions:
+            ax.axvspan(*self._dates([begin, min(end, self.end)]), color=colour, alpha=0.12,
+                       linewidth=0, zorder=0)  # fmt: skip
 
     def panel(self, fig: Any, panel: dict[str, Any], height: float) -> None:
         from matplotlib.patches import FancyBboxPatch
@@ -556,7 +208,7 @@ class _Renderer:
             weight="bold",
             va="center",
         )
-        kind = panel.get("type")
+        kind = str(panel.get("type", ""))
         draw = {
             "timeseries": self.timeseries,
             "stat": self.stat,
@@ -613,9 +265,11 @@ class _Renderer:
         import matplotlib.dates as mdates
 
         # The subtitle gives the date; ticks give the time of day.
-        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
         short = self.end - self.start <= 900
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if short else "%H:%M"))
+        formatter = mdates.DateFormatter("%H:%M:%S" if short else "%H:%M")  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_formatter(formatter)
         ax.tick_params(labelsize=8)
 
     @staticmethod
@@ -674,6 +328,7 @@ class _Renderer:
                 linewidth=1.6,
                 **self._dashed(panel, name),
             )
+        self.draw_regions(ax)
         if log:
             base = defaults.get("custom", {}).get("scaleDistribution", {}).get("log", 10)
             ax.set_yscale("log", base=base)
@@ -738,25 +393,36 @@ class _Renderer:
         if not shown:
             self.no_data(ax, panel)
             return
-        shown = shown[:3]
+        # Every series gets a line while they fit; the last line says how many did not.
+        capacity = max(1, int((box["height"] - 0.55) / 0.22))
+        left_out = 0
+        if len(shown) > capacity:
+            left_out = len(shown) - (capacity - 1)
+            shown = shown[: capacity - 1]
+        lines = len(shown) + (1 if left_out else 0)
+        if left_out:
+            ax.text(
+                0.5, 1 - (lines - 0.5) / lines, f"… and {left_out} more series (pick a run)",
+                ha="center", va="center", fontsize=8, color="#555555", transform=ax.transAxes,
+            )  # fmt: skip
         for i, (name, _times, _values, last) in enumerate(shown):
             colour = "#37872d"
             for step_ in steps or []:
                 if step_.get("value") is None or last >= step_["value"]:
                     colour = _COLOURS.get(step_.get("color"), step_.get("color", colour))
-            y = 1 - (i + 0.5) / len(shown)
+            y = 1 - (i + 0.5) / lines
             ax.text(
                 0.5,
                 y,
                 _format_value(last, unit),
                 ha="center",
                 va="center",
-                fontsize=22 if len(shown) == 1 else 14,
+                fontsize=22 if lines == 1 else (14 if lines <= 3 else 10),
                 weight="bold",
                 color=colour,
                 transform=ax.transAxes,
             )
-            if len(shown) > 1:
+            if lines > 1:
                 ax.text(
                     0.02,
                     y,
@@ -890,11 +556,52 @@ class _Renderer:
                 cell.set_text_props(weight="bold")
 
 
+def _check_run_id(
+    prometheus: PrometheusAPI, run_id: str, start: float, end: float, minutes: float
+) -> None:
+    """Fail naming the runs that exist when ``run_id`` has no series in the time range."""
+    runs = prometheus.label_values("run_id", "mlx_train_steps_total", start, end)
+    if run_id in runs:
+        return
+    known = ", ".join(runs[:20]) + (f" and {len(runs) - 20} more" if len(runs) > 20 else "")
+    raise DashboardError(
+        f"--run-id {run_id!r} has no series in the last {minutes:g} minutes at {prometheus.url}; "
+        + (f"runs there: {known}" if runs else "no run has series there (is the trainer scraped?)")
+        + " (a longer --minutes reaches older runs)"
+    )
+
+
+def make_renderer(prometheus_url: str, *, run_id: str | None, minutes: float) -> _Renderer:
+    """A renderer for the last ``minutes`` of ``prometheus_url`` (one run, or all runs)."""
+    prometheus = PrometheusAPI(prometheus_url)
+    scrape = prometheus.scrape_interval()
+    end = time.time()
+    start = end - minutes * 60
+    if run_id is not None:
+        _check_run_id(prometheus, run_id, start, end, minutes)
+    step = max(scrape, math.ceil((end - start) / _PREVIEW_POINTS))
+    # Grafana's $__rate_interval: at least four scrapes, and one interval plus a scrape.
+    rate_interval = max(4 * scrape, step + scrape)
+    return _Renderer(
+        prometheus,
+        start=start,
+        end=end,
+        step=step,
+        variables={
+            "run_id": regex_literal(run_id) if run_id else ".*",
+            "rank": ".*",
+            "rate_interval": duration(rate_interval),
+            "interval": duration(step),
+            "time_range": duration(round(minutes * 60)),
+        },
+    )
+
+
 def preview(
     prometheus_url: str,
     out_dir: Path,
     *,
-    directory: Path = DEFAULT_DIRECTORY,
+    directory: Path | None = None,
     run_id: str | None = None,
     minutes: float = 30.0,
 ) -> list[Path]:
@@ -918,27 +625,13 @@ def preview(
         ) from exc
     if minutes <= 0:
         raise DashboardError(f"--minutes must be positive, not {minutes}")
-    dashboards = list(_dashboard_json(Path(directory)))
-    prometheus = _Prometheus(prometheus_url)
-    scrape = prometheus.scrape_interval()
-    end = time.time()
-    start = end - minutes * 60
-    step = max(scrape, math.ceil((end - start) / _PREVIEW_POINTS))
-    # Grafana's $__rate_interval: at least four scrapes, and one interval plus a scrape.
-    rate_interval = max(4 * scrape, step + scrape)
-    renderer = _Renderer(
-        prometheus,
-        start=start,
-        end=end,
-        step=step,
-        variables={
-            "run_id": regex_literal(run_id) if run_id else ".*",
-            "rank": ".*",
-            "rate_interval": _duration(rate_interval),
-            "interval": _duration(step),
-            "time_range": _duration(round(minutes * 60)),
-        },
-    )
+    if directory is None:
+        from mlx_otel.assets import dashboards_dir
+
+        directory = dashboards_dir()
+    dashboards = list(dashboard_json(Path(directory)))
+    renderer = make_renderer(prometheus_url, run_id=run_id, minutes=minutes)
+    end = renderer.end
     subtitle = (
         f"run {run_id or 'all'} · last {minutes:g} min · "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(end))} · rendered by mlx-otel from Prometheus"
@@ -954,102 +647,3 @@ def preview(
     return written
 
 
-# --- command line ------------------------------------------------------------
-
-
-def _fail(exc: Exception) -> int:
-    print(f"mlx-otel dashboards: {exc}", file=sys.stderr)
-    return 2
-
-
-def _run_generate(args: argparse.Namespace) -> int:
-    try:
-        changed = generate(args.dir, check=args.check)
-    except DashboardError as exc:
-        return _fail(exc)
-    if args.check:
-        if changed:
-            print(
-                "stale dashboard JSON (regenerate with `mlx-otel dashboards` and commit):",
-                file=sys.stderr,
-            )
-            for path in changed:
-                print(f"  {path}", file=sys.stderr)
-            return 1
-        print(f"dashboard JSON in {args.dir} is up to date")
-        return 0
-    for path in changed:
-        print(f"wrote {path}")
-    if not changed:
-        print(f"dashboard JSON in {args.dir} is up to date")
-    return 0
-
-
-def _run_preview(args: argparse.Namespace) -> int:
-    try:
-        written = preview(
-            args.prometheus, args.out, directory=args.dir, run_id=args.run_id, minutes=args.minutes
-        )
-    except DashboardError as exc:
-        return _fail(exc)
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``dashboards`` (and ``dashboards preview``) on an argparse subparsers object.
-
-    >>> parser = argparse.ArgumentParser(prog="mlx-otel")
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> args = parser.parse_args(["dashboards", "--check"])
-    >>> args.func is _run_generate, args.check
-    (True, True)
-    """
-    parser = subparsers.add_parser(
-        "dashboards",
-        help="generate the Grafana dashboard JSON (or check it, or preview the dashboards)",
-        description="Generate grafana/dashboards/*.json from the dashboard modules beside them.",
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=DEFAULT_DIRECTORY,
-        help="folder of the dashboard modules (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="write nothing; exit 1 listing JSON files that are stale",
-    )
-    parser.set_defaults(func=_run_generate)
-    commands = parser.add_subparsers(dest="dashboards_command", metavar="{preview}")
-    show = commands.add_parser(
-        "preview",
-        help="render the dashboards' panels from a Prometheus into PNG files",
-        description="Render each dashboard's panels, queried from Prometheus, into <out>/<name>.png.",
-    )
-    show.add_argument(
-        "--prometheus",
-        required=True,
-        metavar="URL",
-        help="Prometheus to query, e.g. http://127.0.0.1:9090",
-    )
-    show.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder for the PNG files"
-    )
-    # SUPPRESS keeps `dashboards --dir X preview` from being reset to the default.
-    show.add_argument(
-        "--dir",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help=f"folder of the dashboard JSON (default: {DEFAULT_DIRECTORY})",
-    )
-    show.add_argument("--run-id", default=None, help="show one run (default: all runs)")
-    show.add_argument(
-        "--minutes",
-        type=float,
-        default=30.0,
-        help="time range to show, ending now (default: %(default)s)",
-    )
-    show.set_defaults(func=_run_preview)
