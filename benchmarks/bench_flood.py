@@ -60,7 +60,7 @@ def baseline(steps: int, values: dict[str, float], rewards: list[float]) -> np.n
     return times
 
 
-def flood(steps: int, scrape_threads: int, output_dir: str) -> dict[str, object]:
+def flood(steps: int, scrape_threads: int, output_dir: str, freeze: bool) -> dict[str, object]:
     from mlx_otel import TrainingMonitor
 
     config = {
@@ -69,6 +69,9 @@ def flood(steps: int, scrape_threads: int, output_dir: str) -> dict[str, object]
     }
     rng = np.random.default_rng(0)
     monitor = TrainingMonitor(config, run_id="flood")
+    if freeze:
+        gc.collect()
+        gc.freeze()  # start-up objects leave the collector's generations
     stop = threading.Event()
     scrapes = [0] * scrape_threads
 
@@ -149,13 +152,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--scrape-threads", type=int, default=1)
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() after start-up, as a long run may do")  # fmt: skip
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     values = {f"metric_{i}": float(v) for i, v in enumerate(rng.uniform(size=SCALARS))}
     rewards = rng.uniform(size=SAMPLES).tolist()
     base = percentiles(baseline(args.steps, values, rewards))
     with tempfile.TemporaryDirectory() as tmp:
-        result = flood(args.steps, args.scrape_threads, os.path.join(tmp, "outputs"))
+        result = flood(args.steps, args.scrape_threads, os.path.join(tmp, "outputs"),
+                       args.gc_freeze)  # fmt: skip
     times = result["times"]
     assert isinstance(times, np.ndarray)
     stats = percentiles(times)
@@ -167,8 +173,8 @@ def main() -> None:
     print(f"worst call at step {worst_step}; p99 ratio monitor/baseline = "
           f"{stats['p99'] / max(base['p99'], 1e-9):.1f}")  # fmt: skip
     slow = [c for c in result["collections"] if c[2] > 5]  # type: ignore[union-attr]
-    print(f"garbage collections over 5 ms: {len(slow)}"
-          + (f", longest {max(c[2] for c in slow):.1f} ms" if slow else ""))  # fmt: skip
+    print(f"garbage collections over 5 ms: {len(slow)}" + "".join(
+        f"; gen {g} at step {s}: {ms:.1f} ms" for g, s, ms in slow[:5]))  # fmt: skip
     print("RSS over time (MiB): " + ", ".join(f"{s}: {m:.0f}" for s, m in result["rss"]))  # type: ignore[union-attr]
     print(f"served mlx_train_steps_total = {result['served_steps']:.0f} (logged {args.steps}); "
           f"mlx_train_reward_count = {result['served_rewards']:.0f} "

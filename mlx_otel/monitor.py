@@ -50,6 +50,9 @@ __all__ = ["MonitoringManager", "StepRecord", "TrainingMonitor"]
 
 log = logging.getLogger("mlx_otel")
 
+#: Step records handed to the sinks at once; samples are folded between batches.
+_DRAIN_BATCH = 128
+
 
 def _fresh_run_id() -> str:
     return time.strftime("run_%Y%m%d_%H%M%S_") + uuid.uuid4().hex[:6]
@@ -237,9 +240,23 @@ class TrainingMonitor:
         self.errors.report(kind, task, f"background task {task!r} failed: {exc!r}")
 
     def _drain_records(self) -> None:
-        batch = self.recorder.drain()
-        if batch:
-            self._dispatch(batch)
+        # In bounded batches, folding samples between them, so a worker that
+        # fell behind keeps the histograms current and their buffers from
+        # overflowing; charts see the whole drain once (one render at most).
+        pending = self.recorder.pending
+        drained: list[Record] = []
+        while pending > 0:
+            batch = self.recorder.drain(min(pending, _DRAIN_BATCH))
+            if not batch:
+                break
+            pending -= len(batch)
+            for sink in self.sinks:
+                if sink is not self.charts:
+                    sink.handle(batch)
+            self.recorder.fold()
+            drained.extend(batch)
+        if drained and self.charts is not None:
+            self.charts.handle(drained)
 
     def _dispatch(self, batch: Sequence[Record]) -> None:
         for sink in self.sinks:

@@ -186,8 +186,11 @@ class StepRecorder:
                 self._buffer(self._duration_buffer, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
-                # Copy now: the caller may reuse its list or buffer next step.
-                chunk = rewards[:] if rewards.__class__ is list else self._copy_samples(rewards)
+                # Copy now: the caller may reuse its list or buffer next step. A
+                # tuple of floats, not a list: the garbage collector stops
+                # tracking it, so thousands of queued steps do not make every
+                # full collection (which holds the interpreter) longer.
+                chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     self._buffer(self._reward_buffer, chunk, "rewards")
             memory = None
@@ -331,13 +334,25 @@ class StepRecorder:
         with self._latest_lock:
             self._latest[key] = value
 
-    def drain(self) -> list[StepRecord]:
-        """Queued steps as records; custom values under their sanitised names."""
+    @property
+    def pending(self) -> int:
+        """Steps queued and not drained yet."""
+        return len(self._records)
+
+    def drain(self, limit: int | None = None) -> list[StepRecord]:
+        """Queued steps as records (at most ``limit``); custom values under their
+        sanitised names.
+
+        Only the steps queued when the call began are taken: while training
+        logs as fast as the worker drains, an open-ended loop would never end
+        and its batch would grow without bound.
+        """
         records = self._records
         batch = []
         names = self._custom_names
+        count = len(records) if limit is None else min(limit, len(records))
         with self._latest_lock:
-            while records:
+            for _ in range(count):
                 fields = records.popleft()
                 self._apply(self._latest, self._latest_custom, fields)
                 step, stamp, values, custom, rewards, duration, memory = fields
@@ -371,10 +386,12 @@ class StepRecorder:
                 invalid += int(np.count_nonzero(negative))
                 record_duration(values[~negative])
             buffer = self._reward_buffer
-            while buffer:
+            left = len(buffer)  # what is buffered now; later samples wait for the next fold
+            while left:
                 pieces = []
                 size = 0
-                while buffer and size < _FOLD_CHUNK:
+                while left and size < _FOLD_CHUNK:
+                    left -= 1
                     # A list is copied unchecked on the training thread: text,
                     # None or huge ints inside are found here.
                     chunk = to_numbers(buffer.popleft())
@@ -388,7 +405,7 @@ class StepRecorder:
                     finite = np.isfinite(values)
                     non_finite += values.size - int(np.count_nonzero(finite))
                     record_reward(values[finite])
-                if buffer:
+                if left:
                     time.sleep(0)  # let the training thread run between pieces
             if non_finite:
                 self._ledger.count("non_finite", non_finite)
