@@ -50,7 +50,7 @@ log = logging.getLogger("mlx_otel")
 #: Upper bound (seconds) on finishing every live monitor at a signal or exit.
 #: What is not done by then (a hung WandB upload, a huge export) is left;
 #: the process ends anyway.
-FINISH_TIMEOUT_S = 10.0
+FINISH_TIMEOUT_S = 20.0
 
 
 class _Finishable(Protocol):

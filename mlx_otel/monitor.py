@@ -224,16 +224,24 @@ class TrainingMonitor:
         monitoring = self.config.monitoring
         if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
             return None
-        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_bridge import BackgroundWandB, EnhancedWandBLogger
 
-        logger = EnhancedWandBLogger.from_config(
-            monitoring,
-            name=monitoring.wandb_run_name or self.run_id,
-            config={"run_id": self.run_id, **self.config.model_dump(mode="json")},
-            dir=str(self.output_dir),
+        def start() -> EnhancedWandBLogger:
+            return EnhancedWandBLogger.from_config(
+                monitoring,
+                name=monitoring.wandb_run_name or self.run_id,
+                config={"run_id": self.run_id, **self.config.model_dump(mode="json")},
+                dir=str(self.output_dir),
+                on_error=lambda kind: self.errors.count("wandb"),
+            )
+
+        # wandb.init waits for the server: it runs on WandB's own thread, and so
+        # does every later call, so neither this constructor nor the worker waits.
+        return BackgroundWandB(
+            start,
+            finish_timeout=monitoring.wandb_finish_timeout,
             on_error=lambda kind: self.errors.count("wandb"),
         )
-        return logger if logger.enabled else None
 
     def _worker_error(self, task: str, exc: BaseException) -> None:
         kind = "wandb" if "wandb" in task else "worker"

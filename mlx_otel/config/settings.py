@@ -63,6 +63,9 @@ class MonitoringSection(_Section):
     #: log_gradients computes layer norms every this many steps (1 = every step).
     log_gradients_every: int = Field(1, ge=1)
     max_logged_samples: int = Field(20, ge=1)
+    #: cleanup() waits at most this long (seconds) for WandB to finish; what is
+    #: not uploaded by then stays in the local run folder for ``wandb sync``.
+    wandb_finish_timeout: float = Field(10.0, gt=0)
     #: 0 turns periodic charts off.
     generate_charts_every: int = Field(100, ge=0)
     generate_at_checkpoints: bool = True
