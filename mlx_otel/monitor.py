@@ -398,15 +398,19 @@ class TrainingMonitor:
     def export_all(self) -> dict[str, Path]:
         """Write every output file (statistics, CSV/JSON, summary, charts).
 
-        Waits for the background worker to catch up first; files are written
+        Waits for the background worker to catch up first (a periodic chart
+        in flight is left to the chart process), and at most
+        ``monitoring.charts_timeout`` for the charts; files are written
         atomically. Failures are reported and counted, never raised.
         """
+        self.charts.stop_waiting()
         self.worker.flush()
         try:
             written = export_run_files(
                 self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time
             )
-            for kind, path in self.charts.render().items():
+            timeout = self.config.monitoring.charts_timeout
+            for kind, path in self.charts.render(timeout=timeout).items():
                 written[f"chart_{kind}"] = path
         except Exception as exc:
             self.errors.report_exception("export", "export_all", exc)
@@ -444,6 +448,8 @@ class TrainingMonitor:
             return
         self._closed = True
         lifecycle.unregister(self)
+        # A chart render in flight is left to the chart process to finish.
+        self.charts.cut_short()
         self.worker.close()
         for sink in self.sinks:
             try:
@@ -472,6 +478,8 @@ class TrainingMonitor:
         """
         if self._closed:
             return
+        # Periodic charts stop; one in flight is finished by the chart process.
+        self.charts.finishing()
         if self.recorder.steps:
             self.export_all()
         self.cleanup()

@@ -24,7 +24,8 @@ from mlx_otel.lifecycle import FINISH_TIMEOUT_S
 REPO = Path(__file__).resolve().parent.parent
 
 PRELUDE = """
-import os, signal, sys, threading, time
+import os, signal, sys, threading, time, logging
+logging.basicConfig(format="%(asctime)s %(threadName)s %(message)s")
 from mlx_otel import TrainingMonitor
 
 def monitor(name):
@@ -51,21 +52,28 @@ def start(tmp_path: Path, body: str) -> subprocess.Popen[str]:
     script = tmp_path / "train.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLX_OTEL_MONITORING__USE_WANDB": "false"}
-    return subprocess.Popen(
+    # stderr to a file: a chart process left to finish its charts inherits it,
+    # and would hold a pipe open after the training process has ended.
+    stderr = open(tmp_path / "stderr.log", "w")  # noqa: SIM115 - closed by the child's end
+    process = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "out")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
     )  # fmt: skip
+    stderr.close()
+    process.stderr_path = tmp_path / "stderr.log"  # type: ignore[attr-defined]
+    return process
 
 
 def wait_ready(process: subprocess.Popen[str]) -> None:
     assert process.stdout is not None
     line = process.stdout.readline()  # blocks until the script has logged its steps
-    assert line.strip() == "ready", process.communicate(timeout=60)[1][-3000:]
+    assert line.strip() == "ready", finish(process)[1][-3000:]
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
-    _, stderr = process.communicate(timeout=120)
-    return process.returncode, stderr
+    """Wait for the training process to end; its exit code and stderr."""
+    process.wait(timeout=120)
+    return process.returncode, process.stderr_path.read_text()  # type: ignore[attr-defined]
 
 
 def assert_run_recorded(folder: Path, steps: int) -> None:
@@ -108,8 +116,9 @@ def test_a_users_sigterm_handler_is_chained_after_the_runs_finish(tmp_path: Path
     wait_ready(process)
     process.send_signal(signal.SIGTERM)
     assert process.stdout is not None
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 7, stderr[-3000:]
+    code, stderr = finish(process)
+    stdout = process.stdout.read()
+    assert code == 7, stderr[-3000:]
     assert "user handler, files written: True" in stdout
     assert_run_recorded(tmp_path / "out" / "run_c", 9)
 
@@ -183,3 +192,44 @@ def test_sigterm_ends_the_process_in_bounded_time_when_finishing_hangs(tmp_path:
     assert code == -signal.SIGTERM, stderr[-3000:]
     assert "did not finish" in stderr
     assert took < FINISH_TIMEOUT_S + 30  # generous: the machine may be busy
+
+
+def test_sigterm_under_load_ends_within_the_bound_and_keeps_the_record(tmp_path: Path) -> None:
+    """Charts on, a step flood and two CPU burners: the end is still bounded."""
+    body = """
+    config = {
+        "exporter": {"port": 0},
+        "monitoring": {"output_dir": os.path.join(sys.argv[1], "run_load"),
+                       "generate_charts_every": 50},
+    }
+    m = TrainingMonitor(config, run_id="run_load")
+    custom = {f"metric_{i}": float(i) for i in range(50)}
+    step = 0
+    while True:
+        m.log_training_step(step, loss=1.0, reward=0.5, rewards=[0.1, 0.9, 0.5], **custom)
+        step += 1
+        if step == 2000:
+            print("ready", flush=True)
+        if step % 500 == 0:
+            time.sleep(0.01)
+    """
+    burn = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass\n"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    try:
+        process = start(tmp_path, body)
+        wait_ready(process)
+        time.sleep(3)  # periodic charts are rendering by now
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+        took = time.monotonic() - began
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    print(f"SIGTERM under load: exit after {took:.1f} s (bound {FINISH_TIMEOUT_S} s)")
+    assert code == -signal.SIGTERM, stderr[-3000:]
+    assert took < FINISH_TIMEOUT_S + 25, stderr[-3000:]  # generous: two burners, two cores
+    folder = tmp_path / "out" / "run_load"
+    assert (folder / "training_metrics.csv").is_file()
+    assert json.loads((folder / "monitoring_summary.json").read_text())["session"]["total_steps"]

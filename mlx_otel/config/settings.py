@@ -71,6 +71,9 @@ class MonitoringSection(_Section):
     generate_at_checkpoints: bool = True
     #: Render charts in a separate process so they never compete with training.
     charts_in_subprocess: bool = True
+    #: export_all() waits at most this long (seconds) for the chart process;
+    #: charts not done by then are finished by that process on its own.
+    charts_timeout: float = Field(5.0, gt=0)
     output_dir: Path = Path("./outputs")
     max_history: int = Field(10000, ge=10)
     #: Pending background tasks (WandB, charts, exports); beyond it the oldest is dropped.

@@ -35,7 +35,11 @@ from mlx_otel.catalog import custom_key
 from mlx_otel.config.visualization import VisualizationConfig
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.fileio import atomic_path, atomic_write_text
-from mlx_otel.integrations.chart_process import ChartProcess, render_checkpoint_charts
+from mlx_otel.integrations.chart_process import (
+    ChartProcess,
+    ChartsCutShort,
+    render_checkpoint_charts,
+)
 from mlx_otel.numbers.memory import MemoryProfiler
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 from mlx_otel.records import GradientRecord, StepRecord, to_numbers
@@ -186,6 +190,10 @@ class WandBSink:
         self.logger.finish()
 
 
+#: A periodic chart not rendered by then is left to the chart process.
+_PERIODIC_CHART_TIMEOUT_S = 120.0
+
+
 class ChartSink:
     """Renders the snapshot charts every ``every`` steps from the statistics.
 
@@ -212,6 +220,8 @@ class ChartSink:
         self._in_subprocess = in_subprocess
         self._on_charts = on_charts
         self._process: ChartProcess | None = None
+        self._ending = False
+        self._finishing = False
         if every and not charts_available():
             log.warning("mlx_otel: charts need matplotlib and seaborn: pip install 'mlx-otel[charts]'")
             self._every = every = 0
@@ -222,7 +232,7 @@ class ChartSink:
 
     def handle(self, batch: Sequence[Record]) -> None:
         every = self._every
-        if not every:
+        if not every or self._finishing:
             return
         chart_step = None
         for record in batch:
@@ -232,9 +242,33 @@ class ChartSink:
             # A worker that fell behind renders the latest chart step only.
             self.render(chart_step)
 
-    def render(self, step: int | None = None) -> dict[str, Path]:
-        """Render every chart the data allows; returns {chart kind: path}."""
-        if not charts_available():
+    def stop_waiting(self) -> None:
+        """Leave the periodic chart in flight to the chart process (an export
+        must not wait for it)."""
+        if self._process is not None:
+            self._process.stop_waiting()
+
+    def finishing(self) -> None:
+        """The run is ending: no more periodic charts, and the one in flight is
+        left to the chart process; the end-of-run charts (:meth:`render` with a
+        timeout) still render."""
+        self._finishing = True
+        if self._process is not None:
+            self._process.stop_waiting()
+
+    def cut_short(self) -> None:
+        """The run ends: stop waiting for the chart process and start no new chart."""
+        self._ending = True
+        if self._process is not None:
+            self._process.cut_short()
+
+    def render(self, step: int | None = None, *, timeout: float | None = None) -> dict[str, Path]:
+        """Render every chart the data allows; returns {chart kind: path}.
+
+        In the chart process, waits at most ``timeout`` seconds; charts not
+        done by then are finished by that process and left out of the result.
+        """
+        if self._ending or not charts_available():
             return {}
         data, arguments = self._statistics.chart_arguments(step, self._threshold_mb)
         if data is None:
@@ -242,7 +276,16 @@ class ChartSink:
         if self._in_subprocess:
             if self._process is None:
                 self._process = ChartProcess()
-            paths, errors = self._process.render(self.config, data, arguments)
+            try:
+                periodic = timeout is None
+                paths, errors = self._process.render(
+                    self.config, data, arguments,
+                    timeout=_PERIODIC_CHART_TIMEOUT_S if periodic else timeout,
+                    interruptible=periodic,
+                )  # fmt: skip
+            except ChartsCutShort as note:
+                log.warning("mlx_otel: %s", note)
+                return {}
         else:
             paths, errors = render_checkpoint_charts(self.config, data, arguments)
         for kind, error in errors.items():
