@@ -407,8 +407,9 @@ class TrainingMonitor:
         self.worker.flush()
         try:
             written = export_run_files(
-                self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time
-            )
+                self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
+                on_error=self._export_failed,
+            )  # fmt: skip
             timeout = self.config.monitoring.charts_timeout
             for kind, path in self.charts.render(timeout=timeout).items():
                 written[f"chart_{kind}"] = path
@@ -419,6 +420,11 @@ class TrainingMonitor:
             return {}
         log.info("mlx_otel: wrote %d files under %s", len(written), self.output_dir)
         return written
+
+    def _export_failed(self, name: str, exc: Exception) -> None:
+        if self.strict:
+            raise exc
+        self.errors.report_exception("export", f"writing {name} under {self.output_dir}", exc)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until the background worker has handled everything logged so far."""

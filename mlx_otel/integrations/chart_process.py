@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,7 +97,9 @@ class ChartsCutShort(RuntimeError):
 class ChartProcess:
     """A long-lived child process that renders checkpoint charts."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_restart: Callable[[int], None] | None = None) -> None:
+        #: Called with the exit code when a child that died is replaced.
+        self._on_restart = on_restart
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._cut = threading.Event()
@@ -119,6 +122,15 @@ class ChartProcess:
             self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        dead = self._process
+        if dead is not None and dead.poll() is not None:
+            # Killed (OOM killer, a user) or crashed: count it, start another.
+            for stream in (dead.stdin, dead.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            if self._on_restart is not None:
+                self._on_restart(int(dead.returncode))
         if self._process is None or self._process.poll() is not None:
             # The child must import this very package, installed or not.
             root = str(Path(__file__).resolve().parents[2])

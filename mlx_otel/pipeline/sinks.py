@@ -227,7 +227,7 @@ class ChartSink:
             self._every = every = 0
         if every and in_subprocess:
             # Its imports take seconds of CPU: start it now, at low priority.
-            self._process = ChartProcess()
+            self._process = ChartProcess(on_restart=self._chart_process_died)
             self._process.start()
 
     def handle(self, batch: Sequence[Record]) -> None:
@@ -241,6 +241,12 @@ class ChartSink:
         if chart_step is not None:
             # A worker that fell behind renders the latest chart step only.
             self.render(chart_step)
+
+    def _chart_process_died(self, code: int) -> None:
+        self._ledger.report(
+            "worker", "chart process",
+            f"the chart process exited with code {code} (killed or crashed); a new one is started",
+        )
 
     def stop_waiting(self) -> None:
         """Leave the periodic chart in flight to the chart process (an export
@@ -275,7 +281,7 @@ class ChartSink:
             return {}
         if self._in_subprocess:
             if self._process is None:
-                self._process = ChartProcess()
+                self._process = ChartProcess(on_restart=self._chart_process_died)
             try:
                 periodic = timeout is None
                 paths, errors = self._process.render(
@@ -311,28 +317,51 @@ def export_run_files(
     *,
     run_id: str,
     start_time: float,
+    on_error: Callable[[str, Exception], None] | None = None,
 ) -> dict[str, Path]:
-    """Write the seed's statistics and metrics files; returns {name: path}."""
+    """Write the seed's statistics and metrics files; returns {name: path}.
+
+    With ``on_error``, a file that cannot be written (full disk, a path that
+    is not a folder) is reported there and the others are still written,
+    the small summary first; without it the first failure raises.
+    """
     stats = statistics.stats
     written: dict[str, Path] = {}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written["stats_json"] = stats.export_to_json()
-    written["stats_csv"] = stats.export_to_csv()
-    frame = stats.to_dataframe()
-    frame.insert(1, "run_id", run_id)
-    columns = [c for c in csv_columns(list(frame.columns)) if c in frame]
-    frame = frame[columns]
-    csv_path = output_dir / "training_metrics.csv"
-    with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    written["training_metrics_csv"] = csv_path
-    json_path = output_dir / "training_metrics.json"
-    rows = json.loads(frame.to_json(orient="records"))
-    atomic_write_text(json_path, json.dumps({"run_id": run_id, "steps": rows}, indent=2) + "\n")
-    written["training_metrics_json"] = json_path
-    written["monitoring_summary"] = stats.export_summary(
-        output_dir / "monitoring_summary.json", run_id=run_id, start_time=start_time
-    )
+    frame_cache: list[Any] = []
+
+    def frame() -> Any:
+        if not frame_cache:
+            data = stats.to_dataframe()
+            data.insert(1, "run_id", run_id)
+            frame_cache.append(data[[c for c in csv_columns(list(data.columns)) if c in data]])
+        return frame_cache[0]
+
+    def metrics_csv() -> Path:
+        path = output_dir / "training_metrics.csv"
+        with atomic_path(path) as tmp:
+            frame().to_csv(tmp, index=False)
+        return path
+
+    def metrics_json() -> Path:
+        rows = json.loads(frame().to_json(orient="records"))
+        text = json.dumps({"run_id": run_id, "steps": rows}, indent=2) + "\n"
+        return atomic_write_text(output_dir / "training_metrics.json", text)
+
+    writers: list[tuple[str, Callable[[], Path]]] = [
+        ("monitoring_summary", lambda: stats.export_summary(
+            output_dir / "monitoring_summary.json", run_id=run_id, start_time=start_time)),
+        ("training_metrics_csv", metrics_csv),
+        ("training_metrics_json", metrics_json),
+        ("stats_csv", stats.export_to_csv),
+        ("stats_json", stats.export_to_json),
+    ]  # fmt: skip
+    for name, write in writers:
+        try:
+            written[name] = write()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(name, exc)
     return written
 
 
