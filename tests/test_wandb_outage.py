@@ -114,3 +114,52 @@ def test_training_starts_and_ends_in_bounded_time_when_wandb_never_answers(
     assert figures["errors"].get("wandb", 0) >= 1  # the outage is counted
     assert DUMMY_KEY not in result.stdout + result.stderr  # the key is never echoed
     assert (tmp_path / "out" / "training_metrics.csv").is_file()
+
+
+SECRETS_SCRIPT = textwrap.dedent("""
+    import base64, logging, os, sys, urllib.request
+    logging.basicConfig(level=logging.DEBUG)  # every log line mlx_otel and wandb write
+    from mlx_otel import TrainingMonitor
+
+    # The password comes from the environment, as a deployment would pass it.
+    out, password = sys.argv[1], os.environ["MLX_OTEL_EXPORTER__BASIC_AUTH_PASSWORD"]
+    config = {
+        "exporter": {"port": 0, "basic_auth_username": "prometheus"},
+        "monitoring": {"use_wandb": True, "wandb_mode": "offline", "output_dir": out,
+                       "generate_charts_every": 0, "log_samples_every": 5},
+    }
+    with TrainingMonitor(config, run_id="secrets") as monitor:
+        for step in range(12):
+            monitor.log_training_step(step, loss=0.5, rewards=[0.1, 0.9], kl=0.01)
+            monitor.log_samples(step, ["#12?"], ["..7=93$"], ["12"], [0.9])
+        token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+        request = urllib.request.Request(monitor.endpoint, headers={"Authorization": "Basic " + token})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            print(response.read().decode())
+        monitor.log_training_step(12, loss=float("nan"), bad=None)  # errors are logged too
+""")
+
+
+def test_no_secret_reaches_logs_labels_or_output_files(tmp_path: Path) -> None:
+    password = "pa55-Wd-never-printed-7f3a"
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update({"PYTHONPATH": str(REPO), "WANDB_API_KEY": DUMMY_KEY, "HOME": str(tmp_path),
+                "MLX_OTEL_EXPORTER__BASIC_AUTH_PASSWORD": password})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SECRETS_SCRIPT, str(out)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mlx_train_steps_total" in result.stdout  # the scrape with credentials worked
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any(p.suffix == ".csv" for p in files)
+    leaks = []
+    for secret in (password, DUMMY_KEY):
+        raw = secret.encode()
+        if secret in result.stdout or secret in result.stderr:
+            leaks.append(f"{secret[:6]}... in the process output")
+        leaks += [f"{secret[:6]}... in {p}" for p in files
+                  if p.name != "train.py" and raw in p.read_bytes()]  # fmt: skip
+    print(f"\nchecked {len(files)} files, stdout and stderr for the password and the WandB key")
+    assert leaks == []
