@@ -144,6 +144,9 @@ class TrainingMonitor:
         )
         self.worker.add_periodic("fold", self.recorder.fold)
         self.worker.add_periodic("records", self._drain_records)
+        self._last_export = time.monotonic()
+        if monitoring.export_every_seconds:
+            self.worker.add_periodic("periodic_export", self._periodic_export)
 
         self.endpoint: str | None = None
         if serve if serve is not None else exporter.enabled:
@@ -420,6 +423,17 @@ class TrainingMonitor:
             return {}
         log.info("mlx_otel: wrote %d files under %s", len(written), self.output_dir)
         return written
+
+    def _periodic_export(self) -> None:
+        """The history so far on disk, for a run that may be killed without warning."""
+        if time.monotonic() - self._last_export < self.config.monitoring.export_every_seconds:
+            return
+        self._last_export = time.monotonic()
+        if self.recorder.steps and not self._closed:
+            export_run_files(
+                self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
+                on_error=self._export_failed, only=("monitoring_summary", "training_metrics_csv"),
+            )  # fmt: skip
 
     def _export_failed(self, name: str, exc: Exception) -> None:
         if self.strict:

@@ -233,3 +233,27 @@ def test_sigterm_under_load_ends_within_the_bound_and_keeps_the_record(tmp_path:
     folder = tmp_path / "out" / "run_load"
     assert (folder / "training_metrics.csv").is_file()
     assert json.loads((folder / "monitoring_summary.json").read_text())["session"]["total_steps"]
+
+
+def test_sigkill_keeps_the_history_up_to_the_last_periodic_write(tmp_path: Path) -> None:
+    body = """
+    config = {
+        "exporter": {"port": 0},
+        "monitoring": {"output_dir": os.path.join(sys.argv[1], "run_k"),
+                       "generate_charts_every": 0, "export_every_seconds": 0.5},
+    }
+    m = TrainingMonitor(config, run_id="run_k")
+    train([m], 40, then_wait=True)
+    """
+    process = start(tmp_path, body)
+    wait_ready(process)
+    csv = tmp_path / "out" / "run_k" / "training_metrics.csv"
+    deadline = time.monotonic() + 60
+    while not csv.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.kill()  # SIGKILL: no handler, no exit hook runs
+    code, _ = finish(process)
+    assert code == -signal.SIGKILL
+    frame = pd.read_csv(csv)  # written atomically: whole, never half
+    assert frame["step"].tolist() == list(range(40))
+    assert (csv.parent / "monitoring_summary.json").is_file()

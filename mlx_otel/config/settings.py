@@ -74,6 +74,10 @@ class MonitoringSection(_Section):
     #: export_all() waits at most this long (seconds) for the chart process;
     #: charts not done by then are finished by that process on its own.
     charts_timeout: float = Field(5.0, gt=0)
+    #: Rewrite training_metrics.csv and monitoring_summary.json this often
+    #: (seconds; 0 = only at the end), so a run killed with SIGKILL or by the
+    #: OOM killer keeps its history up to the last write.
+    export_every_seconds: float = Field(60.0, ge=0)
     output_dir: Path = Path("./outputs")
     max_history: int = Field(10000, ge=10)
     #: Pending background tasks (WandB, charts, exports); beyond it the oldest is dropped.

@@ -318,12 +318,14 @@ def export_run_files(
     run_id: str,
     start_time: float,
     on_error: Callable[[str, Exception], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the seed's statistics and metrics files; returns {name: path}.
 
     With ``on_error``, a file that cannot be written (full disk, a path that
     is not a folder) is reported there and the others are still written,
-    the small summary first; without it the first failure raises.
+    the small summary first; without it the first failure raises. ``only``
+    names the files to write (``"monitoring_summary"``, ``"training_metrics_csv"``...).
     """
     stats = statistics.stats
     written: dict[str, Path] = {}
@@ -356,6 +358,8 @@ def export_run_files(
         ("stats_json", stats.export_to_json),
     ]  # fmt: skip
     for name, write in writers:
+        if only is not None and name not in only:
+            continue
         try:
             written[name] = write()
         except Exception as exc:
