@@ -135,6 +135,8 @@ class TrainingMonitor:
             ledger=self.errors,
             wandb_logger=self.wandb_logger,
         )
+        # While the worker awaits a chart, it keeps the histograms folded.
+        self.charts.while_waiting = self.recorder.fold
         sinks = (self.statistics, self._wandb_sink, self.charts)
         self.sinks: list[Sink] = [sink for sink in sinks if sink is not None]
         self.worker = BackgroundWorker(

@@ -106,6 +106,9 @@ class ChartProcess:
         self._interrupt = threading.Event()
         #: Children left to finish a render on their own (their input is closed).
         self.finishing: list[subprocess.Popen[bytes]] = []
+        #: Called about every 0.1 s while a render is awaited (the caller's
+        #: thread is otherwise idle: the monitor folds its samples there).
+        self.while_waiting: Callable[[], None] | None = None
 
     def cut_short(self) -> None:
         """Stop waiting for renders (the run ends); later renders are refused."""
@@ -222,6 +225,8 @@ class ChartProcess:
             ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
                 return True
+            if self.while_waiting is not None:
+                self.while_waiting()
             if process.poll() is not None:
                 return True  # died: the read reports it
             if self._stop(deadline, interruptible):

@@ -222,6 +222,8 @@ class ChartSink:
         self._process: ChartProcess | None = None
         self._ending = False
         self._finishing = False
+        #: Run while a chart is awaited (see ChartProcess.while_waiting).
+        self.while_waiting: Callable[[], None] | None = None
         if every and not charts_available():
             log.warning("mlx_otel: charts need matplotlib and seaborn: pip install 'mlx-otel[charts]'")
             self._every = every = 0
@@ -282,6 +284,7 @@ class ChartSink:
         if self._in_subprocess:
             if self._process is None:
                 self._process = ChartProcess(on_restart=self._chart_process_died)
+            self._process.while_waiting = self.while_waiting
             try:
                 periodic = timeout is None
                 paths, errors = self._process.render(
