@@ -41,7 +41,7 @@ from mlx_otel.exporter.memory_readings import MemoryReadings
 from mlx_otel.exporter.telemetry import Reading, Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
 from mlx_otel.numbers.memory import MemoryProfiler
-from mlx_otel.pipeline.recorder import MISSING, StepRecorder
+from mlx_otel.pipeline.recorder import MISSING, TRAINER_METRICS, StepRecorder
 from mlx_otel.pipeline.sinks import Record, Sink, build_sinks, export_run_files
 from mlx_otel.pipeline.worker import BackgroundWorker
 from mlx_otel.records import GradientRecord, StepRecord
@@ -52,6 +52,19 @@ log = logging.getLogger("mlx_otel")
 
 #: Step records handed to the sinks at once; samples are folded between batches.
 _DRAIN_BATCH = 128
+
+
+def _trainer_reader(recorder: StepRecorder, metric: Any) -> Any:
+    """Read a trainer metric (``kl``, or ``clip_ratio/<bound>``) from the latest values."""
+    key = metric.key
+    if not metric.labels:
+        return lambda: () if (value := recorder.view.get(key)) is None else ((value, {}),)
+    prefix, label = f"{key}/", metric.labels[0]
+    return lambda: [
+        (value, {label: name[len(prefix) :]})
+        for name, value in recorder.view.items()
+        if name.startswith(prefix)
+    ]
 
 
 def _fresh_run_id() -> str:
@@ -100,6 +113,8 @@ class TrainingMonitor:
             alert_threshold_mb=trainer.memory_safety_threshold_mb,
             leak_detection_window=trainer.leak_detection_window,
             reset_peak_each_step=False,  # the recorder resets it on the training thread
+            # Off: nothing resets MLX's counter (trainers report it as their peak_memory).
+            reset_mlx_peak=trainer.reset_peak_each_step,
             max_blocks=exporter.max_memory_blocks,
         )
         self.recorder = StepRecorder(
@@ -198,6 +213,12 @@ class TrainingMonitor:
         ):
             telemetry.observe(by_key(key), latest(source_key, scale))
         telemetry.observe(by_key("steps"), lambda: ((recorder.steps, {}),))
+        telemetry.observe(
+            by_key("last_step_timestamp"),
+            lambda: ((recorder.view.get("step_timestamp", self.start_time), {}),),
+        )
+        for metric in TRAINER_METRICS.values():
+            telemetry.observe(metric, _trainer_reader(recorder, metric))
         telemetry.observe(
             by_key("tokens"), lambda: [(v, {"kind": k}) for k, v in recorder.tokens.items()]
         )

@@ -31,7 +31,7 @@ import attr
 from grafanalib import core as g
 
 from mlx_otel.catalog import Metric, by_key
-from mlx_otel.dashboards import INCIDENT_ONLY_NOTE
+from mlx_otel.dashboards import INCIDENT_ONLY_NOTE, TRAINER_ONLY_NOTE
 
 __all__ = [
     "DATASOURCE",
@@ -92,7 +92,7 @@ def unit(key: str) -> str:
     return metric(key).grafana_unit
 
 
-def describe(*parts: str, incident_only: bool = False) -> str:
+def describe(*parts: str, incident_only: bool = False, trainer_only: bool = False) -> str:
     """A panel description: catalogue keys become their descriptions, other text stays.
 
     >>> describe("loss", "Lower is better.")
@@ -105,6 +105,8 @@ def describe(*parts: str, incident_only: bool = False) -> str:
         except KeyError:
             texts.append(part)
     text = " ".join(texts)
+    if trainer_only:
+        text = f"{text}\n\n{TRAINER_ONLY_NOTE}"
     return f"{text}\n\n{INCIDENT_ONLY_NOTE}" if incident_only else text
 
 

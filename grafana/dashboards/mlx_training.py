@@ -2,7 +2,10 @@
 
 Progress (loss, rewards, gradient norm, learning rate), speed (steps per
 second, step-duration quantiles, generated tokens per second) and the
-exporter's own errors, for the runs and ranks chosen in the variables.
+exporter's own errors, for the runs and ranks chosen in the variables; then
+what mlx-lm and mlx-lm-lora report (validation loss, trained tokens and
+iterations per second, and for GRPO the reward spread, KL, clipping,
+per-reward-function means and completion lengths).
 
     python -m mlx_otel dashboards   # writes mlx_training.json beside this file
 """
@@ -205,6 +208,212 @@ def exporter_errors() -> common.Panel:
     )
 
 
+# --- mlx-lm and mlx-lm-lora runs (reported every steps_per_report iterations) ---
+
+
+def last_step() -> common.Panel:
+    return common.stat(
+        23,
+        "Last step logged",
+        [common.target(f"{common.series('last_step_timestamp')} * 1000")],
+        unit=common.unit("last_step_timestamp"),
+        description=common.describe(
+            "last_step_timestamp", "MLXTrainingStalled compares it with the run's rhythm."
+        ),
+    )
+
+
+def report_interval() -> common.Panel:
+    return common.stat(
+        24,
+        "Report interval",
+        [
+            common.target(
+                f"{common.series('steps_per_report')} / {common.series('iterations_per_second')}"
+            )
+        ],
+        unit="s",
+        description=common.describe(
+            "steps_per_report", "divided by the iterations per second: the expected time "
+            "between two reports.", trainer_only=True,
+        ),  # fmt: skip
+    )
+
+
+def validation_step() -> common.Panel:
+    return common.stat(
+        25,
+        "Validated after iteration",
+        [common.target(common.series("validation_step"))],
+        unit=common.unit("validation_step"),
+        description=common.describe("validation_step", trainer_only=True),
+    )
+
+
+def validation_duration() -> common.Panel:
+    return common.stat(
+        26,
+        "Validation duration",
+        [common.target(common.series("validation_duration"))],
+        unit=common.unit("validation_duration"),
+        description=common.describe("validation_duration", trainer_only=True),
+    )
+
+
+def trained_tokens() -> common.Panel:
+    return common.stat(
+        27,
+        "Trained tokens",
+        [common.target(common.series("trained_tokens"))],
+        unit=common.unit("trained_tokens"),
+        description=common.describe("trained_tokens", trainer_only=True),
+    )
+
+
+def trainer_peak_memory() -> common.Panel:
+    return common.stat(
+        28,
+        "Trainer's peak memory",
+        [common.target(common.series("trainer_peak_memory"))],
+        unit=common.unit("trainer_peak_memory"),
+        description=common.describe(
+            "trainer_peak_memory", "mlx_otel never resets MLX's peak counter in these runs.",
+            trainer_only=True,
+        ),  # fmt: skip
+    )
+
+
+
+def validation_loss() -> common.Panel:
+    return common.timeseries(
+        15,
+        "Training and validation loss",
+        [
+            common.target(common.series("loss"), f"train {common.RUN_LEGEND}"),
+            common.target(common.series("validation_loss"), f"validation {common.RUN_LEGEND}"),
+        ],
+        unit=common.unit("validation_loss"),
+        description=common.describe(
+            "validation_loss",
+            "A validation loss that rises while the training loss falls is overfitting. "
+            "mlx_train_validation_step tells after how many iterations it was measured.",
+            trainer_only=True,
+        ),
+    )
+
+
+def trained_tokens_per_second() -> common.Panel:
+    return common.timeseries(
+        16,
+        "Trained tokens per second",
+        [common.target(common.series("tokens_per_second"))],
+        unit=common.unit("tokens_per_second"),
+        description=common.describe("tokens_per_second", trainer_only=True),
+        min_zero=True,
+    )
+
+
+def iterations_per_second() -> common.Panel:
+    return common.timeseries(
+        17,
+        "Iterations per second",
+        [common.target(common.series("iterations_per_second"))],
+        unit=common.unit("iterations_per_second"),
+        description=common.describe(
+            "iterations_per_second",
+            "The trainer's own rate (iterations, not reports); validation time is left out.",
+            trainer_only=True,
+        ),
+        min_zero=True,
+    )
+
+
+def group_rewards() -> common.Panel:
+    return common.timeseries(
+        18,
+        "Group rewards: mean and spread",
+        [
+            common.target(common.series("grouped_reward_mean"), f"group mean {common.RUN_LEGEND}"),
+            common.target(common.series("reward_std"), f"spread, all {common.RUN_LEGEND}"),
+            common.target(
+                common.series("grouped_reward_std"), f"spread within groups {common.RUN_LEGEND}"
+            ),
+        ],
+        unit=common.unit("reward_std"),
+        description=common.describe(
+            "grouped_reward_mean", "reward_std", "grouped_reward_std",
+            "GRPO learns from differences within a group: a spread at zero gives no signal.",
+            trainer_only=True,
+        ),  # fmt: skip
+        min_zero=True,
+    )
+
+
+def kl_divergence() -> common.Panel:
+    return common.timeseries(
+        19,
+        "KL divergence from the reference",
+        [common.target(common.series("kl"))],
+        unit=common.unit("kl"),
+        description=common.describe(
+            "kl", "A KL that keeps climbing means the policy drifts away from the reference.",
+            trainer_only=True,
+        ),  # fmt: skip
+        min_zero=True,
+    )
+
+
+def clipping() -> common.Panel:
+    return common.timeseries(
+        20,
+        "Clipping and truncation",
+        [
+            common.target(common.series("clip_ratio"), f"ratio clipped {{{{bound}}}} {common.RUN_LEGEND}"),
+            common.target(common.series("kl_clip_ratio"), f"KL clipped {common.RUN_LEGEND}"),
+            common.target(
+                common.series("hit_max_tokens_ratio"), f"cut at max tokens {common.RUN_LEGEND}"
+            ),
+        ],
+        unit="percentunit",
+        description=common.describe(
+            "clip_ratio", "kl_clip_ratio", "hit_max_tokens_ratio", trainer_only=True
+        ),
+        min_zero=True,
+    )
+
+
+def reward_functions() -> common.Panel:
+    return common.timeseries(
+        21,
+        "Rewards by reward function",
+        [
+            common.target(common.series("reward_function_mean"), f"mean {common.legend('reward_fn')}"),
+            common.target(common.series("reward_function_std"), f"std {common.legend('reward_fn')}"),
+            common.target(
+                common.series("reward_function_coverage"),
+                f"coverage {common.legend('reward_fn')}",
+            ),
+        ],
+        unit=common.unit("reward_function_mean"),
+        description=common.describe(
+            "reward_function_mean", "reward_function_std", "reward_function_coverage",
+            "Which reward the policy earns, and which one it games.",
+            trainer_only=True,
+        ),  # fmt: skip
+    )
+
+
+def completion_length() -> common.Panel:
+    return common.timeseries(
+        22,
+        "Completion length",
+        [common.target(common.series("generated_tokens"), common.legend("stat"))],
+        unit=common.unit("generated_tokens"),
+        description=common.describe("generated_tokens", trainer_only=True),
+        min_zero=True,
+    )
+
+
 dashboard = common.dashboard(
     "MLX Training",
     uid="mlx-training",
@@ -216,5 +425,11 @@ dashboard = common.dashboard(
         [learning_rate(), steps_per_second()],
         [step_duration(), tokens_per_second()],
         [custom_metrics(), exporter_errors()],
+        [last_step(), report_interval(), validation_step(), validation_duration(),
+         trained_tokens(), trainer_peak_memory()],  # fmt: skip
+        [validation_loss(), trained_tokens_per_second()],
+        [iterations_per_second(), group_rewards()],
+        [kl_divergence(), clipping()],
+        [reward_functions(), completion_length()],
     ],
 )

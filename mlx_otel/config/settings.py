@@ -92,6 +92,8 @@ class TrainerSection(_Section):
     reward_smoothing_window: int = Field(10, ge=1)
     leak_detection_window: int = Field(50, ge=10)
     #: Reset MLX's peak counter after each step so the peak gauge is per step.
+    #: False: mlx_otel never resets it (MemoryMonitor blocks neither), and the
+    #: peak gauge is the run's; the trainer integrations set this.
     reset_peak_each_step: bool = True
 
 

@@ -30,6 +30,7 @@ from mlx_otel.dashboards.checks import validate
 from mlx_otel.dashboards.queries import (
     DEFAULT_DIRECTORY,
     INCIDENT_ONLY_NOTE,
+    TRAINER_ONLY_NOTE,
     DashboardError,
     PanelQuery,
     panel_queries,
@@ -41,6 +42,7 @@ from mlx_otel.dashboards.render import preview
 __all__ = [
     "DEFAULT_DIRECTORY",
     "INCIDENT_ONLY_NOTE",
+    "TRAINER_ONLY_NOTE",
     "DashboardError",
     "DashboardModule",
     "PanelQuery",

@@ -22,6 +22,7 @@ from mlx_otel.errors import MlxOtelError
 __all__ = [
     "DEFAULT_DIRECTORY",
     "INCIDENT_ONLY_NOTE",
+    "TRAINER_ONLY_NOTE",
     "DashboardError",
     "PanelQuery",
     "check_directory",
@@ -40,6 +41,11 @@ DEFAULT_DIRECTORY = Path("grafana/dashboards")
 #: Appended to the description of panels that stay empty while all is well
 #: (errors, dropped work): the live test accepts "no data" only from them.
 INCIDENT_ONLY_NOTE = "Incident-only: this panel stays empty while training is healthy."
+#: Appended to the description of panels fed only by the mlx-lm / mlx-lm-lora
+#: callbacks: the demo's live test skips them, tests/test_trainers.py proves them.
+TRAINER_ONLY_NOTE = (
+    "Trainer runs only: filled by mlx-otel lora / lora-train (mlx-lm, mlx-lm-lora callbacks)."
+)
 
 class DashboardError(MlxOtelError):
     """A dashboard folder, module or Prometheus server cannot be used as asked."""
@@ -51,6 +57,8 @@ class PanelQuery:
 
     ``incident_only`` marks panels whose description carries
     :data:`INCIDENT_ONLY_NOTE`: they may legitimately return no data.
+    ``trainer_only`` marks those carrying :data:`TRAINER_ONLY_NOTE`: they have
+    data for mlx-lm and mlx-lm-lora runs only.
     """
 
     dashboard: str
@@ -62,6 +70,7 @@ class PanelQuery:
     ref_id: str = "A"
     format: str = "time_series"
     panel_type: str = "timeseries"
+    trainer_only: bool = False
 
     @property
     def label(self) -> str:
@@ -136,6 +145,7 @@ def panel_queries(directory: Path | None = None) -> list[PanelQuery]:
                         ref_id=target.get("refId", ""),
                         format=target.get("format", "time_series"),
                         panel_type=panel.get("type", ""),
+                        trainer_only=TRAINER_ONLY_NOTE in (panel.get("description") or ""),
                     )
                 )
         for annotation in data.get("annotations", {}).get("list", []):

@@ -19,6 +19,7 @@ from typing import Any
 from mlx_otel.dashboards.prometheus_api import PrometheusAPI
 from mlx_otel.dashboards.queries import (
     INCIDENT_ONLY_NOTE,
+    TRAINER_ONLY_NOTE,
     DashboardError,
     dashboard_json,
     duration,
@@ -247,6 +248,8 @@ class _Renderer:
     def no_data(ax: Any, panel: dict[str, Any]) -> None:
         incident = INCIDENT_ONLY_NOTE in (panel.get("description") or "")
         text = "No data (incident-only: empty while healthy)" if incident else "No data"
+        if TRAINER_ONLY_NOTE in (panel.get("description") or ""):
+            text = "No data (mlx-lm / mlx-lm-lora runs only)"
         ax.text(
             0.5,
             0.5,

@@ -303,6 +303,7 @@ class MemoryProfiler:
         *,
         limit_warning_fraction: float = 0.9,
         reset_peak_each_step: bool = True,
+        reset_mlx_peak: bool = True,
         max_blocks: int = 32,
         history_size: int = 1000,
         min_leak_snapshots: int = 10,
@@ -331,6 +332,9 @@ class MemoryProfiler:
         self.leak_detection_window = int(leak_detection_window)
         self.limit_warning_fraction = float(limit_warning_fraction)
         self.reset_peak_each_step = reset_peak_each_step
+        # False: never call mx.reset_peak_memory() (trainers such as mlx-lm read
+        # MLX's process-wide peak themselves); block peaks are then run peaks.
+        self.reset_mlx_peak = reset_mlx_peak
         self.max_blocks = int(max_blocks)
         self.min_leak_snapshots = int(min_leak_snapshots)
         self.min_leak_slope_mb_per_step = float(min_leak_slope_mb_per_step)
@@ -384,7 +388,7 @@ class MemoryProfiler:
         if carry > peak:
             peak = carry
         reading = (mx.get_active_memory(), mx.get_cache_memory(), peak)
-        if reset_peak:
+        if reset_peak and self.reset_mlx_peak:
             if self._open_block_peaks:
                 self._reset_peak()
             else:
@@ -409,7 +413,8 @@ class MemoryProfiler:
         for watermark in self._open_block_peaks:
             if peak > watermark[0]:
                 watermark[0] = peak
-        mx.reset_peak_memory()
+        if self.reset_mlx_peak:
+            mx.reset_peak_memory()
 
     def read_snapshot(
         self, step: int | None = None, *, include_system: bool = True

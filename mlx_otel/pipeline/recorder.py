@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from mlx_otel.catalog import METRICS, Source
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.numbers.memory import MemoryProfiler
 from mlx_otel.records import MemoryReading, StepRecord, to_number, to_numbers
 
-__all__ = ["MISSING", "StepRecorder"]
+__all__ = ["MISSING", "TRAINER_METRICS", "StepRecorder"]
 
 
 class _Missing:
@@ -48,6 +49,10 @@ _ARGUMENT_NAMES = {"reward_mean": "reward"}
 _PLAIN_NUMBERS = frozenset({float})
 #: Largest step or token count recorded (floats hold integers exactly up to it).
 _MAX_INT = 2**53
+#: Catalogue metrics that trainer callbacks set by keyword, named by their Prometheus
+#: name (``mlx_train_kl=``, or ``mlx_train_clip_ratio/low=`` for a labelled one):
+#: stored among the step's values by their key (``kl``, ``clip_ratio/low``).
+TRAINER_METRICS = {m.prometheus_name: m for m in METRICS if m.source is Source.TRAINER}
 #: Samples folded into a histogram in one piece (about a millisecond of NumPy)
 #: before the interpreter is yielded to the training thread.
 _FOLD_CHUNK = 1 << 16
@@ -86,6 +91,8 @@ class StepRecorder:
         self._last_call: float | None = None
         # keyword -> sanitised custom name, or "" once refused
         self._custom_names: dict[str, str] = {}
+        # keyword -> stored key of a trainer metric ("kl", "clip_ratio/low"), or ""
+        self._trainer_keys: dict[str, str] = {}
         self._admitted_custom: frozenset[str] = frozenset()
         self._reward_buffer: deque[Any] = deque()
         self._duration_buffer: deque[float] = deque()
@@ -171,7 +178,7 @@ class StepRecorder:
                 custom.keys() <= self._admitted_custom
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
             ):
-                custom = self._custom_slow(custom)
+                custom = self._custom_slow(custom, values)
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not MISSING:
@@ -217,11 +224,22 @@ class StepRecorder:
         buffer.append(item)
 
     # -- validation (off the fast path) -----------------------------------------
-    def _custom_slow(self, custom: dict[str, Any]) -> dict[str, float]:
-        """Admit new custom keywords and convert values that are not plain numbers."""
+    def _custom_slow(self, custom: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
+        """Admit new custom keywords and convert values that are not plain numbers.
+
+        Trainer metrics (keywords named after a catalogue metric, see
+        :data:`TRAINER_METRICS`) go to ``values`` instead.
+        """
         checked: dict[str, float] = {}
         names = self._custom_names
         for key, value in custom.items():
+            if key.partition("/")[0] in TRAINER_METRICS:
+                stored = self._trainer_keys.get(key)
+                if stored is None:
+                    stored = self._admit_trainer(key)
+                if stored and (number := self._to_float(key, value)) is not None:
+                    values[stored] = number
+                continue
             name = names.get(key)
             if name is None:
                 name = self._admit_custom(key)
@@ -297,6 +315,23 @@ class StepRecorder:
         self._custom_names[key] = stored
         return stored
 
+    def _admit_trainer(self, key: str) -> str:
+        """The stored key of a trainer metric; each metric's label values share the cap."""
+        base, _, label = key.partition("/")
+        metric = TRAINER_METRICS[base]
+        stored = f"{metric.key}/{label[:64]}" if label else metric.key
+        labelled = sum(1 for v in self._trainer_keys.values() if v.startswith(f"{metric.key}/"))
+        if label and labelled >= self._max_custom:
+            self._ledger.report(
+                "custom_metric_cap",
+                key,
+                f"{key!r} not exported: the cap of {self._max_custom} series per metric is "
+                "reached (raise exporter.max_custom_metrics)",
+            )
+            stored = ""
+        self._trainer_keys[key] = stored
+        return stored
+
     def _reject(self, key: str, value: Any, kind: str) -> None:
         key = _ARGUMENT_NAMES.get(key, key)
         message = f"{key}={value!r} is not recorded: "
@@ -314,6 +349,7 @@ class StepRecorder:
         """Fold one queued step into latest-values mappings."""
         latest.update(fields[2])
         latest["step"] = fields[0]
+        latest["step_timestamp"] = fields[1]
         if fields[3]:
             names = self._custom_names
             for key, value in fields[3].items():
