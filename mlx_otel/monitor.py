@@ -436,14 +436,19 @@ class TrainingMonitor:
                 self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
                 on_error=self._export_failed,
             )  # fmt: skip
-            timeout = self.config.monitoring.charts_timeout
-            for kind, path in self.charts.render(timeout=timeout).items():
-                written[f"chart_{kind}"] = path
         except Exception as exc:
             self.errors.report_exception("export", "export_all", exc)
             if self.strict:
                 raise
             return {}
+        try:  # charts on their own: a failing renderer must not lose the files above
+            timeout = self.config.monitoring.charts_timeout
+            for kind, path in self.charts.render(timeout=timeout).items():
+                written[f"chart_{kind}"] = path
+        except Exception as exc:
+            self.errors.report_exception("worker", "end-of-run charts", exc)
+            if self.strict:
+                raise
         log.info("mlx_otel: wrote %d files under %s", len(written), self.output_dir)
         return written
 

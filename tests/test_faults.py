@@ -218,14 +218,21 @@ def test_four_threads_logging_at_once_keep_exact_counts(tmp_path: Path) -> None:
             thread.join(120)
         assert monitor.flush(60)
         s = parse_exposition(monitor.telemetry.exposition())
+        dropped = monitor.errors.dropped()
     assert errors == []
     total = 4 * steps
     assert sample(s, "mlx_train_steps_total") == total
-    assert sample(s, "mlx_train_reward_count") == total * samples
+    # Every sample is served, or counted as dropped if four flooding threads
+    # outran the worker (the buffers are bounded).
+    served = sample(s, "mlx_train_reward_count")
+    assert served + samples * dropped.get("rewards", 0) == total * samples, dropped
+    print(f"\nfour threads: {total} steps, rewards served {served:.0f}, dropped {dropped}")
     assert sample(s, "mlx_train_tokens_total", kind="thinking") == 3 * total
     assert sample(s, "mlx_train_tokens_total", kind="answer") == total
     # Durations are intervals between calls: only the first call of the run has
     # none, though threads starting at the same instant may each be "first".
-    assert total - 4 <= sample(s, "mlx_train_step_duration_seconds_count") <= total - 1
+    durations = sample(s, "mlx_train_step_duration_seconds_count")
+    durations += dropped.get("step_duration", 0)
+    assert total - 4 <= durations <= total - 1
     for offset in range(4):
         assert sample(s, "mlx_train_custom", name=f"thread_{offset}") == 1.0
