@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from mlx_otel.lifecycle import FINISH_TIMEOUT_S
 
@@ -257,3 +258,27 @@ def test_sigkill_keeps_the_history_up_to_the_last_periodic_write(tmp_path: Path)
     frame = pd.read_csv(csv)  # written atomically: whole, never half
     assert frame["step"].tolist() == list(range(40))
     assert (csv.parent / "monitoring_summary.json").is_file()
+
+
+@pytest.mark.integration
+def test_sigterm_makes_the_final_push_to_the_pushgateway(tmp_path: Path) -> None:
+    from tests.conftest import parse_exposition, sample, scrape
+    from tests.servers import PushgatewayServer
+
+    with PushgatewayServer(tmp_path / "pushgateway") as gateway:
+        body = f"""
+        config = {{
+            "exporter": {{"port": 0, "pushgateway_url": "{gateway.url}"}},
+            "monitoring": {{"output_dir": os.path.join(sys.argv[1], "run_p"),
+                           "generate_charts_every": 0}},
+        }}
+        m = TrainingMonitor(config, run_id="run_p")
+        train([m], 7, then_wait=True)
+        """
+        process = start(tmp_path, body)
+        wait_ready(process)
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
+        samples = parse_exposition(scrape(f"{gateway.url}/metrics"))
+    assert code == -signal.SIGTERM, stderr[-3000:]
+    assert sample(samples, "mlx_train_steps_total", job="mlx_otel", run_id="run_p") == 7

@@ -294,10 +294,17 @@ class Telemetry:
         self._start_provider()
         return generate_latest(self.registry).decode()
 
-    def push(self, url: str, *, job: str = "mlx_otel") -> None:
-        """Push the current values to a Pushgateway, grouped by run_id (and rank)."""
+    def push(self, url: str, *, job: str = "mlx_otel", timeout: float = 5.0) -> None:
+        """Push the current values to a Pushgateway, grouped by run_id (and rank).
+
+        A gateway that does not answer within ``timeout`` seconds fails the
+        push (the end of a run must not hang on it).
+        """
         self._start_provider()
-        push_to_gateway(url, job=job, registry=self.registry, grouping_key=self._resource_labels)
+        push_to_gateway(
+            url, job=job, registry=self.registry, grouping_key=self._resource_labels,
+            timeout=timeout,
+        )  # fmt: skip
 
     def shutdown(self) -> None:
         """Stop the endpoint and the provider; safe to call twice."""
