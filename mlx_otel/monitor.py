@@ -425,12 +425,13 @@ class TrainingMonitor:
         """Write every output file (statistics, CSV/JSON, summary, charts).
 
         Waits for the background worker to catch up first (a periodic chart
-        in flight is left to the chart process), and at most
-        ``monitoring.charts_timeout`` for the charts; files are written
-        atomically. Failures are reported and counted, never raised.
+        still in flight after ``monitoring.charts_timeout`` is left to the
+        chart process), then at most as long for the charts; files are
+        written atomically. Failures are reported and counted, never raised.
         """
-        self.charts.stop_waiting()
-        self.worker.flush()
+        if not self.worker.flush(self.config.monitoring.charts_timeout):
+            self.charts.stop_waiting()
+            self.worker.flush()
         try:
             written = export_run_files(
                 self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,

@@ -73,7 +73,7 @@ class MonitoringSection(_Section):
     charts_in_subprocess: bool = True
     #: export_all() waits at most this long (seconds) for the chart process;
     #: charts not done by then are finished by that process on its own.
-    charts_timeout: float = Field(5.0, gt=0)
+    charts_timeout: float = Field(10.0, gt=0)
     #: Rewrite training_metrics.csv and monitoring_summary.json this often
     #: (seconds; 0 = only at the end), so a run killed with SIGKILL or by the
     #: OOM killer keeps its history up to the last write.
