@@ -11,6 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {
+    "bench_flood.py": ["--steps", "20000"],
     "bench_hot_path.py": ["--quick"],
     "bench_scale.py": ["--quick"],
     "bench_training_overhead.py": ["--steps", "200", "--repeats", "1"],

@@ -28,6 +28,7 @@ __all__ = [
     "is_memory_field",
     "markdown_table",
     "wandb_group",
+    "wandb_group_by_name",
     "wandb_key",
 ]
 
@@ -320,14 +321,19 @@ def _looks_like_memory(key: str) -> bool:
 
 
 def wandb_group(key: str) -> str:
-    """WandB section of a value: the catalogue's, else ``memory`` or ``custom`` by its name.
+    """WandB section of a value: the catalogue's, else :func:`wandb_group_by_name`.
 
-    >>> wandb_group("loss"), wandb_group("rss_bytes"), wandb_group("kl")
+    >>> wandb_group("loss"), wandb_group("rss_bytes"), wandb_group("my_metric")
     ('train', 'memory', 'custom')
     """
     field = _field(key)
     if field is not None:
         return field[0]
+    return wandb_group_by_name(key)
+
+
+def wandb_group_by_name(key: str) -> str:
+    """WandB section of a name the catalogue does not know: ``memory`` or ``custom``."""
     return "memory" if _looks_like_memory(key) else "custom"
 
 

@@ -32,9 +32,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlx_otel import shutdown
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.errors import ErrorLedger
+from mlx_otel.exporter.histograms import BulkHistogram
 from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
 from mlx_otel.exporter.otlp import otlp_reader
@@ -49,6 +51,9 @@ from mlx_otel.records import GradientRecord, StepRecord
 __all__ = ["MonitoringManager", "StepRecord", "TrainingMonitor"]
 
 log = logging.getLogger("mlx_otel")
+
+#: Step records handed to the sinks at once; samples are folded between batches.
+_DRAIN_BATCH = 128
 
 
 def _trainer_reader(recorder: StepRecorder, metric: Any) -> Any:
@@ -143,11 +148,12 @@ class TrainingMonitor:
         )
         if otlp is not None:
             self.telemetry.add_reader(otlp)
+        # Histograms are folded in bulk (NumPy) and served beside the SDK's
+        # instruments: see mlx_otel.exporter.histograms for why.
+        self.histograms = (BulkHistogram(by_key("reward")), BulkHistogram(by_key("step_duration")))
+        self.telemetry.serve_histograms(self.histograms)
         self.telemetry.start()
-        self.recorder.fold_into(
-            self.telemetry.histogram(by_key("reward")).record,
-            self.telemetry.histogram(by_key("step_duration")).record,
-        )
+        self.recorder.fold_into(self.histograms[0].record_many, self.histograms[1].record_many)
         self.telemetry.before_collect(self._before_collect)
 
         self.wandb_logger = self._start_wandb()
@@ -157,6 +163,8 @@ class TrainingMonitor:
             ledger=self.errors,
             wandb_logger=self.wandb_logger,
         )
+        # While the worker awaits a chart, it keeps the histograms folded.
+        self.charts.while_waiting = self.recorder.fold
         sinks = (self.statistics, self._wandb_sink, self.charts)
         self.sinks: list[Sink] = [sink for sink in sinks if sink is not None]
         self.worker = BackgroundWorker(
@@ -166,12 +174,17 @@ class TrainingMonitor:
         )
         self.worker.add_periodic("fold", self.recorder.fold)
         self.worker.add_periodic("records", self._drain_records)
+        self._last_export = time.monotonic()
+        if monitoring.export_every_seconds:
+            self.worker.add_periodic("periodic_export", self._periodic_export)
 
         self.endpoint: str | None = None
         if serve if serve is not None else exporter.enabled:
             self.endpoint = self.telemetry.serve()
             log.info("mlx_otel: serving metrics of run %s at %s", self.run_id, self.endpoint)
             self.lifecycle.started()
+        # Finished on SIGTERM and at interpreter exit unless cleanup() runs first.
+        shutdown.register(self)
 
     # -- wiring ----------------------------------------------------------------
     def _build_telemetry(self) -> Telemetry:
@@ -248,8 +261,6 @@ class TrainingMonitor:
                 telemetry.observe(by_key(key), memory.reader(key))
         telemetry.observe(by_key("memory_block_delta"), lambda: memory.read_blocks("last_delta_bytes"))
         telemetry.observe(by_key("memory_block_peak"), lambda: memory.read_blocks("last_peak_bytes"))
-        telemetry.add_histogram(by_key("reward"))
-        telemetry.add_histogram(by_key("step_duration"))
         return telemetry
 
     def _before_collect(self) -> None:
@@ -260,25 +271,47 @@ class TrainingMonitor:
         monitoring = self.config.monitoring
         if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
             return None
-        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_bridge import BackgroundWandB, EnhancedWandBLogger
 
-        logger = EnhancedWandBLogger.from_config(
-            monitoring,
-            name=monitoring.wandb_run_name or self.run_id,
-            config={"run_id": self.run_id, **self.config.model_dump(mode="json")},
-            dir=str(self.output_dir),
+        def start() -> EnhancedWandBLogger:
+            return EnhancedWandBLogger.from_config(
+                monitoring,
+                name=monitoring.wandb_run_name or self.run_id,
+                config={"run_id": self.run_id, **self.config.model_dump(mode="json")},
+                dir=str(self.output_dir),
+                on_error=lambda kind: self.errors.count("wandb"),
+            )
+
+        # wandb.init waits for the server: it runs on WandB's own thread, and so
+        # does every later call, so neither this constructor nor the worker waits.
+        return BackgroundWandB(
+            start,
+            finish_timeout=monitoring.wandb_finish_timeout,
             on_error=lambda kind: self.errors.count("wandb"),
         )
-        return logger if logger.enabled else None
 
     def _worker_error(self, task: str, exc: BaseException) -> None:
         kind = "wandb" if "wandb" in task else "worker"
         self.errors.report(kind, task, f"background task {task!r} failed: {exc!r}")
 
     def _drain_records(self) -> None:
-        batch = self.recorder.drain()
-        if batch:
-            self._dispatch(batch)
+        # In bounded batches, folding samples between them, so a worker that
+        # fell behind keeps the histograms current and their buffers from
+        # overflowing; charts see the whole drain once (one render at most).
+        pending = self.recorder.pending
+        drained: list[Record] = []
+        while pending > 0:
+            batch = self.recorder.drain(min(pending, _DRAIN_BATCH))
+            if not batch:
+                break
+            pending -= len(batch)
+            for sink in self.sinks:
+                if sink is not self.charts:
+                    sink.handle(batch)
+            self.recorder.fold()
+            drained.extend(batch)
+        if drained and self.charts is not None:
+            self.charts.handle(drained)
 
     def _dispatch(self, batch: Sequence[Record]) -> None:
         for sink in self.sinks:
@@ -316,6 +349,16 @@ class TrainingMonitor:
         self.recorder.record(step, custom)
 
     # -- the rest of the public API ----------------------------------------------
+    def _step_due(self, step: Any, every: int) -> bool:
+        """Whether ``step`` falls on the cadence; a step that is not a number is counted."""
+        try:
+            return bool(step % every == 0)
+        except TypeError:
+            if self.strict:
+                raise
+            self.errors.report("invalid_value", "step", f"step={step!r} is not a number")
+            return False
+
     def log_gradients(self, step: int, grads: Any) -> GradientNorms | None:
         """Export each layer's gradient L2 norm and the global norm.
 
@@ -326,7 +369,7 @@ class TrainingMonitor:
         come from one MLX evaluation; beyond ``exporter.max_layer_series``
         layers are grouped by module prefix so cardinality stays bounded.
         """
-        if step % self.config.monitoring.log_gradients_every:
+        if not self._step_due(step, self.config.monitoring.log_gradients_every):
             return None  # layer norms cost ~3% of a small step; users may thin them out
         try:
             norms = layer_grad_norms(grads, max_series=self.config.exporter.max_layer_series)
@@ -352,7 +395,9 @@ class TrainingMonitor:
         rewards: Sequence[float],
     ) -> None:
         """Log sampled completions (a WandB table every ``log_samples_every`` steps)."""
-        if self.wandb_logger is None or step % self.config.monitoring.log_samples_every:
+        if self.wandb_logger is None or not self._step_due(
+            step, self.config.monitoring.log_samples_every
+        ):
             return
         batch = (list(prompts), list(generations), list(references), list(rewards))
         logger = self.wandb_logger
@@ -400,24 +445,51 @@ class TrainingMonitor:
     def export_all(self) -> dict[str, Path]:
         """Write every output file (statistics, CSV/JSON, summary, charts).
 
-        Waits for the background worker to catch up first; files are written
-        atomically. Failures are reported and counted, never raised.
+        Waits for the background worker to catch up first (a periodic chart
+        still in flight after ``monitoring.charts_timeout`` is left to the
+        chart process), then at most as long for the charts; files are
+        written atomically. Failures are reported and counted, never raised.
         """
-        self.worker.flush()
+        if not self.worker.flush(self.config.monitoring.charts_timeout):
+            self.charts.stop_waiting()
+            self.worker.flush()
         try:
             written = export_run_files(
                 self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
-                rank=self.rank,
+                rank=self.rank, on_error=self._export_failed,
             )  # fmt: skip
-            for kind, path in self.charts.render().items():
-                written[f"chart_{kind}"] = path
         except Exception as exc:
             self.errors.report_exception("export", "export_all", exc)
             if self.strict:
                 raise
             return {}
+        try:  # charts on their own: a failing renderer must not lose the files above
+            timeout = self.config.monitoring.charts_timeout
+            for kind, path in self.charts.render(timeout=timeout).items():
+                written[f"chart_{kind}"] = path
+        except Exception as exc:
+            self.errors.report_exception("worker", "end-of-run charts", exc)
+            if self.strict:
+                raise
         log.info("mlx_otel: wrote %d files under %s", len(written), self.output_dir)
         return written
+
+    def _periodic_export(self) -> None:
+        """The history so far on disk, for a run that may be killed without warning."""
+        if time.monotonic() - self._last_export < self.config.monitoring.export_every_seconds:
+            return
+        self._last_export = time.monotonic()
+        if self.recorder.steps and not self._closed:
+            export_run_files(
+                self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
+                rank=self.rank, on_error=self._export_failed,
+                only=("monitoring_summary", "training_metrics_csv"),
+            )  # fmt: skip
+
+    def _export_failed(self, name: str, exc: Exception) -> None:
+        if self.strict:
+            raise exc
+        self.errors.report_exception("export", f"writing {name} under {self.output_dir}", exc)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until the background worker has handled everything logged so far."""
@@ -460,6 +532,9 @@ class TrainingMonitor:
             return
         self._closed = True
         self.lifecycle.mark_finished()
+        shutdown.unregister(self)
+        # A chart render in flight is left to the chart process to finish.
+        self.charts.cut_short()
         self.worker.close()
         for sink in self.sinks:
             try:
@@ -480,10 +555,23 @@ class TrainingMonitor:
     def __enter__(self) -> TrainingMonitor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def finish_run(self) -> None:
+        """Write the output files (if any step was logged), then :meth:`cleanup`.
+
+        What the end of a ``with`` block does; also run on SIGTERM and at
+        interpreter exit for a monitor that was not cleaned up
+        (:mod:`mlx_otel.shutdown`).
+        """
+        if self._closed:
+            return
+        # Periodic charts stop; one in flight is finished by the chart process.
+        self.charts.finishing()
         if self.recorder.steps:
             self.export_all()
         self.cleanup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish_run()
 
 
 def _documented_signature() -> inspect.Signature:

@@ -20,6 +20,9 @@ import numpy as np
 
 __all__ = ["GradientRecord", "MemoryReading", "StepRecord", "to_number", "to_numbers"]
 
+#: NumPy kinds that are numbers: bool, signed and unsigned int, float.
+_NUMERIC_KINDS = frozenset("biuf")
+
 
 class MemoryReading(NamedTuple):
     """MLX's memory counters at a step boundary, in bytes."""
@@ -81,9 +84,12 @@ def to_numbers(values: Any) -> np.ndarray | None:
     if values is None or isinstance(values, (str, bytes, Mapping)):
         return None
     try:
-        return np.asarray(values, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        pass  # ragged, nested or mixed: flatten by hand
+        array = np.asarray(values)
+    except (TypeError, ValueError, OverflowError):
+        array = None  # ragged or nested: flatten by hand
+    if array is not None and array.dtype.kind in _NUMERIC_KINDS:
+        return array.astype(np.float64, copy=False).ravel()
+    # Ragged, mixed or not numbers (text, None, ints beyond float): item by item.
     if hasattr(values, "tolist"):
         values = values.tolist()
     if not isinstance(values, (list, tuple)):

@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 CASES = {
+    "bench_flood.py": (["--steps", "5000"], "single call (µs):"),
     "bench_hot_path.py": (["--quick"], "log_training_step / prometheus-client ="),
     "bench_memory_gradients.py": (["--rounds", "5"], "of an optimizer step"),
     "bench_scale.py": (["--quick"], "10,000 layer series: scrape mlx_otel / prometheus-client ="),

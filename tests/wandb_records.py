@@ -183,7 +183,7 @@ def _stream_closed(path: Path) -> bool:
         return False
 
 
-def wait_for_run_file(path: Path, *, timeout_s: float = 15.0) -> list[Any]:
+def wait_for_run_file(path: Path, *, timeout_s: float = 60.0) -> list[Any]:
     """Records of a finished run, once wandb-core has flushed them.
 
     ``run.finish()`` returns when the exit record is handled, but wandb-core
@@ -206,7 +206,7 @@ def wait_for_run_file(path: Path, *, timeout_s: float = 15.0) -> list[Any]:
         time.sleep(0.02)
 
 
-def read_run(path: str | Path, *, timeout_s: float = 15.0) -> RunRecords:
+def read_run(path: str | Path, *, timeout_s: float = 60.0) -> RunRecords:
     """Parse one finished run: a ``.wandb`` file, a run dir or a root with one run."""
     path = Path(path)
     if path.is_dir():

@@ -63,11 +63,21 @@ class MonitoringSection(_Section):
     #: log_gradients computes layer norms every this many steps (1 = every step).
     log_gradients_every: int = Field(1, ge=1)
     max_logged_samples: int = Field(20, ge=1)
+    #: cleanup() waits at most this long (seconds) for WandB to finish; what is
+    #: not uploaded by then stays in the local run folder for ``wandb sync``.
+    wandb_finish_timeout: float = Field(10.0, gt=0)
     #: 0 turns periodic charts off.
     generate_charts_every: int = Field(100, ge=0)
     generate_at_checkpoints: bool = True
     #: Render charts in a separate process so they never compete with training.
     charts_in_subprocess: bool = True
+    #: export_all() waits at most this long (seconds) for the chart process;
+    #: charts not done by then are finished by that process on its own.
+    charts_timeout: float = Field(10.0, gt=0)
+    #: Rewrite training_metrics.csv and monitoring_summary.json this often
+    #: (seconds; 0 = only at the end), so a run killed with SIGKILL or by the
+    #: OOM killer keeps its history up to the last write.
+    export_every_seconds: float = Field(60.0, ge=0)
     output_dir: Path = Path("./outputs")
     max_history: int = Field(10000, ge=10)
     #: Pending background tasks (WandB, charts, exports); beyond it the oldest is dropped.

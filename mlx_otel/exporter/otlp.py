@@ -31,7 +31,10 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricsData,
     PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from mlx_otel.errors import ConfigError
 from mlx_otel.exporter.telemetry import Telemetry
@@ -131,8 +134,26 @@ class _HookedReader(PeriodicExportingMetricReader):
             return
         with self._telemetry.sdk_collection():
             metrics = self._collect(self, timeout_millis=timeout_millis)  # type: ignore[call-arg]
+            histograms = [h.otlp_metric() for h in self._telemetry.bulk_histograms]
+        metrics = _with_histograms(metrics, histograms, self._telemetry.resource)
         if metrics is not None:
             self._receive_metrics(metrics, timeout_millis=timeout_millis)  # type: ignore[arg-type]
+
+
+def _with_histograms(metrics: Any, histograms: list[Any], resource: Any) -> Any:
+    """``metrics`` with the bulk histograms added to the first scope (they bypass the SDK)."""
+    if not histograms:
+        return metrics
+    scope = InstrumentationScope("mlx_otel")
+    if metrics is None or not metrics.resource_metrics:
+        return MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, histograms, "")], "")])
+    first, *rest = metrics.resource_metrics
+    if first.scope_metrics:
+        head, *tail = first.scope_metrics
+        scopes = [ScopeMetrics(head.scope, [*head.metrics, *histograms], head.schema_url), *tail]
+    else:
+        scopes = [ScopeMetrics(scope, histograms, "")]
+    return MetricsData([ResourceMetrics(first.resource, scopes, first.schema_url), *rest])
 
 
 def _sdk_exporter(settings: OtlpSettings) -> MetricExporter:

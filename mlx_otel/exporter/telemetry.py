@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Histogram, MeterProvider, ObservableCounter, ObservableGauge
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -52,6 +51,7 @@ from prometheus_client.samples import Sample
 from mlx_otel.catalog import RESOURCE_LABELS, Kind, Metric
 from mlx_otel.errors import PortInUseError
 from mlx_otel.exporter.endpoint import make_endpoint_server
+from mlx_otel.exporter.histograms import BulkHistogram, HistogramCollector
 
 __all__ = ["Reading", "Telemetry"]
 
@@ -87,10 +87,24 @@ def _family(metric: Metric, read: Callable[[], Reading], resource: Mapping[str, 
     try:
         readings = read()
         for value, attributes in readings:
-            samples.append(Sample(sample_name, {**attributes, **resource}, float(value), None, None))
+            try:
+                number = float(value)
+            except (TypeError, ValueError, OverflowError):
+                # Not a float (a huge int): skip the series, keep the family.
+                log.debug("mlx_otel: %s: unreadable value %r skipped", name, value)
+                continue
+            samples.append(Sample(sample_name, {**attributes, **resource}, number, None, None))
     except Exception:  # one failing reader must not break the scrape
         log.exception("mlx_otel: reading %s failed", name)
     return family
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite float (False for NaN, inf and what is no float)."""
+    try:
+        return math.isfinite(value)
+    except (TypeError, OverflowError):
+        return False
 
 
 class Telemetry:
@@ -137,7 +151,6 @@ class Telemetry:
             registry=self._otel_registry,
             cardinality_limits=self.cardinality_limits,
         )
-        self._views: list[View] = []
         self._metrics: dict[str, Metric] = {}
         self._observed: list[tuple[Metric, Callable[[], Reading]]] = []
         self._extra_readers: list[MetricReader] = []
@@ -154,8 +167,10 @@ class Telemetry:
         self._server_thread: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_ServingCollector(self))
-        self._pending: list[tuple[Metric, Callable[[], Reading] | None]] = []
-        self._instruments: dict[str, Any] = {}
+        self._pending: list[tuple[Metric, Callable[[], Reading]]] = []
+        #: Histograms folded in bulk (see mlx_otel.exporter.histograms): served
+        #: by their own collector and added to every OTLP export.
+        self.bulk_histograms: list[BulkHistogram] = []
         self._attributes = attributes
 
     # -- building ---------------------------------------------------------
@@ -167,24 +182,17 @@ class Telemetry:
         self._observed.append((metric, read))
         self._pending.append((metric, read))
 
-    def add_histogram(self, metric: Metric) -> None:
-        """Serve ``metric`` as a histogram with the catalogue's buckets (see :meth:`record`)."""
-        if metric.kind is not Kind.HISTOGRAM:
-            raise ValueError(f"{metric.prometheus_name} is a {metric.kind.value}, not a histogram")
-        self._register(metric)
-        if metric.buckets is not None:
-            self._views.append(
-                View(
-                    instrument_name=metric.otel_name,
-                    aggregation=ExplicitBucketHistogramAggregation(boundaries=metric.buckets),
-                )
-            )
-        self._pending.append((metric, None))
+    @property
+    def resource(self) -> Resource:
+        """The OpenTelemetry resource (service.name, run_id, rank) of every export."""
+        return Resource.create(self._attributes)
 
-    def histogram(self, metric: Metric) -> Any:
-        """The histogram instrument of ``metric``, once :meth:`start` has run."""
-        self._start_provider()
-        return self._instruments[metric.otel_name]
+    def serve_histograms(self, histograms: Sequence[BulkHistogram]) -> None:
+        """Serve bulk histograms on the endpoint and hand them to OTLP readers too."""
+        for histogram in histograms:
+            self._register(histogram.metric)
+        self.bulk_histograms.extend(histograms)
+        self.registry.register(HistogramCollector(histograms, self._resource_labels))
 
     def before_collect(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at the start of every collection (it must be quick and safe)."""
@@ -230,28 +238,21 @@ class Telemetry:
             return
         self._provider = MeterProvider(
             metric_readers=[self._reader, *self._extra_readers],
-            resource=Resource.create(self._attributes),
-            views=self._views,
+            resource=self.resource,
         )
         meter = self._provider.get_meter("mlx_otel")
         for metric, read in self._pending:
-            if metric.kind is Kind.HISTOGRAM:
-                self._instruments[metric.otel_name] = meter.create_histogram(
-                    metric.otel_name, unit=metric.unit, description=metric.description
-                )
-            else:
-                assert read is not None
-                create = (
-                    meter.create_observable_counter
-                    if metric.kind is Kind.COUNTER
-                    else meter.create_observable_gauge
-                )
-                create(
-                    metric.otel_name,
-                    callbacks=[self._callback(metric, read)],
-                    unit=metric.unit,
-                    description=metric.description,
-                )
+            create = (
+                meter.create_observable_counter
+                if metric.kind is Kind.COUNTER
+                else meter.create_observable_gauge
+            )
+            create(
+                metric.otel_name,
+                callbacks=[self._callback(metric, read)],
+                unit=metric.unit,
+                description=metric.description,
+            )
         self._pending = []
 
     def _callback(
@@ -260,8 +261,9 @@ class Telemetry:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             if not self._sdk_reads:  # the endpoint serves these itself
                 return ()
-            # The SDK would drop non-finite values with a warning each time.
-            return [Observation(v, a) for v, a in read() if math.isfinite(v)]
+            # The SDK would drop non-finite values with a warning each time; a
+            # value that is no float at all (a huge int) is skipped, not raised.
+            return [Observation(v, a) for v, a in read() if _finite(v)]
 
         return callback
 
@@ -367,10 +369,17 @@ class Telemetry:
         self._start_provider()
         return generate_latest(self.registry).decode()
 
-    def push(self, url: str, *, job: str = "mlx_otel") -> None:
-        """Push the current values to a Pushgateway, grouped by run_id (and rank)."""
+    def push(self, url: str, *, job: str = "mlx_otel", timeout: float = 5.0) -> None:
+        """Push the current values to a Pushgateway, grouped by run_id (and rank).
+
+        A gateway that does not answer within ``timeout`` seconds fails the
+        push (the end of a run must not hang on it).
+        """
         self._start_provider()
-        push_to_gateway(url, job=job, registry=self.registry, grouping_key=self._resource_labels)
+        push_to_gateway(
+            url, job=job, registry=self.registry, grouping_key=self._resource_labels,
+            timeout=timeout,
+        )  # fmt: skip
 
     def shutdown(self) -> None:
         """Stop the endpoint and the provider; safe to call twice."""

@@ -9,22 +9,31 @@ whole run; requests and replies are length-prefixed pickles on its pipes.
     process = ChartProcess()
     paths, errors = process.render(config, frame, {"step": 100})
     process.close()
+
+A render that does not answer in time (``timeout=``, or :meth:`ChartProcess.cut_short`
+at the end of a run) is not waited for: the child is left to finish those
+charts on its own (it writes the PNGs, then exits, as its input is closed),
+so the end of a run never waits for matplotlib on a busy machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from mlx_otel.catalog import is_memory_field
 
-__all__ = ["ChartProcess", "render_checkpoint_charts"]
+__all__ = ["ChartProcess", "ChartsCutShort", "render_checkpoint_charts"]
 
 _HEADER = struct.Struct("!Q")
 
@@ -75,15 +84,40 @@ def _read(stream: IO[bytes]) -> Any:
     if len(header) < _HEADER.size:
         raise EOFError("chart process closed its pipe")
     (size,) = _HEADER.unpack(header)
-    return pickle.loads(stream.read(size))
+    payload = stream.read(size)
+    if len(payload) < size:  # the run ended in the middle of a request
+        raise EOFError("chart process closed its pipe")
+    return pickle.loads(payload)
+
+
+class ChartsCutShort(RuntimeError):
+    """The chart process did not answer in time; it finishes the charts on its own."""
 
 
 class ChartProcess:
     """A long-lived child process that renders checkpoint charts."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_restart: Callable[[int], None] | None = None) -> None:
+        #: Called with the exit code when a child that died is replaced.
+        self._on_restart = on_restart
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._cut = threading.Event()
+        self._interrupt = threading.Event()
+        #: Children left to finish a render on their own (their input is closed).
+        self.finishing: list[subprocess.Popen[bytes]] = []
+        #: Called about every 0.1 s while a render is awaited (the caller's
+        #: thread is otherwise idle: the monitor folds its samples there).
+        self.while_waiting: Callable[[], None] | None = None
+
+    def cut_short(self) -> None:
+        """Stop waiting for renders (the run ends); later renders are refused."""
+        self._cut.set()
+
+    def stop_waiting(self) -> None:
+        """Stop waiting for the interruptible render in flight (a periodic chart):
+        the child finishes it alone; the next render starts a fresh child."""
+        self._interrupt.set()
 
     def start(self) -> None:
         """Start the child now, so its imports are done before the first chart."""
@@ -91,6 +125,15 @@ class ChartProcess:
             self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        dead = self._process
+        if dead is not None and dead.poll() is not None:
+            # Killed (OOM killer, a user) or crashed: count it, start another.
+            for stream in (dead.stdin, dead.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            if self._on_restart is not None:
+                self._on_restart(int(dead.returncode))
         if self._process is None or self._process.poll() is not None:
             # The child must import this very package, installed or not.
             root = str(Path(__file__).resolve().parents[2])
@@ -105,14 +148,38 @@ class ChartProcess:
         return self._process
 
     def render(
-        self, config: Any, data: Any, arguments: dict[str, Any]
+        self,
+        config: Any,
+        data: Any,
+        arguments: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        interruptible: bool = True,
     ) -> tuple[dict[str, Path], dict[str, str]]:
-        """Render in the child; raises RuntimeError if the child fails."""
+        """Render in the child; raises RuntimeError if the child fails.
+
+        Waits at most ``timeout`` seconds (and not past :meth:`cut_short`, nor
+        :meth:`stop_waiting` when ``interruptible``); then raises
+        :class:`ChartsCutShort` and leaves the child to finish alone.
+        """
+        if self._cut.is_set():
+            raise ChartsCutShort("the run is ending: no new charts")
         with self._lock:
+            if interruptible:
+                self._interrupt.clear()
             process = self._start()
             assert process.stdin is not None and process.stdout is not None
+            deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                _write(process.stdin, (config, data, arguments))
+                # A child still importing matplotlib on a busy machine does not
+                # read yet: a request larger than the pipe must not block.
+                sent = self._send(process, (config, data, arguments), deadline, interruptible)
+                if not sent or not self._wait_reply(process, deadline, interruptible):
+                    self._leave_to_finish(process)
+                    raise ChartsCutShort(
+                        f"charts of step {arguments.get('step')} are still rendering in the "
+                        f"chart process (pid {process.pid}); it writes them when it is done"
+                    )
                 ok, result = _read(process.stdout)
             except (OSError, EOFError) as exc:
                 self._process = None
@@ -121,19 +188,73 @@ class ChartProcess:
                 raise RuntimeError(f"chart rendering failed in the chart process: {result}")
             return result  # type: ignore[no-any-return]
 
-    def close(self) -> None:
+    def _stop(self, deadline: float | None, interruptible: bool) -> bool:
+        if self._cut.is_set() or (interruptible and self._interrupt.is_set()):
+            return True
+        return deadline is not None and time.monotonic() > deadline
+
+    def _send(
+        self, process: subprocess.Popen[bytes], request: Any, deadline: float | None,
+        interruptible: bool,
+    ) -> bool:
+        """Write the request without blocking past the deadline; False if cut short."""
+        assert process.stdin is not None
+        payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(_HEADER.pack(len(payload)) + payload)
+        fd = process.stdin.fileno()
+        os.set_blocking(fd, False)
+        while view:
+            _, writable, _ = select.select([], [fd], [], 0.1)
+            if writable:
+                with contextlib.suppress(BlockingIOError):
+                    view = view[os.write(fd, view[: 1 << 16]) :]
+                continue
+            if process.poll() is not None:
+                raise EOFError("chart process exited")
+            if self._stop(deadline, interruptible):
+                return False
+        return True
+
+    def _wait_reply(
+        self, process: subprocess.Popen[bytes], deadline: float | None, interruptible: bool
+    ) -> bool:
+        """Whether the reply arrived before the deadline or :meth:`cut_short`."""
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while True:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                return True
+            if self.while_waiting is not None:
+                self.while_waiting()
+            if process.poll() is not None:
+                return True  # died: the read reports it
+            if self._stop(deadline, interruptible):
+                return False
+
+    def _leave_to_finish(self, process: subprocess.Popen[bytes]) -> None:
+        """Close the child's input: it finishes the render in hand, then exits."""
+        self._process = None
+        self.finishing.append(process)
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close the idle child (it exits at once); children still rendering finish alone."""
         with self._lock:
             process, self._process = self._process, None
         if process is None:
             return
         if process.poll() is None:
             assert process.stdin is not None
-            process.stdin.close()
+            with contextlib.suppress(OSError):
+                process.stdin.close()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                self.finishing.append(process)  # busy after all: let it finish
+                return
         for stream in (process.stdin, process.stdout):
             if stream is not None:
                 stream.close()
@@ -157,7 +278,10 @@ def main() -> None:
             reply: tuple[bool, Any] = (True, render_checkpoint_charts(config, data, arguments))
         except Exception as exc:
             reply = (False, repr(exc))
-        _write(stdout, reply)
+        try:
+            _write(stdout, reply)
+        except (BrokenPipeError, OSError):
+            return  # the run ended without waiting: the charts are written, that is all
 
 
 if __name__ == "__main__":

@@ -44,14 +44,18 @@ MISSING: Any = _Missing()
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
 #: Keyword of log_training_step for a stored key, where the two differ.
 _ARGUMENT_NAMES = {"reward_mean": "reward"}
-#: Value types stored without conversion (bool is not one: it is checked).
-_PLAIN_NUMBERS = frozenset({float, int})
+#: Custom value types stored without conversion (bool is not one: it is
+#: checked; nor int: a huge int would overflow every float reader).
+_PLAIN_NUMBERS = frozenset({float})
+#: Largest step or token count recorded (floats hold integers exactly up to it).
+_MAX_INT = 2**53
 #: Catalogue metrics that trainer callbacks set by keyword, named by their Prometheus
 #: name (``mlx_train_kl=``, or ``mlx_train_clip_ratio/low=`` for a labelled one):
 #: stored among the step's values by their key (``kl``, ``clip_ratio/low``).
 TRAINER_METRICS = {m.prometheus_name: m for m in METRICS if m.source is Source.TRAINER}
-#: Samples folded into a histogram between two yields of the interpreter.
-_FOLD_CHUNK = 256
+#: Samples folded into a histogram in one piece (about a millisecond of NumPy)
+#: before the interpreter is yielded to the training thread.
+_FOLD_CHUNK = 1 << 16
 
 
 class StepRecorder:
@@ -103,13 +107,14 @@ class StepRecorder:
         self.view: dict[str, float] = {}
         self.custom_view: dict[str, float] = {}
         self._fold_lock = threading.Lock()
-        self._record_reward: Callable[[float], None] | None = None
-        self._record_duration: Callable[[float], None] | None = None
+        self._record_reward: Callable[[np.ndarray], None] | None = None
+        self._record_duration: Callable[[np.ndarray], None] | None = None
 
     def fold_into(
-        self, rewards: Callable[[float], None], durations: Callable[[float], None]
+        self, rewards: Callable[[np.ndarray], None], durations: Callable[[np.ndarray], None]
     ) -> None:
-        """Where :meth:`fold` records buffered rewards and step durations."""
+        """Where :meth:`fold` records buffered rewards and step durations (finite
+        float64 arrays, e.g. :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
         self._record_reward = rewards
         self._record_duration = durations
 
@@ -159,12 +164,12 @@ class StepRecorder:
             elif memory_allocated_mb is not MISSING:
                 self._store_slow(values, "memory_allocated_mb", memory_allocated_mb)
             tokens = self.tokens
-            if thinking_tokens.__class__ is int and thinking_tokens >= 0:
+            if thinking_tokens.__class__ is int and 0 <= thinking_tokens <= _MAX_INT:
                 tokens["thinking"] += thinking_tokens
                 values["thinking_tokens"] = thinking_tokens
             elif thinking_tokens is not MISSING:
                 self._count_slow(values, "thinking", thinking_tokens)
-            if answer_tokens.__class__ is int and answer_tokens >= 0:
+            if answer_tokens.__class__ is int and 0 <= answer_tokens <= _MAX_INT:
                 tokens["answer"] += answer_tokens
                 values["answer_tokens"] = answer_tokens
             elif answer_tokens is not MISSING:
@@ -174,7 +179,7 @@ class StepRecorder:
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
             ):
                 custom = self._custom_slow(custom, values)
-            if step.__class__ is not int:
+            if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not MISSING:
                 duration = self._to_float("step_time", step_time)
@@ -188,8 +193,11 @@ class StepRecorder:
                 self._buffer(self._duration_buffer, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
-                # Copy now: the caller may reuse its list or buffer next step.
-                chunk = rewards[:] if rewards.__class__ is list else self._copy_samples(rewards)
+                # Copy now: the caller may reuse its list or buffer next step. A
+                # tuple of floats, not a list: the garbage collector stops
+                # tracking it, so thousands of queued steps do not make every
+                # full collection (which holds the interpreter) longer.
+                chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     self._buffer(self._reward_buffer, chunk, "rewards")
             memory = None
@@ -237,7 +245,7 @@ class StepRecorder:
                 name = self._admit_custom(key)
             if not name:
                 continue  # refused (counted when first seen)
-            if value.__class__ is not float and value.__class__ is not int:
+            if value.__class__ is not float:
                 value = self._to_float(key, value)
                 if value is None:
                     continue
@@ -254,7 +262,7 @@ class StepRecorder:
         number = self._to_float(key, value)
         if number is None:
             return
-        if not math.isfinite(number) or number != int(number):
+        if not math.isfinite(number) or number != int(number) or number > _MAX_INT:
             self._reject(key, value, "invalid_value")
             return
         if number < 0:
@@ -271,12 +279,15 @@ class StepRecorder:
 
     def _to_step(self, value: Any) -> int:
         number = self._to_float("step", value)
-        if number is None or not math.isfinite(number):
+        if number is None:
+            return self.steps
+        if not math.isfinite(number) or abs(number) > _MAX_INT:
+            self._reject("step", value, "invalid_value")
             return self.steps
         return int(number)
 
     def _copy_samples(self, samples: Any) -> Any:
-        if isinstance(samples, np.ndarray):
+        if isinstance(samples, np.ndarray) and samples.dtype.kind in "biuf":
             return samples.ravel().copy()
         # MLX arrays: convert on this thread, where the array was made.
         array = to_numbers(samples)
@@ -359,13 +370,25 @@ class StepRecorder:
         with self._latest_lock:
             self._latest[key] = value
 
-    def drain(self) -> list[StepRecord]:
-        """Queued steps as records; custom values under their sanitised names."""
+    @property
+    def pending(self) -> int:
+        """Steps queued and not drained yet."""
+        return len(self._records)
+
+    def drain(self, limit: int | None = None) -> list[StepRecord]:
+        """Queued steps as records (at most ``limit``); custom values under their
+        sanitised names.
+
+        Only the steps queued when the call began are taken: while training
+        logs as fast as the worker drains, an open-ended loop would never end
+        and its batch would grow without bound.
+        """
         records = self._records
         batch = []
         names = self._custom_names
+        count = len(records) if limit is None else min(limit, len(records))
         with self._latest_lock:
-            while records:
+            for _ in range(count):
                 fields = records.popleft()
                 self._apply(self._latest, self._latest_custom, fields)
                 step, stamp, values, custom, rewards, duration, memory = fields
@@ -380,27 +403,52 @@ class StepRecorder:
         return batch
 
     def fold(self) -> None:
-        """Record buffered samples into the histograms, a chunk at a time."""
+        """Fold buffered samples into the histograms, in bounded NumPy pieces."""
         record_reward, record_duration = self._record_reward, self._record_duration
         if record_reward is None or record_duration is None:
             return
         with self._fold_lock:
-            non_finite = 0
+            non_finite = invalid = 0
             durations = self._duration_buffer
-            while durations:
-                record_duration(durations.popleft())
+            if durations:
+                count = len(durations)
+                values = np.fromiter(
+                    (durations.popleft() for _ in range(count)), dtype=np.float64, count=count
+                )
+                finite = np.isfinite(values)
+                non_finite += count - int(np.count_nonzero(finite))
+                values = values[finite]
+                negative = values < 0  # a step_time= below zero
+                invalid += int(np.count_nonzero(negative))
+                record_duration(values[~negative])
             buffer = self._reward_buffer
-            done = 0
-            while buffer:
-                chunk = np.asarray(buffer.popleft(), dtype=np.float64).ravel()
-                finite = np.isfinite(chunk)
-                non_finite += int(chunk.size - np.count_nonzero(finite))
-                for value in chunk[finite].tolist():
-                    record_reward(value)
-                done += chunk.size
-                if done >= _FOLD_CHUNK:
-                    # Let the training thread run between chunks.
-                    time.sleep(0)
-                    done = 0
+            left = len(buffer)  # what is buffered now; later samples wait for the next fold
+            while left:
+                pieces = []
+                size = 0
+                while left and size < _FOLD_CHUNK:
+                    left -= 1
+                    # A list is copied unchecked on the training thread: text,
+                    # None or huge ints inside are found here.
+                    chunk = to_numbers(buffer.popleft())
+                    if chunk is None:
+                        invalid += 1
+                        continue
+                    pieces.append(chunk)
+                    size += chunk.size
+                if pieces:
+                    values = np.concatenate(pieces)
+                    finite = np.isfinite(values)
+                    non_finite += values.size - int(np.count_nonzero(finite))
+                    record_reward(values[finite])
+                if left:
+                    time.sleep(0)  # let the training thread run between pieces
             if non_finite:
                 self._ledger.count("non_finite", non_finite)
+            if invalid:
+                self._ledger.report(
+                    "invalid_value", "rewards", "rewards or step_time that are not numbers "
+                    "(text, None, negative durations, huge ints) are left out of the histograms",
+                )
+                if invalid > 1:
+                    self._ledger.count("invalid_value", invalid - 1)

@@ -31,14 +31,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mlx_otel.catalog import custom_key
+from mlx_otel.catalog import METRICS, Source, custom_key, wandb_key
 from mlx_otel.config.visualization import VisualizationConfig
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.fileio import atomic_path, atomic_write_text
-from mlx_otel.integrations.chart_process import ChartProcess, render_checkpoint_charts
+from mlx_otel.integrations.chart_process import (
+    ChartProcess,
+    ChartsCutShort,
+    render_checkpoint_charts,
+)
 from mlx_otel.numbers.memory import MemoryProfiler
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
-from mlx_otel.records import GradientRecord, StepRecord
+from mlx_otel.records import GradientRecord, StepRecord, to_numbers
 
 if TYPE_CHECKING:
     from mlx_otel.config import MonitorConfig
@@ -60,6 +64,8 @@ Record = StepRecord | GradientRecord
 
 #: Leading CSV columns, in the seed's order; other metrics follow by name.
 _CSV_LEADING = ("step", "run_id", "timestamp", "loss", "reward_mean", "grad_norm", "learning_rate")
+#: Keys of the trainer metrics among a step's values (named after the catalogue).
+_TRAINER_KEYS = frozenset(m.key for m in METRICS if m.source is Source.TRAINER)
 #: The statistics names of the memory reading taken at each step.
 _MEMORY_FIELDS = ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
 
@@ -131,8 +137,9 @@ class StatisticsSink:
                 )
             for name in self.stats.record_step(record.step, values, record.timestamp):
                 self._ledger.report("invalid_value", name, f"statistics rejected {name!r}")
-            if record.rewards is not None:
-                rewards = np.asarray(record.rewards, dtype=np.float64).ravel()
+            # Rewards that are not numbers are counted when the histogram folds them.
+            rewards = None if record.rewards is None else to_numbers(record.rewards)
+            if rewards is not None:
                 self.recent_rewards.extend(rewards[np.isfinite(rewards)].tolist())
             self.last_step = record.step
 
@@ -168,13 +175,16 @@ class WandBSink:
             if isinstance(record, GradientRecord):
                 self.logger.log_gradients(dict(record.per_layer), step=record.step)
                 continue
-            self.logger.log_metrics(step_values(record, memory=self._log_memory), step=record.step)
+            values = step_values(record, memory=self._log_memory)
+            for key in _TRAINER_KEYS.intersection(values):
+                values[wandb_key(key)] = values.pop(key)  # rl/kl, beside the user's custom/kl
+            self.logger.log_metrics(values, step=record.step)
             # A histogram costs four times a row of scalars in wandb.log:
             # send the distribution at the sample-table cadence.
             if record.rewards is not None and record.step % self._every == 0:
-                rewards = np.asarray(record.rewards, dtype=np.float64).ravel()
-                rewards = rewards[np.isfinite(rewards)]
-                if rewards.size:
+                rewards = to_numbers(record.rewards)
+                rewards = None if rewards is None else rewards[np.isfinite(rewards)]
+                if rewards is not None and rewards.size:
                     self.logger.log_distribution("rewards", rewards, step=record.step)
 
     def log_charts(self, paths: Mapping[str, Path], step: int | None) -> None:
@@ -183,6 +193,10 @@ class WandBSink:
 
     def close(self) -> None:
         self.logger.finish()
+
+
+#: A periodic chart not rendered by then is left to the chart process.
+_PERIODIC_CHART_TIMEOUT_S = 120.0
 
 
 class ChartSink:
@@ -211,17 +225,21 @@ class ChartSink:
         self._in_subprocess = in_subprocess
         self._on_charts = on_charts
         self._process: ChartProcess | None = None
+        self._ending = False
+        self._finishing = False
+        #: Run while a chart is awaited (see ChartProcess.while_waiting).
+        self.while_waiting: Callable[[], None] | None = None
         if every and not charts_available():
             log.warning("mlx_otel: charts need matplotlib and seaborn: pip install 'mlx-otel[charts]'")
             self._every = every = 0
         if every and in_subprocess:
             # Its imports take seconds of CPU: start it now, at low priority.
-            self._process = ChartProcess()
+            self._process = ChartProcess(on_restart=self._chart_process_died)
             self._process.start()
 
     def handle(self, batch: Sequence[Record]) -> None:
         every = self._every
-        if not every:
+        if not every or self._finishing:
             return
         chart_step = None
         for record in batch:
@@ -231,17 +249,57 @@ class ChartSink:
             # A worker that fell behind renders the latest chart step only.
             self.render(chart_step)
 
-    def render(self, step: int | None = None) -> dict[str, Path]:
-        """Render every chart the data allows; returns {chart kind: path}."""
-        if not charts_available():
+    def _chart_process_died(self, code: int) -> None:
+        self._ledger.report(
+            "worker", "chart process",
+            f"the chart process exited with code {code} (killed or crashed); a new one is started",
+        )
+
+    def stop_waiting(self) -> None:
+        """Leave the periodic chart in flight to the chart process (an export
+        must not wait for it)."""
+        if self._process is not None:
+            self._process.stop_waiting()
+
+    def finishing(self) -> None:
+        """The run is ending: no more periodic charts, and the one in flight is
+        left to the chart process; the end-of-run charts (:meth:`render` with a
+        timeout) still render."""
+        self._finishing = True
+        if self._process is not None:
+            self._process.stop_waiting()
+
+    def cut_short(self) -> None:
+        """The run ends: stop waiting for the chart process and start no new chart."""
+        self._ending = True
+        if self._process is not None:
+            self._process.cut_short()
+
+    def render(self, step: int | None = None, *, timeout: float | None = None) -> dict[str, Path]:
+        """Render every chart the data allows; returns {chart kind: path}.
+
+        In the chart process, waits at most ``timeout`` seconds; charts not
+        done by then are finished by that process and left out of the result.
+        """
+        if self._ending or not charts_available():
             return {}
         data, arguments = self._statistics.chart_arguments(step, self._threshold_mb)
         if data is None:
             return {}
         if self._in_subprocess:
             if self._process is None:
-                self._process = ChartProcess()
-            paths, errors = self._process.render(self.config, data, arguments)
+                self._process = ChartProcess(on_restart=self._chart_process_died)
+            self._process.while_waiting = self.while_waiting
+            try:
+                periodic = timeout is None
+                paths, errors = self._process.render(
+                    self.config, data, arguments,
+                    timeout=_PERIODIC_CHART_TIMEOUT_S if periodic else timeout,
+                    interruptible=periodic,
+                )  # fmt: skip
+            except ChartsCutShort as note:
+                log.warning("mlx_otel: %s", note)
+                return {}
         else:
             paths, errors = render_checkpoint_charts(self.config, data, arguments)
         for kind, error in errors.items():
@@ -268,32 +326,58 @@ def export_run_files(
     run_id: str,
     start_time: float,
     rank: int | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the seed's statistics and metrics files; returns {name: path}.
 
     With a ``rank``, the JSON files say which rank of the run they describe.
+    With ``on_error``, a file that cannot be written (full disk, a path that
+    is not a folder) is reported there and the others are still written,
+    the small summary first; without it the first failure raises. ``only``
+    names the files to write (``"monitoring_summary"``, ``"training_metrics_csv"``...).
     """
     stats = statistics.stats
     written: dict[str, Path] = {}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written["stats_json"] = stats.export_to_json()
-    written["stats_csv"] = stats.export_to_csv()
-    frame = stats.to_dataframe()
-    frame.insert(1, "run_id", run_id)
-    columns = [c for c in csv_columns(list(frame.columns)) if c in frame]
-    frame = frame[columns]
-    csv_path = output_dir / "training_metrics.csv"
-    with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    written["training_metrics_csv"] = csv_path
-    json_path = output_dir / "training_metrics.json"
-    rows = json.loads(frame.to_json(orient="records"))
+    frame_cache: list[Any] = []
     run = {"run_id": run_id} if rank is None else {"run_id": run_id, "rank": rank}
-    atomic_write_text(json_path, json.dumps({**run, "steps": rows}, indent=2) + "\n")
-    written["training_metrics_json"] = json_path
-    written["monitoring_summary"] = stats.export_summary(
-        output_dir / "monitoring_summary.json", run_id=run_id, start_time=start_time, rank=rank
-    )
+
+    def frame() -> Any:
+        if not frame_cache:
+            data = stats.to_dataframe()
+            data.insert(1, "run_id", run_id)
+            frame_cache.append(data[[c for c in csv_columns(list(data.columns)) if c in data]])
+        return frame_cache[0]
+
+    def metrics_csv() -> Path:
+        path = output_dir / "training_metrics.csv"
+        with atomic_path(path) as tmp:
+            frame().to_csv(tmp, index=False)
+        return path
+
+    def metrics_json() -> Path:
+        rows = json.loads(frame().to_json(orient="records"))
+        text = json.dumps({**run, "steps": rows}, indent=2) + "\n"
+        return atomic_write_text(output_dir / "training_metrics.json", text)
+
+    writers: list[tuple[str, Callable[[], Path]]] = [
+        ("monitoring_summary", lambda: stats.export_summary(
+            output_dir / "monitoring_summary.json", run_id=run_id, start_time=start_time,
+            rank=rank)),
+        ("training_metrics_csv", metrics_csv),
+        ("training_metrics_json", metrics_json),
+        ("stats_csv", stats.export_to_csv),
+        ("stats_json", stats.export_to_json),
+    ]  # fmt: skip
+    for name, write in writers:
+        if only is not None and name not in only:
+            continue
+        try:
+            written[name] = write()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(name, exc)
     return written
 
 

@@ -1,0 +1,327 @@
+"""What real training loops hand the monitor, thrown at every public method.
+
+Hypothesis generates what loops produce by mistake or by design: NaN, ±inf,
+None, text, bools, NumPy and MLX scalars, 0-d and 1-element arrays, huge and
+negative numbers, steps that go backwards or repeat, empty, ragged and nested
+rewards, unicode and very long custom names, thousands of distinct names,
+gradient trees with leaves that are not arrays. For every input:
+
+- nothing raises (the monitor is not strict);
+- every rejected value is counted in ``mlx_otel_errors_total``, exactly as an
+  independent rule of what a number is predicts;
+- the scrape stays valid for prometheus-client's parser and, at the end, for
+  ``promtool check metrics``;
+- series stay under the caps (custom names, layer names).
+
+One monitor serves the whole module; example counts are bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlx_otel.monitor import TrainingMonitor
+from tests.servers import find_binary
+
+MAX_CUSTOM = 16
+MAX_LAYERS = 24
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=False,
+)
+#: Error kinds counted on the caller's thread or at the next scrape (not the
+#: worker's asynchronous non_finite count of statistics).
+COUNTED = ("invalid_value", "negative_count", "custom_metric_cap")
+NAMED = ("loss", "reward", "grad_norm", "learning_rate", "memory_allocated_mb", "step_time")
+RESERVED = {*NAMED, "step", "thinking_tokens", "answer_tokens", "rewards"}
+FLOAT_MAX_INT = 2**1024  # ints from here on overflow float()
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainingMonitor]:
+    out = tmp_path_factory.mktemp("fuzz")
+    config = {
+        "exporter": {"port": 0, "max_custom_metrics": MAX_CUSTOM, "max_layer_series": MAX_LAYERS},
+        "monitoring": {"output_dir": str(out / "outputs"), "generate_charts_every": 0},
+    }
+    monitor = TrainingMonitor(config, run_id="fuzz")
+    try:
+        yield monitor
+    finally:
+        monitor.cleanup()
+
+
+# -- what a loop hands over ------------------------------------------------
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
+any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
+huge_ints = st.sampled_from([2**53 + 1, 2**63, 10**30, 10**400, -(10**400)])
+ints = st.one_of(st.integers(-(2**40), 2**40), huge_ints)
+scalar_arrays = st.one_of(
+    any_float.map(np.float64),
+    finite_floats.filter(lambda x: abs(x) < 3e38).map(np.float32),
+    st.integers(-(2**31), 2**31).map(np.int64),
+    any_float.map(lambda x: np.array(x)),  # 0-d
+    any_float.map(lambda x: np.array([x])),  # 1 element
+    any_float.map(lambda x: mx.array(x, dtype=mx.float32)),
+    any_float.map(lambda x: mx.array([x], dtype=mx.float32)),
+)
+not_numbers = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.binary(max_size=4),
+    st.lists(finite_floats, max_size=3),
+    st.just({"a": 1.0}),
+    st.just(np.array([1.0, 2.0])),
+    st.just(mx.array([1.0, 2.0])),
+    st.just(object()),
+)
+values = st.one_of(any_float, ints, st.booleans(), scalar_arrays, not_numbers)
+steps = st.one_of(st.integers(-5, 10**6), huge_ints, any_float, st.booleans(), scalar_arrays,
+                  st.none(), st.text(max_size=3))  # fmt: skip
+reward_items = st.one_of(any_float, st.integers(-100, 100), st.booleans())
+rewards = st.one_of(
+    st.lists(reward_items, max_size=40),
+    st.lists(st.lists(finite_floats, min_size=2, max_size=2), max_size=5),  # nested, rectangular
+    st.lists(st.lists(finite_floats, max_size=3), min_size=2, max_size=4),  # maybe ragged
+    st.lists(st.one_of(finite_floats, st.lists(reward_items, max_size=3)), max_size=4),  # mixed
+    st.lists(st.one_of(finite_floats, st.none(), st.text(max_size=2)), min_size=1, max_size=4),
+    st.lists(finite_floats, max_size=8).map(tuple),
+    st.lists(any_float, max_size=16).map(np.array),
+    st.lists(finite_floats.filter(lambda x: abs(x) < 3e38), max_size=16).map(
+        lambda xs: mx.array(xs, dtype=mx.float32)
+    ),
+    st.lists(st.just(10**400), min_size=1, max_size=2),
+    any_float,
+    st.none(),
+    st.text(max_size=4),
+)
+custom_names = st.one_of(
+    st.sampled_from(["kl", "entropy", "Entropy Bonus!", "kl-div", "ü", "policy/clip", "x" * 500]),
+    st.text(min_size=0, max_size=80),
+    st.text(alphabet="abc_", min_size=1, max_size=4),
+).filter(lambda name: name not in RESERVED)
+
+
+# -- an independent rule of what a number is ------------------------------
+
+
+def as_number(value: Any) -> float | None:
+    """The float a value stands for, or None when it is not a number."""
+    if value is None or isinstance(value, (str, bytes, dict, list, tuple)):
+        return None
+    if isinstance(value, (bool, int)) and not isinstance(value, np.generic):
+        return float(value) if abs(value) < FLOAT_MAX_INT else None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (np.ndarray, np.generic, mx.array)):
+        return float(value.item()) if value.size == 1 else None
+    return None
+
+
+def count_outcome(value: Any) -> str:
+    """"ok", "invalid_value" or "negative_count" for a token count."""
+    number = as_number(value)
+    if number is None or not math.isfinite(number) or number != int(number) or number > 2**53:
+        return "invalid_value"
+    return "negative_count" if number < 0 else "ok"
+
+
+def step_rejected(value: Any) -> bool:
+    number = as_number(value)
+    return number is None or not math.isfinite(number) or abs(number) > 2**53
+
+
+def rewards_rejected(value: Any) -> bool:
+    """Rewards are numbers: a number, an array, or a (nested, maybe ragged) list of them."""
+    if isinstance(value, (np.ndarray, mx.array)):
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(rewards_rejected(v) for v in value)
+    return as_number(value) is None
+
+
+def sanitised(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]+", "_", name).strip("_").lower()[:64]
+
+
+def counted(monitor: TrainingMonitor) -> dict[str, int]:
+    errors = monitor.error_counts()
+    return {kind: errors.get(kind, 0) for kind in COUNTED}
+
+
+def scrape_checked(monitor: TrainingMonitor) -> dict[str, list[Any]]:
+    """Scrape (which also folds buffered samples) and parse; samples by family."""
+    text = monitor.telemetry.exposition()
+    families = {f.name: f.samples for f in text_string_to_metric_families(text)}
+    custom = [s for s in families.get("mlx_train_custom", [])]
+    assert len(custom) <= MAX_CUSTOM, f"{len(custom)} custom series, cap {MAX_CUSTOM}"
+    layers = families.get("mlx_train_layer_grad_norm", [])
+    assert len(layers) <= MAX_LAYERS, f"{len(layers)} layer series, cap {MAX_LAYERS}"
+    return families
+
+
+# -- the properties --------------------------------------------------------
+
+
+@FUZZ
+@given(
+    step=steps,
+    named=st.dictionaries(st.sampled_from(NAMED), values, max_size=len(NAMED)),
+    thinking=st.one_of(values, st.integers(-3, 10**6)),
+    answer=st.one_of(values, st.integers(-3, 10**6)),
+    samples=st.one_of(st.just("absent"), rewards),
+    custom=st.dictionaries(custom_names, values, max_size=6),
+)
+def test_log_training_step_never_raises_and_counts_every_rejected_value(
+    fuzzed: TrainingMonitor, step: Any, named: dict[str, Any], thinking: Any, answer: Any,
+    samples: Any, custom: dict[str, Any],
+) -> None:  # fmt: skip
+    monitor = fuzzed
+    before = counted(monitor)
+    steps_before = monitor.steps_logged
+    admitted = {key for key, stored in monitor.recorder._custom_names.items() if stored}
+    seen = set(monitor.recorder._custom_names)
+
+    expected = dict.fromkeys(COUNTED, 0)
+    expected["invalid_value"] += sum(as_number(v) is None for v in named.values())
+    step_time = as_number(named.get("step_time"))
+    if step_time is not None and step_time < 0:
+        expected["invalid_value"] += 1  # a duration cannot be negative
+    for value in (thinking, answer):
+        outcome = count_outcome(value)
+        if outcome != "ok":
+            expected[outcome] += 1
+    if step_rejected(step):
+        expected["invalid_value"] += 1
+    kwargs: dict[str, Any] = {**named, "thinking_tokens": thinking, "answer_tokens": answer}
+    if not (isinstance(samples, str) and samples == "absent"):
+        kwargs["rewards"] = samples
+        expected["invalid_value"] += rewards_rejected(samples)
+    for name, value in custom.items():
+        if name not in seen:
+            seen.add(name)
+            if not sanitised(name):
+                expected["invalid_value"] += 1  # a name with nothing left to export
+                continue
+            if len(admitted) >= MAX_CUSTOM:
+                expected["custom_metric_cap"] += 1  # counted once per name
+                continue
+            admitted.add(name)
+        if name in admitted and as_number(value) is None:
+            expected["invalid_value"] += 1
+    kwargs.update(custom)
+
+    monitor.log_training_step(step, **kwargs)
+    scrape_checked(monitor)  # folds the rewards buffered by this call
+
+    after = counted(monitor)
+    assert {k: after[k] - before[k] for k in COUNTED} == expected, kwargs
+    assert monitor.steps_logged == steps_before + 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tree=st.recursive(
+        st.one_of(
+            st.lists(any_float, min_size=1, max_size=4).map(lambda xs: mx.array(xs)),
+            st.none(), st.text(max_size=3), finite_floats, st.integers(), st.booleans(),
+            st.just(np.ones(3)),
+        ),
+        lambda children: st.one_of(
+            st.lists(children, max_size=3),
+            st.dictionaries(st.text(min_size=1, max_size=12), children, max_size=4),
+        ),
+        max_leaves=30,
+    ),
+    step=st.integers(0, 10**6),
+)
+def test_log_gradients_takes_any_tree_and_keeps_layer_series_capped(
+    fuzzed: TrainingMonitor, tree: Any, step: int
+) -> None:
+    norms = fuzzed.log_gradients(step, tree)
+    if norms is not None:
+        assert len(norms.per_layer) <= MAX_LAYERS
+    scrape_checked(fuzzed)
+
+
+def test_thousands_of_layer_names_stay_under_the_layer_cap(fuzzed: TrainingMonitor) -> None:
+    tree = {f"layers.{i}.ü{'x' * (i % 50)}": {"weight": mx.ones((2,))} for i in range(3000)}
+    norms = fuzzed.log_gradients(0, tree)
+    assert norms is not None and norms.grouped
+    assert norms.layer_count == 3000 and len(norms.per_layer) <= MAX_LAYERS
+    assert math.isclose(norms.global_norm, math.sqrt(3000 * 2), rel_tol=1e-5)
+    scrape_checked(fuzzed)
+
+
+def test_thousands_of_custom_names_stay_under_the_custom_cap(fuzzed: TrainingMonitor) -> None:
+    before = counted(fuzzed)["custom_metric_cap"]
+    new = [f"custom_name_{i}_{'é' * (i % 7)}" for i in range(2000)]
+    fresh = [n for n in new if n not in fuzzed.recorder._custom_names]
+    for start in range(0, len(new), 100):
+        fuzzed.log_training_step(10, **{n: 1.0 for n in new[start : start + 100]})
+    families = scrape_checked(fuzzed)
+    assert 0 < len(families["mlx_train_custom"]) <= MAX_CUSTOM
+    admitted_now = sum(1 for n in fresh if fuzzed.recorder._custom_names.get(n))
+    assert counted(fuzzed)["custom_metric_cap"] - before == len(fresh) - admitted_now
+
+
+@FUZZ
+@given(
+    step=st.one_of(st.integers(-5, 10**6), any_float, st.none()),
+    rows=st.lists(st.one_of(st.text(max_size=30), st.none(), st.integers()), max_size=5),
+    rewards=st.one_of(st.lists(any_float, max_size=5), st.none(), st.text(max_size=3)),
+)
+def test_samples_memory_health_and_charts_never_raise(
+    fuzzed: TrainingMonitor, step: Any, rows: list[Any], rewards: Any
+) -> None:
+    fuzzed.log_samples(step, rows, rows, rows, rewards)
+    fuzzed.log_gradients(step, {"w": mx.ones((2,))})
+    healthy, message = fuzzed.check_memory_health()
+    assert isinstance(healthy, bool) and message
+    assert fuzzed.steps_logged >= 0
+
+
+def test_the_final_scrape_passes_promtool_and_exports_still_write(
+    fuzzed: TrainingMonitor, tmp_path: Path
+) -> None:
+    fuzzed.log_training_step(10**6 + 1, loss=float("nan"), reward=float("inf"),
+                             rewards=[float("-inf"), 0.5])  # fmt: skip
+    text = fuzzed.telemetry.exposition()
+    result = subprocess.run([find_binary("promtool"), "check", "metrics"], input=text,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fuzzed.flush(60)
+    written = fuzzed.export_all()
+    assert written["training_metrics_csv"].stat().st_size > 0
+    assert written["monitoring_summary"].is_file()
+    # (A chart may fail on values near the float range; that is counted, not raised.)
+
+
+def test_the_oracle_agrees_with_plain_cases() -> None:
+    """The rule the properties use is itself right on cases a reader can check."""
+    assert as_number(np.float32(0.5)) == 0.5 and as_number(True) == 1.0
+    assert as_number(mx.array([2.0])) == 2.0 and as_number(np.array(3.0)) == 3.0
+    assert as_number(None) is None and as_number("1") is None and as_number(10**400) is None
+    assert as_number(np.array([1.0, 2.0])) is None and as_number([1.0]) is None
+    assert count_outcome(-1) == "negative_count" and count_outcome(2.5) == "invalid_value"
+    assert not rewards_rejected([[1.0, 2.0], [3.0]]) and not rewards_rejected([[1.0], [2.0]])
+    assert rewards_rejected([[1.0], ["x"]])
+    assert rewards_rejected(["a"]) and rewards_rejected([None]) and not rewards_rejected([])
+    assert rewards_rejected([10**400]) and not rewards_rejected(0.5)
+    assert operator.index(np.int64(3)) == 3
