@@ -190,7 +190,7 @@ class StepRecorder:
             self._last_call = now
             if duration is not None:
                 values["step_time"] = duration
-                self._buffer(self._duration_buffer, duration, "step_duration")
+                self._buffer_sample(self._duration_buffer, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
                 # Copy now: the caller may reuse its list or buffer next step. A
@@ -199,7 +199,7 @@ class StepRecorder:
                 # full collection (which holds the interpreter) longer.
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
-                    self._buffer(self._reward_buffer, chunk, "rewards")
+                    self._buffer_sample(self._reward_buffer, chunk, "rewards")
             memory = None
             if self._read_memory:
                 # MLX's counters at the step boundary, for leak detection; the
@@ -221,6 +221,19 @@ class StepRecorder:
         if len(buffer) >= self._max_records:
             buffer.popleft()
             self._ledger.drop(task)
+        buffer.append(item)
+
+    def _buffer_sample(self, buffer: deque[Any], item: Any, task: str) -> None:
+        # Histogram samples must stay exact: a full buffer is first folded in
+        # part. When the worker holds the fold lock (it may be waiting for the
+        # interpreter in the middle of a piece), the buffer may grow to twice
+        # its bound; beyond that the new sample is dropped and counted. Only a
+        # holder of the fold lock pops these buffers.
+        size = len(buffer)
+        if size >= self._max_records and not self._fold_inline():
+            if size >= 2 * self._max_records:
+                self._ledger.drop(task)
+                return
         buffer.append(item)
 
     # -- validation (off the fast path) -----------------------------------------
@@ -404,51 +417,83 @@ class StepRecorder:
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms, in bounded NumPy pieces."""
-        record_reward, record_duration = self._record_reward, self._record_duration
-        if record_reward is None or record_duration is None:
+        if self._record_reward is None or self._record_duration is None:
             return
         with self._fold_lock:
-            non_finite = invalid = 0
-            durations = self._duration_buffer
-            if durations:
-                count = len(durations)
-                values = np.fromiter(
-                    (durations.popleft() for _ in range(count)), dtype=np.float64, count=count
-                )
-                finite = np.isfinite(values)
-                non_finite += count - int(np.count_nonzero(finite))
-                values = values[finite]
-                negative = values < 0  # a step_time= below zero
-                invalid += int(np.count_nonzero(negative))
-                record_duration(values[~negative])
-            buffer = self._reward_buffer
-            left = len(buffer)  # what is buffered now; later samples wait for the next fold
-            while left:
-                pieces = []
-                size = 0
-                while left and size < _FOLD_CHUNK:
-                    left -= 1
-                    # A list is copied unchecked on the training thread: text,
-                    # None or huge ints inside are found here.
-                    chunk = to_numbers(buffer.popleft())
-                    if chunk is None:
-                        invalid += 1
-                        continue
-                    pieces.append(chunk)
-                    size += chunk.size
-                if pieces:
-                    values = np.concatenate(pieces)
-                    finite = np.isfinite(values)
-                    non_finite += values.size - int(np.count_nonzero(finite))
-                    record_reward(values[finite])
-                if left:
-                    time.sleep(0)  # let the training thread run between pieces
-            if non_finite:
-                self._ledger.count("non_finite", non_finite)
-            if invalid:
-                self._ledger.report(
-                    "invalid_value", "rewards", "rewards or step_time that are not numbers "
-                    "(text, None, negative durations, huge ints) are left out of the histograms",
-                )
-                if invalid > 1:
-                    self._ledger.count("invalid_value", invalid - 1)
+            self._fold_durations()
+        left = len(self._reward_buffer)  # what is buffered now; later samples wait
+        while left:
+            # The lock is held for one piece at a time, so that a training
+            # thread with a full buffer can fold a piece itself in between.
+            with self._fold_lock:
+                taken = self._fold_rewards(left)
+            left -= taken
+            if not taken:
+                break
+            if left:
+                time.sleep(0)  # let the training thread run between pieces
+
+    def _fold_inline(self) -> bool:
+        """On the training thread, when a sample buffer is full: fold one piece now.
+
+        A worker that cannot keep up (a flood of steps holds the interpreter)
+        would otherwise make the buffers drop samples. One piece costs tens of
+        microseconds; if the worker is folding at this moment, nothing is done
+        (the caller drops and counts the oldest entry instead).
+        """
+        if self._record_reward is None or not self._fold_lock.acquire(blocking=False):
+            return False
+        try:
+            self._fold_durations()
+            self._fold_rewards(len(self._reward_buffer))
+        finally:
+            self._fold_lock.release()
+        return True
+
+    def _fold_durations(self) -> None:
+        durations = self._duration_buffer
+        count = len(durations)
+        if not count or self._record_duration is None:
+            return
+        values = np.fromiter((durations.popleft() for _ in range(count)), np.float64, count)
+        finite = np.isfinite(values)
+        self._count_fold_errors(count - int(np.count_nonzero(finite)), 0)
+        values = values[finite]
+        negative = values < 0  # a step_time= below zero
+        self._count_fold_errors(0, int(np.count_nonzero(negative)))
+        self._record_duration(values[~negative])
+
+    def _fold_rewards(self, limit: int) -> int:
+        """Fold up to about _FOLD_CHUNK samples from at most ``limit`` chunks; returns chunks taken."""
+        buffer = self._reward_buffer
+        pieces = []
+        size = taken = invalid = 0
+        while taken < limit and buffer and size < _FOLD_CHUNK:
+            taken += 1
+            # A list is copied unchecked on the training thread: text,
+            # None or huge ints inside are found here.
+            chunk = to_numbers(buffer.popleft())
+            if chunk is None:
+                invalid += 1
+                continue
+            pieces.append(chunk)
+            size += chunk.size
+        non_finite = 0
+        if pieces and self._record_reward is not None:
+            values = np.concatenate(pieces)
+            finite = np.isfinite(values)
+            non_finite = values.size - int(np.count_nonzero(finite))
+            self._record_reward(values[finite])
+        self._count_fold_errors(non_finite, invalid)
+        return taken
+
+    def _count_fold_errors(self, non_finite: int, invalid: int) -> None:
+        if non_finite:
+            self._ledger.count("non_finite", non_finite)
+        if invalid:
+            self._ledger.report(
+                "invalid_value", "rewards", "rewards or step_time that are not numbers "
+                "(text, None, negative durations, huge ints) are left out of the histograms",
+            )
+            if invalid > 1:
+                self._ledger.count("invalid_value", invalid - 1)

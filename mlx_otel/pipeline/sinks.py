@@ -344,7 +344,7 @@ def export_run_files(
 
     def frame() -> Any:
         if not frame_cache:
-            data = stats.to_dataframe()
+            data = stats.to_dataframe().copy()  # one block: insert() on many columns warns
             data.insert(1, "run_id", run_id)
             frame_cache.append(data[[c for c in csv_columns(list(data.columns)) if c in data]])
         return frame_cache[0]
