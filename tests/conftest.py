@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,16 @@ def sample(samples: dict[Any, float], name: str, /, **labels: str) -> float:
 
 def same_number(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_wandb_service() -> Iterator[None]:
+    """wandb exports WANDB_SERVICE for child processes once it ran in the test process;
+    a trainer or demo subprocess started later would attach to that service (which
+    does not finish its runs when the child exits) instead of starting its own."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
 
 
 @pytest.fixture

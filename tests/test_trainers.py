@@ -130,6 +130,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]) 
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("WANDB_SERVICE", None)  # the trainer starts a WandB service of its own
     env.update(
         PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false", WANDB_MODE="offline", WANDB_SILENT="true",
