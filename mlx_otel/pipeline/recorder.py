@@ -230,10 +230,10 @@ class StepRecorder:
         # its bound; beyond that the new sample is dropped and counted. Only a
         # holder of the fold lock pops these buffers.
         size = len(buffer)
-        if size >= self._max_records and not self._fold_inline():
-            if size >= 2 * self._max_records:
-                self._ledger.drop(task)
-                return
+        full = size >= self._max_records and not self._fold_inline()
+        if full and size >= 2 * self._max_records:
+            self._ledger.drop(task)
+            return
         buffer.append(item)
 
     # -- validation (off the fast path) -----------------------------------------
