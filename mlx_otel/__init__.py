@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ComprehensiveStatsCollector": "mlx_otel.numbers.stats",
     "ChartGenerator": "mlx_otel.integrations.charts",
-    "VisualizationConfig": "mlx_otel.integrations.charts",
+    "VisualizationConfig": "mlx_otel.config.visualization",
     "MemoryProfiler": "mlx_otel.numbers.memory",
     "MemoryMonitor": "mlx_otel.numbers.memory",
     "MemorySnapshot": "mlx_otel.numbers.memory",
