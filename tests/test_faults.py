@@ -145,8 +145,15 @@ def test_a_chart_that_fails_to_render_is_counted_and_the_others_are_written(
 def test_a_flooded_queue_drops_the_oldest_tasks_and_counts_them(tmp_path: Path) -> None:
     cfg = config(tmp_path / "outputs", queue_size=8)
     with TrainingMonitor(cfg, run_id="flood") as monitor:
-        gate = threading.Event()
-        monitor.submit("blocker", gate.wait)  # holds the worker
+        gate, held = threading.Event(), threading.Event()
+
+        def blocker() -> None:
+            held.set()
+            gate.wait()
+
+        monitor.submit("blocker", blocker)
+        # Flood only once the worker is held: a blocker still queued would be dropped too.
+        assert held.wait(60), "the worker never started the blocking task"
         futures = [monitor.submit("task", lambda i=i: i) for i in range(500)]
         log_steps(monitor, 20)  # the training thread is not held by the queue
         gate.set()
