@@ -10,16 +10,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from mlx_otel.errors import ErrorLedger
+from mlx_otel.exporter.telemetry import Reading
 from mlx_otel.numbers.memory import MemoryProfiler
 
 __all__ = ["MemoryReadings"]
 
-#: What a reader returns: (value, attributes) pairs, one per series.
-Reading = Iterable[tuple[float, dict[str, str]]]
 
 
 class MemoryReadings:
