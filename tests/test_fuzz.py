@@ -29,7 +29,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -180,6 +180,10 @@ def scrape_checked(monitor: TrainingMonitor) -> dict[str, list[Any]]:
 
 
 @FUZZ
+@example(step="", named={"step_time": np.array(-math.inf, dtype=np.float32)},
+         thinking=np.array([1, 2], dtype=np.float32), answer=np.array([1.0, 2.0]),
+         samples=None, custom={})  # fmt: skip
+@example(step=3, named={"step_time": -0.5}, thinking=1, answer=2, samples="absent", custom={})
 @given(
     step=steps,
     named=st.dictionaries(st.sampled_from(NAMED), values, max_size=len(NAMED)),
@@ -201,8 +205,10 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
     expected = dict.fromkeys(COUNTED, 0)
     expected["invalid_value"] += sum(as_number(v) is None for v in named.values())
     step_time = as_number(named.get("step_time"))
-    if step_time is not None and step_time < 0:
-        expected["invalid_value"] += 1  # a duration cannot be negative
+    if step_time is not None and math.isfinite(step_time) and step_time < 0:
+        # A duration cannot be negative. -inf, like NaN and +inf, is counted
+        # as non_finite by the worker instead, not as invalid_value.
+        expected["invalid_value"] += 1
     for value in (thinking, answer):
         outcome = count_outcome(value)
         if outcome != "ok":

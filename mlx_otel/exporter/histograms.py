@@ -61,7 +61,9 @@ class BulkHistogram:
         # side="left": a value equal to a bound belongs to that bound's bucket (le).
         index = np.searchsorted(self.bounds, values, side="left")
         counts = np.bincount(index, minlength=self._counts.size)
-        total, low, high = float(values.sum()), float(values.min()), float(values.max())
+        with np.errstate(over="ignore"):  # a sum past the float maximum is inf, as it should be
+            total = float(values.sum())
+        low, high = float(values.min()), float(values.max())
         with self._lock:
             self._counts += counts
             self._sum += total

@@ -90,6 +90,13 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(payload)
 
 
+def _close_pipes(process: subprocess.Popen[bytes]) -> None:
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 class ChartsCutShort(RuntimeError):
     """The chart process did not answer in time; it finishes the charts on its own."""
 
@@ -125,13 +132,11 @@ class ChartProcess:
             self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        self._reap()
         dead = self._process
         if dead is not None and dead.poll() is not None:
             # Killed (OOM killer, a user) or crashed: count it, start another.
-            for stream in (dead.stdin, dead.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+            _close_pipes(dead)
             if self._on_restart is not None:
                 self._on_restart(int(dead.returncode))
         if self._process is None or self._process.poll() is not None:
@@ -183,6 +188,7 @@ class ChartProcess:
                 ok, result = _read(process.stdout)
             except (OSError, EOFError) as exc:
                 self._process = None
+                _close_pipes(process)
                 raise RuntimeError(f"the chart process stopped: {exc}") from None
             if not ok:
                 raise RuntimeError(f"chart rendering failed in the chart process: {result}")
@@ -232,6 +238,12 @@ class ChartProcess:
             if self._stop(deadline, interruptible):
                 return False
 
+    def _reap(self) -> None:
+        """Close the pipes of children that finished their last render alone."""
+        for process in [p for p in self.finishing if p.poll() is not None]:
+            self.finishing.remove(process)
+            _close_pipes(process)
+
     def _leave_to_finish(self, process: subprocess.Popen[bytes]) -> None:
         """Close the child's input: it finishes the render in hand, then exits."""
         self._process = None
@@ -244,6 +256,7 @@ class ChartProcess:
         """Close the idle child (it exits at once); children still rendering finish alone."""
         with self._lock:
             process, self._process = self._process, None
+            self._reap()
         if process is None:
             return
         if process.poll() is None:
@@ -255,9 +268,7 @@ class ChartProcess:
             except subprocess.TimeoutExpired:
                 self.finishing.append(process)  # busy after all: let it finish
                 return
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()
+        _close_pipes(process)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,6 +147,16 @@ class _MetricBuffer:
         return self.values.nbytes + self.steps.nbytes + self.timestamps.nbytes
 
 
+def _moving_averages(histories: Iterable[MetricHistory], window: int) -> dict[str, float]:
+    """The mean of the last ``window`` finite values of each history that has any."""
+    with np.errstate(over="ignore"):  # a mean past the float maximum is inf
+        return {
+            h.name: float(finite[-window:].mean())
+            for h in histories
+            if (finite := h.finite_values).size
+        }
+
+
 def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
     """Summary statistics of the finite ``values`` (NaN when there are none)."""
     values = values[np.isfinite(values)]
@@ -161,12 +171,11 @@ def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
     # same as pandas' Series.quantile default.
     quantiles = np.percentile(values, PERCENTILES)
     last = float(values[-1])
-    result = {
-        "mean": float(values.mean()),
-        "std": float(values.std()),  # population std (ddof=0), as numpy
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
+    # Finite values near the float maximum overflow when squared: the mean or
+    # std is then inf, which is the honest answer, not a warning to print.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(values.mean()), float(values.std())  # population std (ddof=0)
+    result = {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max())}
     result.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, quantiles, strict=True)})
     result.update({"count": count, "last": last, "final": last, "non_finite": non_finite})
     return result
@@ -467,11 +476,7 @@ class ComprehensiveStatsCollector:
             stats.get_moving_averages(window=10)["loss"]
         """
         window = _validate_window(window)
-        return {
-            h.name: float(finite[-window:].mean())
-            for h in self._snapshot_all()
-            if (finite := h.finite_values).size
-        }
+        return _moving_averages(self._snapshot_all(), window)
 
     def get_moving_average_series(self, name: str, window: int = 10) -> pd.Series:
         """Trailing moving average of ``name`` indexed by step.
@@ -583,11 +588,7 @@ class ComprehensiveStatsCollector:
             "total_steps": self.total_steps,
             "stats": {h.name: _describe(h.values, h.non_finite) for h in histories},
             "moving_average_window": window,
-            "moving_averages": {
-                h.name: float(finite[-window:].mean())
-                for h in histories
-                if (finite := h.finite_values).size
-            },
+            "moving_averages": _moving_averages(histories, window),
             "non_finite_counts": {h.name: h.non_finite for h in histories},
         }
         if include_history:
