@@ -40,7 +40,7 @@ from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import Histogram, MeterProvider, ObservableCounter, ObservableGauge
+from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableGauge
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app, push_to_gateway
@@ -60,12 +60,13 @@ log = logging.getLogger(__name__)
 #: What a reader returns: (value, attributes) pairs, one per series.
 Reading = Iterable[tuple[float, Mapping[str, str]]]
 
-#: The instrument types mlx_otel creates (each gets the deliberate cardinality limit).
-_INSTRUMENT_TYPES = (Histogram, ObservableCounter, ObservableGauge)
+#: The SDK instrument types mlx_otel creates (each gets the deliberate cardinality
+#: limit). Histograms are :class:`BulkHistogram`, outside the SDK.
+_INSTRUMENT_TYPES = (ObservableCounter, ObservableGauge)
 
 
 class _ServingCollector(Collector):
-    """Serves observable series from their readers and histograms from the SDK."""
+    """Serves observable series straight from their readers (no SDK collection on a scrape)."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
