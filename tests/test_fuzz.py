@@ -246,6 +246,42 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
     assert monitor.steps_logged == steps_before + 1
 
 
+trainer_keys = st.one_of(
+    st.sampled_from(sorted(TRAINER_NAMES)),
+    st.builds(lambda base, label: f"{base}/{label}", st.sampled_from(sorted(TRAINER_NAMES)),
+              st.text(max_size=80)),  # fmt: skip
+)
+
+
+@FUZZ
+@given(step=st.integers(0, 10**6), trainer=st.dictionaries(trainer_keys, values, max_size=8))
+def test_trainer_keywords_count_every_rejected_value_and_cap_labelled_series(
+    fuzzed: TrainingMonitor, step: int, trainer: dict[str, Any]
+) -> None:
+    """What the mlx-lm/mlx-lm-lora callbacks hand over, junk included."""
+    monitor = fuzzed
+    before = counted(monitor)
+    known = dict(monitor.recorder._trainer_keys)
+    labelled = {base: 0 for base in TRAINER_NAMES}
+    for key, stored in known.items():
+        base, _, label = key.partition("/")
+        labelled[base] += bool(label and stored)
+    expected = dict.fromkeys(COUNTED, 0)
+    for key, value in trainer.items():
+        if key not in known:
+            base, _, label = key.partition("/")
+            refused = bool(label) and labelled[base] >= MAX_CUSTOM
+            known[key] = "" if refused else key
+            labelled[base] += bool(label) and not refused
+            expected["custom_metric_cap"] += refused  # counted once per key
+        if known[key] and as_number(value) is None:
+            expected["invalid_value"] += 1
+    monitor.log_training_step(step, **trainer)
+    scrape_checked(monitor)
+    after = counted(monitor)
+    assert {k: after[k] - before[k] for k in COUNTED} == expected, trainer
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     tree=st.recursive(
@@ -290,6 +326,25 @@ def test_thousands_of_custom_names_stay_under_the_custom_cap(fuzzed: TrainingMon
     assert 0 < len(families["mlx_train_custom"]) <= MAX_CUSTOM
     admitted_now = sum(1 for n in fresh if fuzzed.recorder._custom_names.get(n))
     assert counted(fuzzed)["custom_metric_cap"] - before == len(fresh) - admitted_now
+
+
+def test_thousands_of_reward_functions_stay_under_the_series_cap(fuzzed: TrainingMonitor) -> None:
+    """A GRPO run with a reward function per prompt must not flood Prometheus."""
+    metric = "mlx_train_reward_function_mean"
+    before = counted(fuzzed)["custom_metric_cap"]
+    keys = [f"{metric}/fn_{i}" for i in range(500)]
+    fresh = [k for k in keys if k not in fuzzed.recorder._trainer_keys]
+    for start in range(0, len(keys), 50):
+        fuzzed.log_training_step(11, **{k: 0.5 for k in keys[start : start + 50]})
+    served = scrape_checked(fuzzed)[metric]
+    assert len(served) <= MAX_CUSTOM, f"{len(served)} series of {metric}, cap {MAX_CUSTOM}"
+    admitted = [k.partition("/")[2] for k in fresh if fuzzed.recorder._trainer_keys.get(k)]
+    assert {s.labels["reward_fn"] for s in served} >= set(admitted)
+    admitted_now = len(admitted)
+    taken = [k for k, v in fuzzed.recorder._trainer_keys.items()
+             if k.startswith(f"{metric}/") and k != f"{metric}/" and v]  # fmt: skip
+    assert len(taken) == MAX_CUSTOM  # the cap is reached, not passed
+    assert counted(fuzzed)["custom_metric_cap"] - before == len(fresh) - admitted_now > 0
 
 
 @FUZZ
