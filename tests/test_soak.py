@@ -17,9 +17,11 @@ tight loop while two client processes scrape the endpoint back to back
   the worst of a plain ``dict.update`` of the same values, timed in the same
   loop right after each call (what the machine's scheduler and the other
   threads impose on any Python loop: on a loaded 2-core machine that alone
-  reaches tens of milliseconds), plus 200 ms. The stall it guards against
-  held the interpreter for 244 ms in one piece; folding, statistics and
-  garbage collection of queued steps must stay in small pieces.
+  reaches tens of milliseconds), plus 200 ms; one call may pass it (the OS
+  descheduling the thread that holds the interpreter on a loaded machine),
+  none may take a second. The stall it guards against held the interpreter
+  for 244 ms in one piece at every fold; folding, statistics and garbage
+  collection of queued steps must stay in small pieces.
 
 The figures are printed (run with ``-s`` to see them). ``MLX_OTEL_SOAK_SECONDS``
 sets the duration (default 60).
@@ -45,6 +47,11 @@ SECONDS = float(os.environ.get("MLX_OTEL_SOAK_SECONDS", "60"))
 WARM_UP = 0.3  # share of the run before RSS must be flat
 RSS_BOUND_MIB = 32
 STALL_MARGIN_S = 0.200
+#: One call may pass the stall bound: on a loaded 2-core machine the OS can
+#: deschedule the thread that holds the interpreter once. A worker that holds
+#: it in one long piece does so at every fold or export: that fails.
+STALLS_ALLOWED = 1
+MAX_CALL_S = 1.0  # and no call, ever, waits a second
 CUSTOM = 95  # + loss, reward, grad_norm, learning_rate, tokens = 100 metrics
 SAMPLES = 16
 MAX_STEPS = 6_000_000
@@ -142,7 +149,8 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
     print(f"\nsoak: {step} steps in {SECONDS:.0f} s ({step / SECONDS:.0f} steps/s), "
           f"scrapes {[n for n, _ in scrapes]} (failures {[f for _, f in scrapes]})")
     print(f"soak: log_training_step p50 {p50 * 1e6:.1f} µs, p99 {p99 * 1e6:.1f} µs, "
-          f"worst {worst * 1e3:.1f} ms (dict store worst {baseline_worst_s * 1e3:.1f} ms)")
+          f"worst {worst * 1e3:.1f} ms (dict store worst {baseline_worst_s * 1e3:.1f} ms); "
+          f"calls over 10/50/200 ms: {[int((took > t).sum()) for t in (0.01, 0.05, 0.2)]}")
     print("soak: RSS MiB over time: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in rss))
     print(f"soak: RSS growth after warm-up {growth:.1f} MiB (bound {RSS_BOUND_MIB})")
     print(f"soak: served steps {served_steps:.0f} / {step}, rewards {served_rewards:.0f} / "
@@ -154,4 +162,8 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
     assert served_rewards == finite_rewards
     assert served_durations == step - 1  # the first step has no interval
     assert growth <= RSS_BOUND_MIB, rss
-    assert worst <= baseline_worst_s + STALL_MARGIN_S, (worst, baseline_worst_s)
+    stalls = took[took > baseline_worst_s + STALL_MARGIN_S]
+    assert stalls.size <= STALLS_ALLOWED and worst <= MAX_CALL_S, (
+        f"{stalls.size} calls over {baseline_worst_s + STALL_MARGIN_S:.3f} s: "
+        f"{np.sort(stalls)[::-1][:10].tolist()}"
+    )
