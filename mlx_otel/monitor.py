@@ -54,6 +54,9 @@ log = logging.getLogger("mlx_otel")
 
 #: Step records handed to the sinks at once; samples are folded between batches.
 _DRAIN_BATCH = 128
+#: How long the end of a run waits for the worker before it writes the record
+#: so far (then the full export follows, waiting longer).
+_RECORD_FIRST_AFTER_S = 2.0
 
 
 def _trainer_reader(recorder: StepRecorder, metric: Any) -> Any:
@@ -480,11 +483,15 @@ class TrainingMonitor:
             return
         self._last_export = time.monotonic()
         if self.recorder.steps and not self._closed:
-            export_run_files(
-                self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
-                rank=self.rank, on_error=self._export_failed,
-                only=("monitoring_summary", "training_metrics_csv"),
-            )  # fmt: skip
+            self._write_record()
+
+    def _write_record(self) -> None:
+        """The summary and the CSV of the history so far (no waiting for the worker)."""
+        export_run_files(
+            self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
+            rank=self.rank, on_error=self._export_failed,
+            only=("monitoring_summary", "training_metrics_csv"),
+        )  # fmt: skip
 
     def _export_failed(self, name: str, exc: Exception) -> None:
         if self.strict:
@@ -567,6 +574,14 @@ class TrainingMonitor:
         # Periodic charts stop; one in flight is finished by the chart process.
         self.charts.finishing()
         if self.recorder.steps:
+            if not self.worker.flush(_RECORD_FIRST_AFTER_S):
+                # The worker is far behind (a flood, a starved CPU): the record
+                # so far goes on disk first, in case the process is ended (the
+                # bound of a SIGTERM) before the full export below.
+                try:
+                    self._write_record()
+                except Exception as exc:
+                    self.errors.report_exception("export", "finish_run", exc)
             self.export_all()
         self.cleanup()
 
