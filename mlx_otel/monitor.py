@@ -54,8 +54,8 @@ log = logging.getLogger("mlx_otel")
 
 #: Step records handed to the sinks at once; samples are folded between batches.
 _DRAIN_BATCH = 128
-#: How long the end of a run waits for the worker before it writes the record
-#: so far (then the full export follows, waiting longer).
+#: How long export_all waits for the worker before it writes the record so far
+#: (then it waits the rest of charts_timeout for the full export).
 _RECORD_FIRST_AFTER_S = 2.0
 
 
@@ -453,9 +453,19 @@ class TrainingMonitor:
         chart process), then at most as long for the charts; files are
         written atomically. Failures are reported and counted, never raised.
         """
-        if not self.worker.flush(self.config.monitoring.charts_timeout):
-            self.charts.stop_waiting()
-            self.worker.flush()
+        timeout = self.config.monitoring.charts_timeout
+        first = min(_RECORD_FIRST_AFTER_S, timeout)
+        if not self.worker.flush(first):
+            # The worker is far behind (a flood, a starved CPU): the record so
+            # far goes on disk first, in case the process is ended (the bound
+            # of a SIGTERM) before the full export below.
+            try:
+                self._write_record()
+            except Exception as exc:
+                self.errors.report_exception("export", "export_all", exc)
+            if not self.worker.flush(timeout - first):
+                self.charts.stop_waiting()
+                self.worker.flush()
         try:
             written = export_run_files(
                 self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
@@ -574,14 +584,6 @@ class TrainingMonitor:
         # Periodic charts stop; one in flight is finished by the chart process.
         self.charts.finishing()
         if self.recorder.steps:
-            if not self.worker.flush(_RECORD_FIRST_AFTER_S):
-                # The worker is far behind (a flood, a starved CPU): the record
-                # so far goes on disk first, in case the process is ended (the
-                # bound of a SIGTERM) before the full export below.
-                try:
-                    self._write_record()
-                except Exception as exc:
-                    self.errors.report_exception("export", "finish_run", exc)
             self.export_all()
         self.cleanup()
 
