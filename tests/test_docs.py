@@ -61,9 +61,13 @@ def test_every_skipped_snippet_says_why() -> None:
         text = page.read_text()
         markers = SKIP.findall(text)
         skipped = [skip for _, skip in python_blocks(text) if skip is not None]
-        assert len(markers) == len(skipped), f"{page.name}: a skip-snippet marker not before a block"
+        assert len(markers) == len(skipped), (
+            f"{page.name}: a skip-snippet marker not before a block"
+        )
         for reason in skipped:
-            assert len(reason.split()) >= 2, f"{page.name}: skip-snippet needs a reason, got {reason!r}"
+            assert len(reason.split()) >= 2, (
+                f"{page.name}: skip-snippet needs a reason, got {reason!r}"
+            )
 
 
 @pytest.mark.integration
@@ -130,7 +134,9 @@ def broken_links(page: Path) -> list[str]:
         path, _, anchor = target.partition("#")
         file = (page.parent / path).resolve() if path else page
         if not file.exists():
-            broken.append(f"{target}: no file {file.relative_to(REPO) if REPO in file.parents else file}")
+            broken.append(
+                f"{target}: no file {file.relative_to(REPO) if REPO in file.parents else file}"
+            )
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(f"{target}: no heading #{anchor} in {file.name}")
     return broken
@@ -158,7 +164,9 @@ def test_metric_table_is_generated_from_the_catalogue() -> None:
 
 
 def rule_files() -> list[dict]:
-    return [yaml.safe_load(p.read_text()) for p in sorted((REPO / "prometheus" / "rules").glob("*.yml"))]
+    return [
+        yaml.safe_load(p.read_text()) for p in sorted((REPO / "prometheus" / "rules").glob("*.yml"))
+    ]
 
 
 def test_alerts_page_lists_every_alert_and_every_rule_group() -> None:
@@ -205,7 +213,9 @@ def test_commands_in_the_docs_exist() -> None:
 
 
 def test_files_named_in_the_docs_exist() -> None:
-    pattern = re.compile(r"(?<![\w/])((?:benchmarks|tests|scripts)/[\w/.-]+\.(?:py|sh)|prometheus/[\w/.-]+\.(?:yml|json))")
+    pattern = re.compile(
+        r"(?<![\w/])((?:benchmarks|tests|scripts)/[\w/.-]+\.(?:py|sh)|prometheus/[\w/.-]+\.(?:yml|json))"
+    )
     for page in [README, *PAGES]:
         for path in set(pattern.findall(page.read_text())):
             assert (REPO / path).exists(), f"{page.name} names {path}, which does not exist"
