@@ -65,6 +65,12 @@ def test_public_api_is_exactly_all() -> None:
     assert mlx_otel.MonitoringManager is mlx_otel.TrainingMonitor
 
 
+def test_readme_stays_a_page_for_newcomers() -> None:
+    # What it is, the two commands, the quick start, the tests, where to go next;
+    # everything else belongs in docs/.
+    assert len(README.splitlines()) <= 300
+
+
 def test_readme_points_into_the_docs() -> None:
     # Every link target and anchor is checked by tests/test_docs.py; the README
     # says where to go next.
