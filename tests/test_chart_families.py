@@ -125,7 +125,8 @@ def test_a_monitor_draws_its_charts_in_its_charts_style_and_quietly(tmp_path: Pa
         f"""
         from mlx_otel import TrainingMonitor
         config = {{"exporter": {{"port": 0}},
-                  "monitoring": {{"output_dir": {str(tmp_path)!r}, "generate_charts_every": 0}},
+                  "monitoring": {{"output_dir": {str(tmp_path)!r}, "generate_charts_every": 0,
+                                  "charts_timeout": 240}},  # a busy machine renders slowly
                   "charts": {{"dpi": 50, "figsize": [8, 4]}}}}
         with TrainingMonitor(config, run_id="styled") as monitor:
             monitor.log_training_step(step=0, loss=0.5, reward=0.2, rewards=[0.1, 0.3])
