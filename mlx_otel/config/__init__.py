@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mlx_otel.config.settings import (
     ENV_PREFIX,
+    ChartStyle,
     ExporterConfig,
     MonitorConfig,
     MonitoringSection,
@@ -18,6 +19,7 @@ from mlx_otel.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "ChartStyle",
     "ConfigError",
     "ExporterConfig",
     "MonitorConfig",

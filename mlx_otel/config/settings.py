@@ -1,7 +1,8 @@
 """Configuration: pydantic models loaded from YAML and environment variables.
 
 The seed's YAML (``monitoring:`` and ``trainer:`` sections) loads unchanged;
-``exporter:`` adds where and how metrics are served. Environment variables
+``exporter:`` adds where and how metrics are served, ``charts:`` how the
+snapshot charts look (their cadence stays ``monitoring.generate_charts_every``). Environment variables
 ``MLX_OTEL_<SECTION>__<KEY>`` override the file, e.g.
 ``MLX_OTEL_EXPORTER__PORT=9500``.
 
@@ -30,10 +31,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mlx_otel.config.visualization import ChartStyle
 from mlx_otel.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "ChartStyle",
     "ConfigError",
     "ExporterConfig",
     "MonitorConfig",
@@ -66,7 +69,8 @@ class MonitoringSection(_Section):
     #: cleanup() waits at most this long (seconds) for WandB to finish; what is
     #: not uploaded by then stays in the local run folder for ``wandb sync``.
     wandb_finish_timeout: float = Field(10.0, gt=0)
-    #: 0 turns periodic charts off.
+    #: The one chart cadence: charts every this many steps (0 turns periodic
+    #: charts off). How they look is the ``charts:`` section.
     generate_charts_every: int = Field(100, ge=0)
     generate_at_checkpoints: bool = True
     #: Render charts in a separate process so they never compete with training.
@@ -148,6 +152,8 @@ class MonitorConfig(_Section):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+    #: How snapshot charts look (style, palette, dpi, figsize ...).
+    charts: ChartStyle = Field(default_factory=ChartStyle)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> MonitorConfig:
@@ -191,7 +197,7 @@ def _validate(data: Any, source: str) -> MonitorConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"{source}: expected a mapping with sections monitoring/trainer/exporter, "
+            f"{source}: expected a mapping with sections monitoring/trainer/exporter/charts, "
             f"got {type(data).__name__}"
         )
     try:
@@ -281,7 +287,7 @@ def load_config(
         # The seed passes its ExperimentConfig: anything with these sections works.
         data = {
             name: _as_dict(getattr(source, name))
-            for name in ("monitoring", "trainer", "exporter")
+            for name in ("monitoring", "trainer", "exporter", "charts")
             if getattr(source, name, None) is not None
         }
         where = type(source).__name__
