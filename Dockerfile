@@ -11,8 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 # Metadata first, so editing code does not invalidate the dependency layer.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py docker-compose.yml ./
 COPY mlx_otel ./mlx_otel
+# The monitoring files the wheel carries (hatch_build.py puts them in).
+COPY prometheus ./prometheus
+COPY grafana ./grafana
+COPY docs/runbooks.md ./docs/runbooks.md
 RUN pip install ".[charts]"
 
 # Run as an unprivileged user; demo outputs go to a volume it owns.

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlx_otel.assets import AssetError, asset_path
+from mlx_otel.assets import AssetError, asset_path, asset_root, shipped_files
 from mlx_otel.fileio import atomic_write_text
 
 __all__ = ["LocalPorts", "StackError", "init_stack", "local_commands"]
@@ -128,14 +128,13 @@ def local_commands(ports: LocalPorts = LocalPorts()) -> list[str]:
 
 def _shipped_files() -> Iterator[tuple[Path, str]]:
     """(source, path in the stack folder) of every shipped file the stack uses."""
-    root = asset_path()
-    for source in sorted(root.rglob("*")):
-        relative = source.relative_to(root)
-        if not source.is_file() or relative.parts[0] not in ("prometheus", "grafana"):
+    root = asset_root()
+    for relative in shipped_files():
+        if relative.split("/")[0] not in ("prometheus", "grafana"):
             continue
-        if relative.as_posix() == "prometheus/agent.yml":
+        if relative == "prometheus/agent.yml":
             continue  # one per training node, not part of this folder
-        yield source, relative.as_posix()
+        yield root / relative, relative
     yield asset_path("docs", "runbooks.md"), "runbooks.md"
 
 
