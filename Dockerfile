@@ -20,9 +20,11 @@ COPY docs/runbooks.md ./docs/runbooks.md
 RUN pip install ".[charts]"
 
 # Run as an unprivileged user; demo outputs go to a volume it owns.
-RUN useradd --create-home --uid 10001 mlx \
-    && mkdir -p /outputs \
-    && chown mlx /outputs
+# /secrets: where `alert-sink --create-token` writes its token (a volume).
+RUN groupadd --gid 10001 mlx \
+    && useradd --create-home --uid 10001 --gid 10001 mlx \
+    && mkdir -p /outputs /secrets \
+    && chown mlx:mlx /outputs /secrets
 USER mlx
 WORKDIR /outputs
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
-
-import warnings
 
 from mlx_otel.config import ConfigWarning, MonitorConfig, load_config
 from mlx_otel.errors import ConfigError

@@ -242,8 +242,13 @@ def test_the_local_stack_names_only_127_0_0_1(local_stack: tuple[Path, LocalPort
         {"targets": [f"127.0.0.1:{ports.alertmanager}"]}
     ]
     alertmanager = yaml.safe_load((directory / "prometheus" / "alertmanager.yml").read_text())
-    hooks = {h["url"] for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])}
-    assert hooks == {f"http://127.0.0.1:{ports.alert_sink}/alerts"}
+    hooks = [h for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])]
+    assert {h["url"] for h in hooks} == {f"http://127.0.0.1:{ports.alert_sink}/alerts"}
+    # Alertmanager presents the token the sink of the printed command asks for.
+    token = directory / "secrets" / "alert_sink_token"
+    assert {h["http_config"]["authorization"]["credentials_file"] for h in hooks} == {str(token)}
+    assert len(token.read_text().strip()) >= 40 and token.stat().st_mode & 0o777 == 0o600
+    assert any("--bearer-token-file secrets/alert_sink_token" in c for c in local_commands(ports))
     provider = (directory / "grafana" / "provisioning" / "dashboards" / "provider.yml").read_text()
     assert str(directory / "grafana" / "dashboards") in provider
     readme = (directory / "README.md").read_text()
@@ -253,6 +258,30 @@ def test_the_local_stack_names_only_127_0_0_1(local_stack: tuple[Path, LocalPort
 def test_promtool_accepts_the_local_config(local_stack: tuple[Path, LocalPorts]) -> None:
     directory, _ = local_stack
     promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=directory)
+    amtool = shutil.which("amtool")
+    if amtool is not None:
+        result = subprocess.run([amtool, "check-config", "prometheus/alertmanager.yml"],
+                                cwd=directory, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_local_stack_speaks_of_no_compose_mount(local_stack: tuple[Path, LocalPorts]) -> None:
+    directory, _ = local_stack
+    for name in ("prometheus/prometheus.yml", "prometheus/alertmanager.yml"):
+        text = (directory / name).read_text()
+        assert text.startswith("# Written by `mlx-otel stack init --local`: no docker compose")
+        assert "nothing mounts it" in text
+    readme = (directory / "prometheus" / "targets" / "README.md").read_text()
+    assert "mlx-otel stack init --local" in readme and "at this folder itself" in readme
+
+
+def test_a_forced_rewrite_keeps_the_sink_token(tmp_path: Path) -> None:
+    init_stack(tmp_path / "a", local=True, version="0.1.0")
+    token = (tmp_path / "a" / "secrets" / "alert_sink_token").read_text()
+    init_stack(tmp_path / "a", local=True, force=True, version="0.1.0")
+    assert (tmp_path / "a" / "secrets" / "alert_sink_token").read_text() == token
+    init_stack(tmp_path / "b", local=True, version="0.1.0")
+    assert (tmp_path / "b" / "secrets" / "alert_sink_token").read_text() != token
 
 
 def _compress_time(directory: Path) -> None:
