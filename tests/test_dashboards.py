@@ -169,7 +169,7 @@ def test_panel_ids_are_unique_per_dashboard() -> None:
 def test_a_duplicate_panel_id_fails_when_the_module_is_imported(tmp_path: Path) -> None:
     shutil.copy(DIRECTORY / "common.py", tmp_path / "common.py")
     (tmp_path / "dup.py").write_text(
-        "import common\n"
+        "from . import common\n"
         "NAME = 'dup'\n"
         "def a():\n"
         "    return common.timeseries(1, 'A', [common.target(common.series('loss'))],\n"

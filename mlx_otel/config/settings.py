@@ -17,7 +17,9 @@ where it was found and what is allowed.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +37,13 @@ from mlx_otel.config.visualization import ChartStyle
 from mlx_otel.errors import ConfigError
 
 __all__ = [
+    "ALERT_SINK_PASSWORD_VARIABLE",
+    "ALERT_SINK_TOKEN_VARIABLE",
     "ENV_PREFIX",
+    "OTHER_VARIABLES",
     "ChartStyle",
     "ConfigError",
+    "ConfigWarning",
     "ExporterConfig",
     "MonitorConfig",
     "MonitoringSection",
@@ -46,6 +52,13 @@ __all__ = [
 ]
 
 ENV_PREFIX = "MLX_OTEL_"
+#: The alert sink's credentials (``mlx-otel alert-sink``), kept off its command line.
+ALERT_SINK_TOKEN_VARIABLE = "MLX_OTEL_ALERT_SINK_TOKEN"
+ALERT_SINK_PASSWORD_VARIABLE = "MLX_OTEL_ALERT_SINK_PASSWORD"
+#: ``MLX_OTEL_*`` variables that are not configuration keys.
+OTHER_VARIABLES = frozenset(
+    {"MLX_OTEL_RUN_ID", ALERT_SINK_TOKEN_VARIABLE, ALERT_SINK_PASSWORD_VARIABLE}
+)
 
 
 class _Section(BaseModel):
@@ -179,12 +192,19 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
+def _suggestion(given: str, allowed: list[str]) -> str:
+    """`` did you mean 'x'?`` for the allowed name closest to a misspelt one, else ``""``."""
+    close = difflib.get_close_matches(given, allowed, n=1, cutoff=0.6)
+    return f" did you mean '{close[0]}'?" if close else ""
+
+
 def _describe(error: Any, source: str) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(MonitorConfig, loc[:-1])
-        return f"unknown key '{key}' in {source}; allowed here: {', '.join(allowed)}"
+        hint = _suggestion(str(loc[-1]), allowed)
+        return f"unknown key '{key}' in {source};{hint} allowed here: {', '.join(allowed)}"
     value = error.get("input")
     if isinstance(value, Mapping) or "password" in key:
         # A whole section (it may hold a password) or a secret: not echoed.
@@ -252,6 +272,50 @@ class _MonitorSettings(BaseSettings, MonitorConfig):
         return _Environment(settings_cls), init_settings
 
 
+class ConfigWarning(UserWarning):
+    """An ``MLX_OTEL_*`` variable that looks like a misspelt configuration key."""
+
+
+def _variable_names() -> dict[str, str]:
+    """{``MLX_OTEL_<SECTION>__<KEY>``: ``section.key``} of every configuration key."""
+    names = {}
+    for section, field in MonitorConfig.model_fields.items():
+        for key in getattr(field.annotation, "model_fields", {}):
+            names[f"{ENV_PREFIX}{section}__{key}".upper()] = f"{section}.{key}"
+    return names
+
+
+def _check_variable_names(env: Mapping[str, str]) -> None:
+    """Refuse an ``MLX_OTEL_<SECTION>__...`` variable of no section; warn of near misses.
+
+    pydantic-settings reads only the sections it knows, so a misspelt section
+    (``MLX_OTEL_EXPORTR__PORT``) would be ignored without a word. A variable
+    without ``__`` may belong to another program, so it is only warned about
+    when it is close to a key (``MLX_OTEL_EXPORTER_PORT``).
+    """
+    known = _variable_names()
+    sections = {f"{ENV_PREFIX}{s}".upper() for s in MonitorConfig.model_fields}
+    for raw in sorted(env):
+        name = raw.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.85)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        if "__" in name:
+            if name.split("__", 1)[0] not in sections:
+                raise ConfigError(
+                    f"environment variable {raw} names no configuration section "
+                    f"(MLX_OTEL_<SECTION>__<KEY>, SECTION one of "
+                    f"{', '.join(sorted(MonitorConfig.model_fields))}){hint}"
+                )
+        elif close:
+            warnings.warn(
+                f"environment variable {raw} is not a configuration key and is ignored{hint}",
+                ConfigWarning,
+                stacklevel=3,
+            )
+
+
 def load_config(
     source: str | Path | Mapping[str, Any] | MonitorConfig | None = None,
     *,
@@ -291,6 +355,7 @@ def load_config(
             if getattr(source, name, None) is not None
         }
         where = type(source).__name__
+    _check_variable_names(env)
     names = sorted(n for n in env if n.upper().startswith(ENV_PREFIX) and "__" in n)
     if not names or not isinstance(data, Mapping):
         return _validate(data, where)
