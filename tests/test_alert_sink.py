@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from mlx_otel.integrations.alert_sink import AlertSink, add_parser, format_alert, wandb_level
+from tests import processes
 
 try:
     from tests.servers import REPO, AlertmanagerServer, free_port, python_command, wait_for
@@ -385,7 +386,7 @@ def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path:
     port = free_port()
     log_path = tmp_path / "sink.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
+        process = processes.popen(
             python_command("alert-sink", "--port", str(port)),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -413,7 +414,7 @@ def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path:
 
 
 def test_mlx_otel_alert_sink_reports_a_taken_port(sink) -> None:
-    result = subprocess.run(
+    result = processes.run(
         python_command("alert-sink", "--port", str(sink.port)),
         capture_output=True,
         text=True,

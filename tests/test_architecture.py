@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests import processes
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "mlx_otel"
 BIN = Path(sys.executable).parent
@@ -17,7 +19,7 @@ BIN = Path(sys.executable).parent
 
 def _run(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
+    return processes.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 

@@ -49,7 +49,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusS
                 # would train for much longer than the test.
                 steps, linger = ("40", "30") if name == "finished" else ("100000", "0")
                 with open(work / f"{name}.log", "wb") as log:
-                    processes[name] = subprocess.Popen(
+                    processes[name] = processes.popen(
                         python_command(
                             "demo", "--steps", steps, "--port", str(port),
                             "--run-id", f"clean-end-{name}", "--linger", linger,

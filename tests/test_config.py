@@ -10,6 +10,7 @@ import pytest
 
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.errors import ConfigError
+from tests import processes
 
 SEED_YAML = """\
 monitoring:
@@ -110,7 +111,7 @@ def test_seed_style_object_with_sections() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "mlx_otel", *args], capture_output=True, text=True, timeout=120
     )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -28,6 +27,7 @@ import pandas as pd
 import pytest
 
 from mlx_otel.monitor import TrainingMonitor
+from tests import processes
 from tests.conftest import parse_exposition, sample, scrape
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ FULL_DISK = textwrap.dedent("""
 def test_a_full_disk_fails_the_big_files_and_still_writes_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "outputs"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)],
+    result = processes.run([sys.executable, "-c", FULL_DISK, str(out)],
                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -41,6 +41,7 @@ import psutil
 import pytest
 
 from mlx_otel.monitor import TrainingMonitor
+from tests import processes
 from tests.conftest import parse_exposition, sample, scrape
 
 SECONDS = float(os.environ.get("MLX_OTEL_SOAK_SECONDS", "60"))
@@ -85,7 +86,7 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
     monitor = TrainingMonitor(config, run_id="soak")
     stop_file = tmp_path / "stop"
     scrapers = [
-        subprocess.Popen([sys.executable, "-c", SCRAPER, str(monitor.endpoint), str(stop_file)],
+        processes.popen([sys.executable, "-c", SCRAPER, str(monitor.endpoint), str(stop_file)],
                          stdout=subprocess.PIPE, text=True)  # fmt: skip
         for _ in range(2)
     ]

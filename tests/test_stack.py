@@ -24,6 +24,7 @@ from mlx_otel.assets.stack import LocalPorts, StackError, init_stack, local_comm
 from mlx_otel.cli import main
 from mlx_otel.cli.rules import combined_rules
 from mlx_otel.dashboards import shipped_directory, validate
+from tests import processes as children
 from tests.servers import REPO, find_binary, free_port, python_command, run_promtool, wait_for
 
 SYNC = REPO / "scripts" / "sync_assets.py"
@@ -41,7 +42,7 @@ def promtool_ok(*args: str, cwd: Path) -> str:
 
 
 def test_the_shipped_files_equal_the_repository_files() -> None:
-    result = subprocess.run(
+    result = children.run(
         [sys.executable, str(SYNC), "--check"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
@@ -58,14 +59,14 @@ def test_the_sync_check_names_what_differs_and_the_command_that_fixes_it(tmp_pat
     rules.write_text(rules.read_text() + "\n# edited\n")
     (tmp_path / "mlx_otel" / "assets" / "grafana" / "dashboards" / "old.json").write_text("{}")
 
-    check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=60)
+    check = children.run([*script, "--check"], capture_output=True, text=True, timeout=60)
     assert check.returncode == 1
     assert "python scripts/sync_assets.py" in check.stderr and "make assets" in check.stderr
     assert "differs  mlx_otel/assets/prometheus/rules/mlx_otel_alerts.yml" in check.stderr
     assert "stale    mlx_otel/assets/grafana/dashboards/old.json" in check.stderr
 
-    assert subprocess.run(script, capture_output=True, timeout=60).returncode == 0
-    assert subprocess.run([*script, "--check"], capture_output=True, timeout=60).returncode == 0
+    assert children.run(script, capture_output=True, timeout=60).returncode == 0
+    assert children.run([*script, "--check"], capture_output=True, timeout=60).returncode == 0
     shipped = tmp_path / "mlx_otel" / "assets" / "prometheus" / "rules" / "mlx_otel_alerts.yml"
     assert shipped.read_text().endswith("# edited\n")
     assert not (tmp_path / "mlx_otel" / "assets" / "grafana" / "dashboards" / "old.json").exists()
@@ -310,7 +311,7 @@ def test_the_documented_local_path_delivers_an_alert_to_the_sink(
         logs[name] = work / f"{name}.log"
         with open(logs[name], "wb") as log:
             processes.append(
-                subprocess.Popen(argv, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
+                children.popen(argv, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
             )
 
     def log_tail() -> str:

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -32,8 +31,10 @@ from mlx_otel.integrations.wandb_bridge import (  # noqa: E402
 )
 
 try:  # tests/ as a package or as a plain directory on sys.path
+    from tests import processes
     from tests.wandb_records import RunRecords, read_run
 except ImportError:  # pragma: no cover - depends on pytest's import mode
+    import processes  # type: ignore[no-redef]
     from wandb_records import RunRecords, read_run  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -590,7 +591,7 @@ for _ in range(2):
 print("ok")
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, "-c", script],
         cwd=REPO,
         env=env,

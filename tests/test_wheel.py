@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tests.servers import REPO, PrometheusServer, find_binary
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ class Installed:
     env: dict[str, str]
 
     def run(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return processes.run(
             list(argv), cwd=self.cwd, env=self.env, capture_output=True, text=True,
             timeout=timeout,
         )  # fmt: skip
@@ -49,7 +50,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     # Nothing of this checkout may leak in: no PYTHONPATH, no active venv.
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    build = subprocess.run(
+    build = processes.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(work / "dist"),
          str(REPO)],
         env=env, capture_output=True, text=True, timeout=600,
@@ -57,8 +58,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     assert build.returncode == 0, build.stderr
     (wheel,) = (work / "dist").glob("mlx_otel-*.whl")
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    install = subprocess.run(
+    processes.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    install = processes.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -85,7 +86,7 @@ def test_the_readme_quick_start_runs(installed: Installed) -> None:
     quick_start = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
     assert "TrainingMonitor" in quick_start
     env = {**installed.env, "MLX_OTEL_EXPORTER__PORT": "0"}
-    result = subprocess.run(
+    result = processes.run(
         [str(installed.bin / "python"), "-c", quick_start], cwd=installed.cwd, env=env,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
