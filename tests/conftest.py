@@ -4,6 +4,7 @@ writes into the checkout (tests write under ``tmp_path`` only)."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import subprocess
@@ -74,6 +75,14 @@ def monitor(tmp_path: Path) -> Iterator[TrainingMonitor]:
         yield m
     finally:
         m.cleanup()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Full garbage collections (the MLX memory tests run two a test, the
+    monitor's aggressive cleanup one) need not traverse the libraries imported
+    to collect the tests: frozen, those objects are never traversed again."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

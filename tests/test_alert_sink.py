@@ -382,6 +382,7 @@ def test_the_subcommand_registers_its_options_and_defaults() -> None:
         parser.parse_args(["alert-sink", "--wandb", "sometimes"])
 
 
+@pytest.mark.integration
 def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "sink.log"
@@ -413,6 +414,7 @@ def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path:
     assert output.rstrip().endswith("mlx-otel alert-sink: stopped")
 
 
+@pytest.mark.integration
 def test_mlx_otel_alert_sink_reports_a_taken_port(sink) -> None:
     result = processes.run(
         python_command("alert-sink", "--port", str(sink.port)),

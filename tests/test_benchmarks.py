@@ -22,6 +22,7 @@ CASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_and_prints_its_ratio(script: str, tmp_path: Path) -> None:
     args, expected = CASES[script]

@@ -66,6 +66,7 @@ def test_an_unknown_flag_prints_the_usage_of_its_subcommand(
     assert err.rstrip().endswith(f"mlx-otel {command}: error: unrecognized arguments: --bogus")
 
 
+@pytest.mark.integration
 def test_the_console_script_reports_a_bad_flag_without_a_traceback() -> None:
     result = processes.run(
         python_command("demo", "--steps", "-5"), cwd=REPO, capture_output=True, text=True,

@@ -116,6 +116,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_check_config_command(tmp_path: Path) -> None:
     good = run_cli("check-config", str(write(tmp_path, SEED_YAML)))
     assert good.returncode == 0, good.stderr

@@ -365,6 +365,7 @@ def test_samples_memory_health_and_charts_never_raise(
     assert fuzzed.steps_logged == steps_before
 
 
+@pytest.mark.integration
 def test_the_final_scrape_passes_promtool_and_exports_still_write(
     fuzzed: TrainingMonitor, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from tests import processes
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.integration
 def test_ruff_check_passes() -> None:
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")

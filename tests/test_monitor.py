@@ -109,10 +109,13 @@ def test_nan_and_inf_gauges_are_exported_as_they_are(monitor: TrainingMonitor) -
 def test_custom_metrics_are_sanitised_and_capped(tmp_path: Path) -> None:
     config = {"exporter": {"port": 0, "max_custom_metrics": 2},
               "monitoring": {"output_dir": str(tmp_path), "generate_charts_every": 0}}  # fmt: skip
-    with TrainingMonitor(config, run_id="c") as m:
+    m = TrainingMonitor(config, run_id="c")
+    try:  # no `with`: the end-of-run export (charts) is not what this test is about
         m.log_training_step(step=0, kl_div=0.1, **{"Entropy Bonus!": 0.2}, third=0.3)
         m.log_training_step(step=1, kl_div=0.15, fourth="x")
         s = served(m)
+    finally:
+        m.cleanup()
     assert sample(s, "mlx_train_custom", name="kl_div") == 0.15
     assert sample(s, "mlx_train_custom", name="entropy_bonus") == 0.2
     assert not [k for k in s if k[0] == "mlx_train_custom" and ("name", "third") in k[1]]

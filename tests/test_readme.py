@@ -24,6 +24,7 @@ def test_readme_has_python_examples() -> None:
     assert len(PYTHON_BLOCKS) >= 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_readme_python_block_runs(index: int, tmp_path: Path) -> None:
     env = {**os.environ, "MLX_OTEL_EXPORTER__PORT": "0", "PYTHONPATH": str(REPO)}

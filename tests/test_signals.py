@@ -23,6 +23,8 @@ import pytest
 from mlx_otel.shutdown import FINISH_TIMEOUT_S
 from tests import processes
 
+pytestmark = pytest.mark.integration  # each test runs a training script in a child process
+
 REPO = Path(__file__).resolve().parent.parent
 
 PRELUDE = """

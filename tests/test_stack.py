@@ -41,6 +41,7 @@ def promtool_ok(*args: str, cwd: Path) -> str:
 # --- the shipped copy -------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_shipped_files_equal_the_repository_files() -> None:
     result = children.run(
         [sys.executable, str(SYNC), "--check"], capture_output=True, text=True, timeout=60
@@ -48,6 +49,7 @@ def test_the_shipped_files_equal_the_repository_files() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.integration
 def test_the_sync_check_names_what_differs_and_the_command_that_fixes_it(tmp_path: Path) -> None:
     # A copy of the parts of the repository the script reads and writes.
     for name in ("prometheus", "grafana", "docs", "scripts"):
@@ -72,6 +74,7 @@ def test_the_sync_check_names_what_differs_and_the_command_that_fixes_it(tmp_pat
     assert not (tmp_path / "mlx_otel" / "assets" / "grafana" / "dashboards" / "old.json").exists()
 
 
+@pytest.mark.integration
 def test_the_shipped_dashboards_are_valid_and_parse_as_promql() -> None:
     find_binary("promtool")
     assert validate(shipped_directory(), promtool="promtool") == []
@@ -93,6 +96,7 @@ def test_validate_names_an_unknown_variable_and_a_duplicate_panel_id(tmp_path: P
     assert "$layer" in problem and data["panels"][0]["title"] in problem
 
 
+@pytest.mark.integration
 def test_validate_names_a_query_promtool_cannot_parse(tmp_path: Path) -> None:
     find_binary("promtool")
     data = json.loads((shipped_directory() / "mlx_memory.json").read_text())
@@ -102,6 +106,7 @@ def test_validate_names_a_query_promtool_cannot_parse(tmp_path: Path) -> None:
     assert any(data["panels"][0]["title"] in p and "promtool" in p for p in problems), problems
 
 
+@pytest.mark.integration
 def test_rules_prints_one_rule_file_that_promtool_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -117,6 +122,7 @@ def test_rules_prints_one_rule_file_that_promtool_accepts(
     assert f"SUCCESS: {shipped} rules found" in output
 
 
+@pytest.mark.integration
 def test_rules_out_writes_the_rules_with_their_passing_promtool_tests(tmp_path: Path) -> None:
     assert main(["rules", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in (tmp_path / "rules").iterdir()) == [
@@ -168,6 +174,7 @@ def test_stack_init_writes_the_compose_folder(compose_stack: Path) -> None:
             assert (compose_stack / service["build"] / "Dockerfile").exists()
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_written_config_and_its_rule_tests_pass(compose_stack: Path) -> None:
     output = promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=compose_stack)
     assert f"SUCCESS: {len(rule_files())} rule files found" in output
@@ -176,6 +183,7 @@ def test_promtool_accepts_the_written_config_and_its_rule_tests_pass(compose_sta
     promtool_ok("test", "rules", *tests, cwd=compose_stack)
 
 
+@pytest.mark.integration
 def test_the_written_job_reads_the_targets_folder(compose_stack: Path) -> None:
     config = yaml.safe_load((compose_stack / "prometheus" / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
@@ -253,6 +261,7 @@ def test_the_local_stack_names_only_127_0_0_1(local_stack: tuple[Path, LocalPort
     assert all(command in readme for command in local_commands(ports))
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_local_config(local_stack: tuple[Path, LocalPorts]) -> None:
     directory, _ = local_stack
     promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=directory)

@@ -568,6 +568,7 @@ def test_disabled_mode_and_config_make_no_run(offline_env, tmp_path) -> None:
     assert (run.project, run.name) == ("proj", "exp-7")
 
 
+@pytest.mark.integration
 def test_missing_wandb_package_turns_every_method_into_a_no_op(tmp_path) -> None:
     script = f"""
 import logging, sys

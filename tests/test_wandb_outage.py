@@ -24,6 +24,8 @@ import pytest
 
 from tests import processes
 
+pytestmark = pytest.mark.integration  # each test runs a training script in a child process
+
 REPO = Path(__file__).resolve().parent.parent
 DUMMY_KEY = "0123456789abcdef0123456789abcdef01234567"
 FINISH_TIMEOUT = 3.0
