@@ -131,7 +131,7 @@ def _checkout_untouched() -> Iterator[None]:
     processes.stop_all()
     after = _checkout_files()
     tracked = _tracked_files()
-    added = sorted(set(after) - set(before))
+    added = sorted(p for p in set(after) - set(before) if p not in tracked)
     changed = sorted(p for p in set(before) & set(after) if before[p] != after[p] and p not in tracked)
     removed = sorted(p for p in set(before) - set(after) if p not in tracked)
     if added or changed or removed:
