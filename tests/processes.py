@@ -37,7 +37,7 @@ _started: list[subprocess.Popen[Any]] = []
 
 
 def _signals_at_default() -> None:
-    # Runs in the child between fork and exec: only async-signal-safe work.
+    # Runs in the child between fork and exec, where little is safe: keep it to this.
     for signum in SENT:
         signal.signal(signum, signal.SIG_DFL)
 
