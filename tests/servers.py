@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import processes
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Debian names Alertmanager's binary prometheus-alertmanager; upstream and
@@ -122,7 +124,7 @@ class _Server:
 
     def start(self) -> _Server:
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+        self.process = processes.popen(
             self.command(), cwd=self.workdir, stdout=self._log_file, stderr=subprocess.STDOUT
         )
         try:
@@ -348,7 +350,7 @@ class PushgatewayServer(_Server):
 
 def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real promtool and return the completed process (never raises on failure)."""
-    return subprocess.run(
+    return processes.run(
         [find_binary("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
 

@@ -33,6 +33,7 @@ import yaml
 from mlx_otel.assets.stack import ensure_token_file
 from mlx_otel.cli.alert_sink import add_parser
 from mlx_otel.integrations.alert_sink import AlertSink, format_alert, receipt_time, wandb_level
+from tests import processes
 
 try:
     from tests.servers import REPO, AlertmanagerServer, free_port, python_command, wait_for
@@ -468,11 +469,12 @@ def test_the_subcommand_registers_its_options_and_defaults() -> None:
         parser.parse_args(["alert-sink", "--wandb", "sometimes"])
 
 
+@pytest.mark.integration
 def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "sink.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
+        process = processes.popen(
             python_command("alert-sink", "--port", str(port)),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -499,8 +501,9 @@ def test_mlx_otel_alert_sink_prints_notifications_and_stops_on_sigterm(tmp_path:
     assert output.rstrip().endswith("mlx-otel alert-sink: stopped")
 
 
+@pytest.mark.integration
 def test_mlx_otel_alert_sink_reports_a_taken_port(sink) -> None:
-    result = subprocess.run(
+    result = processes.run(
         python_command("alert-sink", "--port", str(sink.port)),
         capture_output=True,
         text=True,
@@ -513,7 +516,7 @@ def test_mlx_otel_alert_sink_reports_a_taken_port(sink) -> None:
 
 def run_sink(argv: list[str], log_path: Path, env: dict[str, str] | None = None):
     with open(log_path, "w") as log:
-        return subprocess.Popen(
+        return processes.popen(
             python_command("alert-sink", *argv), stdout=log, stderr=subprocess.STDOUT,
             env={**command_env(), "PYTHONUNBUFFERED": "1", **(env or {})},
         )  # fmt: skip
@@ -529,6 +532,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@pytest.mark.integration
 def test_mlx_otel_alert_sink_takes_its_token_from_a_file_or_the_environment(
     tmp_path: Path,
 ) -> None:
@@ -558,6 +562,7 @@ def test_mlx_otel_alert_sink_takes_its_token_from_a_file_or_the_environment(
     assert token_file.stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -570,7 +575,7 @@ def test_mlx_otel_alert_sink_takes_its_token_from_a_file_or_the_environment(
 def test_mlx_otel_alert_sink_names_a_credential_it_cannot_use(
     argv: list[str], env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
+    result = processes.run(
         python_command("alert-sink", "--port", "0", *argv), cwd=tmp_path, capture_output=True,
         text=True, timeout=60, env={**command_env(), **env},
     )  # fmt: skip

@@ -39,6 +39,7 @@ import pytest
 
 from mlx_otel.catalog import by_key
 from mlx_otel.integrations.alert_sink import AlertSink
+from tests import processes
 
 try:
     from tests.servers import (
@@ -226,14 +227,14 @@ def start_demo(workdir: Path, name: str, *, leak_mb_per_step: float) -> DemoRun:
         "--no-progress",
     )  # fmt: skip
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+        process = processes.popen(
             command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=demo_env()
         )
     return DemoRun(run_id, port, log_path, process)
 
 
 def _demo_available() -> bool:
-    result = subprocess.run(
+    result = processes.run(
         python_command("demo", "--help"), capture_output=True, text=True, timeout=60, env=demo_env()
     )
     return result.returncode == 0 and "--leak-mb-per-step" in result.stdout

@@ -10,6 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from tests import processes
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "mlx_otel"
 BIN = Path(sys.executable).parent
@@ -17,11 +21,12 @@ BIN = Path(sys.executable).parent
 
 def _run(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
+    return processes.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
+@pytest.mark.integration
 def test_import_contracts_are_kept() -> None:
     # The layers and forbidden imports are declared in pyproject.toml.
     result = _run(str(BIN / "lint-imports"), "--no-cache")
@@ -29,6 +34,7 @@ def test_import_contracts_are_kept() -> None:
     assert "KEPT" in result.stdout and "BROKEN" not in result.stdout
 
 
+@pytest.mark.integration
 def test_mypy_passes_on_the_package() -> None:
     result = _run(sys.executable, "-m", "mypy", "--no-incremental", timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -73,6 +79,7 @@ def test_no_two_modules_import_each_other() -> None:
     assert not pairs, f"modules that import each other: {pairs}"
 
 
+@pytest.mark.integration
 def test_training_with_charts_and_exports_never_imports_chart_libraries(tmp_path: Path) -> None:
     # Charts render in a child process; the training process stays lean.
     script = textwrap.dedent(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests import processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,11 +22,12 @@ CASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_and_prints_its_ratio(script: str, tmp_path: Path) -> None:
     args, expected = CASES[script]
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, str(REPO / "benchmarks" / script), *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -25,6 +24,7 @@ from mlx_otel.integrations.charts import ChartGenerator, NotEnoughData
 from mlx_otel.integrations.charts.dashboard import dashboard_panel
 from mlx_otel.integrations.charts.figure import colours
 from mlx_otel.integrations.charts.memory import draw_memory
+from tests import processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,6 +118,7 @@ def test_a_correlation_over_one_step_is_skipped_quietly(tmp_path: Path, caplog) 
         charts.plot_correlation_matrix({"a": [1.0, 1.0], "b": [2.0, 2.0]})
 
 
+@pytest.mark.integration
 def test_a_monitor_draws_its_charts_in_its_charts_style_and_quietly(tmp_path: Path) -> None:
     # One step, as the README's gradients example: charts are written at the
     # end, in the configured style, and nothing is reported on stderr.
@@ -133,7 +134,7 @@ def test_a_monitor_draws_its_charts_in_its_charts_style_and_quietly(tmp_path: Pa
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLX_OTEL_CHARTS__STYLE": "whitegrid"}
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip

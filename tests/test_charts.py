@@ -66,6 +66,7 @@ def curves() -> dict[str, list[float]]:
 # ---------------------------------------------------- seed file names, not blank
 
 
+@pytest.mark.integration
 def test_every_chart_is_written_under_its_seed_name(charts, curves) -> None:
     rng = np.random.default_rng(0)
     out = charts.output_dir
@@ -99,6 +100,7 @@ def test_every_chart_is_written_under_its_seed_name(charts, curves) -> None:
     assert leftovers(out) == []
 
 
+@pytest.mark.integration
 def test_without_step_or_filename_charts_use_the_base_name(charts) -> None:
     curves = {"loss": [0.5, 0.4, 0.35], "reward": [0.1, 0.3, 0.2]}
     out = charts.output_dir
@@ -127,6 +129,7 @@ def test_gradient_flow_with_latest_norms_only_and_bad_layers(charts) -> None:
 # ------------------------------------------------------------- data handling
 
 
+@pytest.mark.integration
 def test_nan_points_are_skipped_not_fatal(charts, curves) -> None:
     curves["loss"][10] = math.nan
     curves["reward"] = [math.nan] * 120  # one empty panel among good ones
@@ -143,6 +146,7 @@ def test_single_points_and_constant_values_draw(charts) -> None:
     assert_chart(charts.create_dashboard({"loss": [0.5], "reward": [0.8]}), min_ink=5e-5)
 
 
+@pytest.mark.integration
 def test_collector_frames_feed_the_charts(charts, curves) -> None:
     stats = ComprehensiveStatsCollector(output_dir=charts.output_dir.parent / "stats")
     for step in range(0, 240, 2):  # x axis follows the frame's step column
@@ -233,6 +237,7 @@ def test_failed_render_keeps_the_previous_chart(charts, curves, monkeypatch) -> 
 # --------------------------------------------------- no global side effects
 
 
+@pytest.mark.integration
 def test_rendering_leaves_pyplot_backend_and_rcparams_alone(charts, curves) -> None:
     import matplotlib.pyplot as plt
 
@@ -361,6 +366,7 @@ def test_seed_visualization_config_example_runs(tmp_path, monkeypatch) -> None:
     assert ChartGenerator(config=viz_config).output_dir == Path("./charts")
 
 
+@pytest.mark.integration
 def test_seed_chart_generation_example_runs(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import processes as children
 from tests.servers import REPO, PrometheusServer, free_port, python_command, wait_for
 from tests.test_alerts_e2e import compress_rules
 
@@ -49,7 +50,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusS
                 # would train for much longer than the test.
                 steps, linger = ("40", "30") if name == "finished" else ("100000", "0")
                 with open(work / f"{name}.log", "wb") as log:
-                    processes[name] = subprocess.Popen(
+                    processes[name] = children.popen(
                         python_command(
                             "demo", "--steps", steps, "--port", str(port),
                             "--run-id", f"clean-end-{name}", "--linger", linger,

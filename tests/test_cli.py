@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 import mlx_otel
 from mlx_otel.cli import main
+from tests import processes
 from tests.servers import REPO, python_command
 
 
@@ -67,8 +66,9 @@ def test_an_unknown_flag_prints_the_usage_of_its_subcommand(
     assert err.rstrip().endswith(f"mlx-otel {command}: error: unrecognized arguments: --bogus")
 
 
+@pytest.mark.integration
 def test_the_console_script_reports_a_bad_flag_without_a_traceback() -> None:
-    result = subprocess.run(
+    result = processes.run(
         python_command("demo", "--steps", "-5"), cwd=REPO, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip

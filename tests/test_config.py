@@ -11,6 +11,7 @@ import pytest
 
 from mlx_otel.config import ConfigWarning, MonitorConfig, load_config
 from mlx_otel.errors import ConfigError
+from tests import processes
 
 SEED_YAML = """\
 monitoring:
@@ -150,11 +151,12 @@ def test_seed_style_object_with_sections() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "mlx_otel", *args], capture_output=True, text=True, timeout=120
     )
 
 
+@pytest.mark.integration
 def test_check_config_command(tmp_path: Path) -> None:
     good = run_cli("check-config", str(write(tmp_path, SEED_YAML)))
     assert good.returncode == 0, good.stderr

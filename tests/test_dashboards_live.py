@@ -37,6 +37,7 @@ from mlx_otel.dashboards import (
     substitute,
 )
 from mlx_otel.dashboards.render import make_renderer
+from tests import processes
 from tests.servers import REPO, PrometheusServer, free_port, python_command, wait_for
 
 pytestmark = pytest.mark.integration
@@ -106,7 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with PrometheusServer(work / "prometheus", targets=targets, rule_files=RULES) as prometheus:
         start = time.time()
         with open(log_path, "wb") as log:
-            demo = subprocess.Popen(
+            demo = processes.popen(
                 python_command(
                     "demo", "--steps", str(STEPS), "--port", str(port),
                     "--output-dir", str(work / "outputs"), "--wandb", "disabled",
@@ -119,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pairs = zip(ranked_ports, ranked_log_paths, strict=True)
         for rank, (ranked_port, ranked_log_path) in enumerate(pairs):
             with open(ranked_log_path, "wb") as ranked_log:
-                ranked.append(subprocess.Popen(
+                ranked.append(processes.popen(
                     [sys.executable, "-c", RANKED_LOOP, str(ranked_port), RANKED_RUN_ID, "30",
                      str(work / "ranked_outputs"), str(rank)],
                     cwd=REPO, stdout=ranked_log, stderr=subprocess.STDOUT,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from markdown.extensions.toc import slugify
 import mlx_otel
 from mlx_otel.catalog import markdown_table
 from mlx_otel.cli import build_parser
+from tests import processes
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -77,7 +77,7 @@ def test_every_skipped_snippet_says_why() -> None:
 def test_docs_python_block_runs(page: Path, index: int, tmp_path: Path) -> None:
     code, _ = python_blocks(page.read_text())[index]
     env = {**os.environ, "MLX_OTEL_EXPORTER__PORT": "0", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
@@ -91,7 +91,7 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_MKDOCS_2_WARNING": "1"}
     started = time.monotonic()
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import shutil
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from mlx_otel import TrainingMonitor
 from mlx_otel.errors import ConfigError
+from tests import processes
 from tests.servers import PrometheusServer, wait_for
 
 
@@ -22,7 +22,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     if openssl is None:
         pytest.skip("openssl is not installed (make test installs it)")
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
+    processes.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", str(key), "-out", str(cert)],

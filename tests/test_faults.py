@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -28,6 +27,7 @@ import pandas as pd
 import pytest
 
 from mlx_otel.monitor import TrainingMonitor
+from tests import processes
 from tests.conftest import parse_exposition, sample, scrape
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +46,7 @@ def log_steps(monitor: TrainingMonitor, steps: int, start: int = 0) -> None:
         monitor.log_training_step(step, loss=1.0 / (step + 1), reward=0.5, rewards=[0.2, 0.8])
 
 
+@pytest.mark.integration
 def test_a_missing_output_folder_is_created(tmp_path: Path) -> None:
     out = tmp_path / "not" / "there" / "yet"
     with TrainingMonitor(config(out), run_id="missing") as monitor:
@@ -94,10 +95,11 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_a_full_disk_fails_the_big_files_and_still_writes_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "outputs"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)],
+    result = processes.run([sys.executable, "-c", FULL_DISK, str(out)],
                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -130,6 +132,7 @@ def test_a_killed_chart_process_is_counted_and_replaced(tmp_path: Path) -> None:
     assert monitor.steps_logged == 35
 
 
+@pytest.mark.integration
 def test_a_chart_that_fails_to_render_is_counted_and_the_others_are_written(
     tmp_path: Path,
 ) -> None:
@@ -148,6 +151,7 @@ def test_a_chart_that_fails_to_render_is_counted_and_the_others_are_written(
     assert monitor.error_counts().get("worker", 0) >= 1
 
 
+@pytest.mark.integration
 def test_a_flooded_queue_drops_the_oldest_tasks_and_counts_them(tmp_path: Path) -> None:
     cfg = config(tmp_path / "outputs", queue_size=8)
     with TrainingMonitor(cfg, run_id="flood") as monitor:
@@ -172,6 +176,7 @@ def test_a_flooded_queue_drops_the_oldest_tasks_and_counts_them(tmp_path: Path) 
     assert sample(s, "mlx_train_steps_total") == 20
 
 
+@pytest.mark.integration
 def test_scrapes_racing_the_shutdown_never_break_it(tmp_path: Path) -> None:
     monitor = TrainingMonitor(config(tmp_path / "outputs"), run_id="shutdown")
     url = str(monitor.endpoint)
@@ -207,6 +212,7 @@ def test_scrapes_racing_the_shutdown_never_break_it(tmp_path: Path) -> None:
     assert not any(t.is_alive() for t in threads)
 
 
+@pytest.mark.integration
 def test_four_threads_logging_at_once_keep_exact_counts(tmp_path: Path) -> None:
     steps, samples = 5000, 4
     with TrainingMonitor(config(tmp_path / "outputs"), run_id="threads") as monitor:

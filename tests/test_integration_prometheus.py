@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlx_otel.catalog import METRICS, Kind, Source
+from tests import processes
 from tests.servers import PrometheusServer, free_port, python_command, wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ def demo_and_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     with PrometheusServer(workdir / "prometheus", targets=[f"127.0.0.1:{port}"]) as prom:
         log_path = workdir / "demo.log"
         with open(log_path, "w") as log:
-            demo = subprocess.Popen(
+            demo = processes.popen(
                 python_command(
                     "demo", "--steps", str(STEPS), "--port", str(port),
                     "--output-dir", str(workdir / "outputs"), "--wandb", "disabled",

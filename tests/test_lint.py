@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import processes
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.integration
 def test_ruff_check_passes() -> None:
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-m", "ruff", "check", "mlx_otel", "tests", "benchmarks", "grafana"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip

@@ -85,7 +85,8 @@ def test_bad_values_are_counted_logged_once_and_training_goes_on(
 
 
 def test_strict_mode_raises_naming_key_and_value(tmp_path: Path) -> None:
-    with TrainingMonitor({"exporter": {"enabled": False}}, run_id="s", strict=True) as m:
+    config = {"exporter": {"enabled": False}, "monitoring": {"output_dir": str(tmp_path)}}
+    with TrainingMonitor(config, run_id="s", strict=True) as m:
         with pytest.raises(ValueError, match=r"loss='nan\?'"):
             m.log_training_step(step=0, loss="nan?")
         with pytest.raises(ValueError, match="answer_tokens=-1.*negative"):
@@ -106,11 +107,15 @@ def test_nan_and_inf_gauges_are_exported_as_they_are(monitor: TrainingMonitor) -
 
 
 def test_custom_metrics_are_sanitised_and_capped(tmp_path: Path) -> None:
-    config = {"exporter": {"port": 0, "max_custom_metrics": 2}}
-    with TrainingMonitor(config, run_id="c") as m:
+    config = {"exporter": {"port": 0, "max_custom_metrics": 2},
+              "monitoring": {"output_dir": str(tmp_path), "generate_charts_every": 0}}  # fmt: skip
+    m = TrainingMonitor(config, run_id="c")
+    try:  # no `with`: the end-of-run export (charts) is not what this test is about
         m.log_training_step(step=0, kl_div=0.1, **{"Entropy Bonus!": 0.2}, third=0.3)
         m.log_training_step(step=1, kl_div=0.15, fourth="x")
         s = served(m)
+    finally:
+        m.cleanup()
     assert sample(s, "mlx_train_custom", name="kl_div") == 0.15
     assert sample(s, "mlx_train_custom", name="entropy_bonus") == 0.2
     assert not [k for k in s if k[0] == "mlx_train_custom" and ("name", "third") in k[1]]
@@ -201,7 +206,8 @@ def test_log_gradients_serves_layer_norms_with_a_bounded_layer_count(tmp_path: P
     x = mx.random.normal((8, 4))
     _, grads = nn.value_and_grad(model, lambda m, x: (m(x) ** 2).mean())(model, x)
     config = {"exporter": {"port": 0, "max_layer_series": 5},
-              "monitoring": {"generate_charts_every": 0, "log_gradients_every": 2}}  # fmt: skip
+              "monitoring": {"output_dir": str(tmp_path), "generate_charts_every": 0,
+                             "log_gradients_every": 2}}  # fmt: skip
     with TrainingMonitor(config, run_id="g") as m:
         norms = m.log_gradients(0, grads)
         assert m.log_gradients(1, grads) is None  # between the configured steps

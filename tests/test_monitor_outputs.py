@@ -13,6 +13,9 @@ import pytest
 from mlx_otel import MonitorConfig, MonitoringManager
 from tests.wandb_records import read_run
 
+#: A whole run with a real WandB offline run (its wandb-core service) and charts.
+pytestmark = pytest.mark.integration
+
 STEPS = 12
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mlx_otel.config import MonitorConfig
 from mlx_otel.errors import ConfigError
 from mlx_otel.exporter.otlp import otlp_settings
 from mlx_otel.monitor import TrainingMonitor
+from tests import processes
 from tests.conftest import parse_exposition
 from tests.servers import REPO, _Server, free_port, python_command, wait_for
 
@@ -190,7 +190,7 @@ def test_a_demo_run_configured_by_the_standard_variables_reaches_the_collector(
         "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=mlx",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }
-    result = subprocess.run(
+    result = processes.run(
         python_command("demo", "--steps", str(steps), "--port", "0", "--run-id", run_id,
                        "--output-dir", str(tmp_path / "out"), "--no-progress"),
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

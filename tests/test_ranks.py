@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tests.servers import PrometheusServer, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def test_ranks_register_themselves_and_are_forgotten_after_the_run(tmp_path: Pat
     with file_sd_prometheus(tmp_path / "prom", targets_dir) as prom:
         log_path = tmp_path / "ranks.log"
         log = open(log_path, "w")  # noqa: SIM115 - closed below
-        ranks = subprocess.Popen(
+        ranks = processes.popen(
             [str(launcher), "-n", "2", "--", sys.executable, "-m", "mlx_otel", "demo",
              "--steps", str(STEPS), "--port", str(base), "--run-id", RUN_ID,
              "--output-dir", str(out), "--file-sd-dir", str(targets_dir),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 import mlx_otel
 from mlx_otel.cli import build_parser
+from tests import processes
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -28,7 +28,7 @@ def test_readme_has_python_examples() -> None:
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_readme_python_block_runs(index: int, tmp_path: Path) -> None:
     env = {**os.environ, "MLX_OTEL_EXPORTER__PORT": "0", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", PYTHON_BLOCKS[index]],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

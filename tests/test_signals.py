@@ -21,6 +21,9 @@ import pandas as pd
 import pytest
 
 from mlx_otel.shutdown import FINISH_TIMEOUT_S
+from tests import processes
+
+pytestmark = pytest.mark.integration  # each test runs a training script in a child process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +59,7 @@ def start(tmp_path: Path, body: str) -> subprocess.Popen[str]:
     # stderr to a file: a chart process left to finish its charts inherits it,
     # and would hold a pipe open after the training process has ended.
     stderr = open(tmp_path / "stderr.log", "w")  # noqa: SIM115 - closed by the child's end
-    process = subprocess.Popen(
+    process = processes.popen(
         [sys.executable, str(script), str(tmp_path / "out")],
         stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
     )  # fmt: skip
@@ -217,7 +220,7 @@ def test_sigterm_under_load_ends_within_the_bound_and_keeps_the_record(tmp_path:
             time.sleep(0.01)
     """
     burn = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass\n"
-    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    burners = [processes.popen([sys.executable, "-c", burn]) for _ in range(2)]
     try:
         process = start(tmp_path, body)
         wait_ready(process)

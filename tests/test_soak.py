@@ -13,15 +13,25 @@ tight loop while two client processes scrape the endpoint back to back
   bound is 32 MiB, well below what the queue alone would add if it were
   unbounded (a 100-metric step record is ~7 KB: 32 MiB is ~5,000 steps,
   a tenth of a second of this loop);
-- the worst single ``log_training_step`` call stays within the stall bound:
-  the worst of a plain ``dict.update`` of the same values, timed in the same
-  loop right after each call (what the machine's scheduler and the other
-  threads impose on any Python loop: on a loaded 2-core machine that alone
-  reaches tens of milliseconds), plus 200 ms; one call may pass it (the OS
-  descheduling the thread that holds the interpreter on a loaded machine),
-  none may take a second. The stall it guards against held the interpreter
-  for 244 ms in one piece at every fold; folding, statistics and garbage
-  collection of queued steps must stay in small pieces.
+- no ``log_training_step`` call stalls. The stall it guards against held
+  the interpreter for 244 ms in one piece at every fold (ten folds a second):
+  folding, statistics and garbage collection of queued steps must stay in
+  small pieces. But on a busy 2-core machine any Python loop here waits that
+  long now and then, with no fault of the monitor: the OS deschedules the
+  training thread, or a thread of this process (the worker, the scrape
+  server) while it holds the interpreter. So each call is followed, in the
+  same loop, by a floor: plain ``dict.update`` calls of the same values,
+  about as long as a call, that allocate nothing (so trigger no garbage
+  collection) and touch no monitor. The machine's stalls hit the floor as
+  often as the calls, per second spent in each; a stall a call causes (a
+  garbage collection or a fold its allocations trigger) hits the calls only.
+  Calls over 200 ms may number at most two plus twice the floor's (scaled to
+  the time spent in calls): a stall at every fold gives hundreds a minute,
+  the machine's noise a handful on either side. A worker that held the
+  interpreter that long at every fold would stall the floor too, several
+  times a second: the floor may stall at most once per 5 s of the run (on a
+  2-core machine at a load average of 10 it stalled never in 30 s). No call,
+  ever, takes a second.
 
 The figures are printed (run with ``-s`` to see them). ``MLX_OTEL_SOAK_SECONDS``
 sets the duration (default 60).
@@ -41,17 +51,22 @@ import psutil
 import pytest
 
 from mlx_otel.monitor import TrainingMonitor
+from tests import processes
 from tests.conftest import parse_exposition, sample, scrape
 
 SECONDS = float(os.environ.get("MLX_OTEL_SOAK_SECONDS", "60"))
 WARM_UP = 0.3  # share of the run before RSS must be flat
 RSS_BOUND_MIB = 32
-STALL_MARGIN_S = 0.200
-#: One call may pass the stall bound: on a loaded 2-core machine the OS can
-#: deschedule the thread that holds the interpreter once. A worker that holds
-#: it in one long piece does so at every fold or export: that fails.
-STALLS_ALLOWED = 1
+STALL_S = 0.200
+#: Calls over STALL_S allowed beyond twice what the floor saw in as much time:
+#: chance alone (a handful of events on either side). A worker or a call that
+#: holds the interpreter in one long piece does so at every fold or export.
+STALLS_ALLOWED = 2
+STALLS_PER_FLOOR_STALL = 2
 MAX_CALL_S = 1.0  # and no call, ever, waits a second
+FLOOR_STALL_EVERY_S = 5.0  # the floor stalls at most once per this many seconds
+#: dict.update calls of the floor after each call: about a call's duration.
+FLOOR_UPDATES = 5
 CUSTOM = 95  # + loss, reward, grad_norm, learning_rate, tokens = 100 metrics
 SAMPLES = 16
 MAX_STEPS = 6_000_000
@@ -85,14 +100,15 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
     monitor = TrainingMonitor(config, run_id="soak")
     stop_file = tmp_path / "stop"
     scrapers = [
-        subprocess.Popen([sys.executable, "-c", SCRAPER, str(monitor.endpoint), str(stop_file)],
+        processes.popen([sys.executable, "-c", SCRAPER, str(monitor.endpoint), str(stop_file)],
                          stdout=subprocess.PIPE, text=True)  # fmt: skip
         for _ in range(2)
     ]
     rng = np.random.default_rng(0)
     custom_names = [f"soak_metric_{i}" for i in range(CUSTOM)]
     times = np.full(MAX_STEPS, -1, dtype=np.int64)  # touched now: not RSS growth later
-    baseline_worst = 0
+    floor_ns = 0
+    floor_slow: list[int] = []  # floors over 10 ms (a few hundred a minute at most)
     store: dict[str, float] = {}
     process = psutil.Process()
     rss: list[tuple[float, float]] = []
@@ -114,16 +130,20 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
                 custom = dict(zip(custom_names, rng.uniform(size=CUSTOM).tolist(), strict=True))
                 rewards = rng.uniform(-1, 2, size=SAMPLES).tolist()
                 rewards[step % SAMPLES] = float("nan")  # one non-finite sample per step
+                floor_work = (custom,) * FLOOR_UPDATES
             for _ in range(200):
                 start = clock()
                 log(step, loss=0.5, reward=0.25, grad_norm=1.0, learning_rate=1e-4,
                     answer_tokens=8, rewards=rewards, **custom)  # fmt: skip
                 mid = clock()
-                store.update(custom)  # the floor: same loop, same machine, no monitor
+                for values in floor_work:  # the floor: same loop, same machine, no monitor
+                    store.update(values)
                 end = clock()
                 times[step] = mid - start
-                if end - mid > baseline_worst:
-                    baseline_worst = end - mid
+                floor = end - mid
+                floor_ns += floor
+                if floor > 10_000_000:
+                    floor_slow.append(floor)
                 step += 1
             finite_rewards += 200 * (SAMPLES - 1)
         stop_file.write_text("stop")
@@ -142,15 +162,23 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
         monitor.cleanup()
 
     took = times[:step] / 1e9
-    baseline_worst_s = baseline_worst / 1e9
+    floors = np.array(floor_slow, dtype=np.float64) / 1e9
+    floor_over = int((floors > STALL_S).sum())
+    # The stalls the machine gave the floor, scaled to the time spent in calls.
+    floor_stalls = floor_over * float(took.sum()) / (floor_ns / 1e9)
+    stalls = took[took > STALL_S]
     worst, p99, p50 = float(took.max()), float(np.percentile(took, 99)), float(np.median(took))
     warm = [m for t, m in rss if t >= WARM_UP * SECONDS]
     growth = max(warm) - warm[0]
     print(f"\nsoak: {step} steps in {SECONDS:.0f} s ({step / SECONDS:.0f} steps/s), "
           f"scrapes {[n for n, _ in scrapes]} (failures {[f for _, f in scrapes]})")
     print(f"soak: log_training_step p50 {p50 * 1e6:.1f} µs, p99 {p99 * 1e6:.1f} µs, "
-          f"worst {worst * 1e3:.1f} ms (dict store worst {baseline_worst_s * 1e3:.1f} ms); "
-          f"calls over 10/50/200 ms: {[int((took > t).sum()) for t in (0.01, 0.05, 0.2)]}")
+          f"worst {worst * 1e3:.1f} ms; calls over 10/50/200 ms: "
+          f"{[int((took > t).sum()) for t in (0.01, 0.05, 0.2)]}")
+    print(f"soak: floor {floor_ns / 1e9:.1f} s (calls {took.sum():.1f} s), worst "
+          f"{floors.max(initial=0) * 1e3:.1f} ms; floors over 10/50/200 ms: "
+          f"{[int((floors > t).sum()) for t in (0.01, 0.05, 0.2)]}, scaled to the calls' time "
+          f"{floor_stalls:.1f}; calls over 200 ms: {stalls.size}")
     print("soak: RSS MiB over time: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in rss))
     print(f"soak: RSS growth after warm-up {growth:.1f} MiB (bound {RSS_BOUND_MIB})")
     print(f"soak: served steps {served_steps:.0f} / {step}, rewards {served_rewards:.0f} / "
@@ -162,8 +190,12 @@ def test_soak_counts_exact_rss_flat_no_stall(tmp_path: Path) -> None:
     assert served_rewards == finite_rewards
     assert served_durations == step - 1  # the first step has no interval
     assert growth <= RSS_BOUND_MIB, rss
-    stalls = took[took > baseline_worst_s + STALL_MARGIN_S]
-    assert stalls.size <= STALLS_ALLOWED and worst <= MAX_CALL_S, (
-        f"{stalls.size} calls over {baseline_worst_s + STALL_MARGIN_S:.3f} s: "
-        f"{np.sort(stalls)[::-1][:10].tolist()}"
+    allowed = STALLS_ALLOWED + STALLS_PER_FLOOR_STALL * floor_stalls
+    assert stalls.size <= allowed and worst <= MAX_CALL_S, (
+        f"{stalls.size} calls over {STALL_S} s, allowed {allowed:.1f} (the floor saw "
+        f"{floor_over}): {np.sort(stalls)[::-1][:10].tolist()}"
+    )
+    assert floor_over <= SECONDS / FLOOR_STALL_EVERY_S, (
+        f"the loop stalled {floor_over} times over {STALL_S} s outside the calls: "
+        f"{np.sort(floors)[::-1][:10].tolist()}"
     )

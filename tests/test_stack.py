@@ -26,6 +26,7 @@ from mlx_otel.assets.stack import LocalPorts, StackError, init_stack, local_comm
 from mlx_otel.cli import main
 from mlx_otel.cli.rules import combined_rules
 from mlx_otel.dashboards import shipped_directory, validate
+from tests import processes as children
 from tests.servers import REPO, find_binary, free_port, python_command, run_promtool, wait_for
 
 COMPOSE_HOSTS = ("trainer:", "alertmanager:9093", "alert-sink:", "prometheus:9090")
@@ -42,7 +43,7 @@ def promtool_ok(*args: str, cwd: Path) -> str:
 
 
 def test_no_file_of_the_repository_is_a_copy_of_another() -> None:
-    listed = subprocess.run(
+    listed = children.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, timeout=60
     ).stdout.decode()
     by_content: dict[str, list[str]] = {}
@@ -69,6 +70,7 @@ def test_a_checkout_reads_the_shipped_files_from_the_repository() -> None:
     assert len(shipped) == 21
 
 
+@pytest.mark.integration
 def test_the_shipped_dashboards_are_valid_and_parse_as_promql() -> None:
     find_binary("promtool")
     assert validate(shipped_directory(), promtool="promtool") == []
@@ -90,6 +92,7 @@ def test_validate_names_an_unknown_variable_and_a_duplicate_panel_id(tmp_path: P
     assert "$layer" in problem and data["panels"][0]["title"] in problem
 
 
+@pytest.mark.integration
 def test_validate_names_a_query_promtool_cannot_parse(tmp_path: Path) -> None:
     find_binary("promtool")
     data = json.loads((shipped_directory() / "mlx_memory.json").read_text())
@@ -99,6 +102,7 @@ def test_validate_names_a_query_promtool_cannot_parse(tmp_path: Path) -> None:
     assert any(data["panels"][0]["title"] in p and "promtool" in p for p in problems), problems
 
 
+@pytest.mark.integration
 def test_rules_prints_one_rule_file_that_promtool_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,6 +118,7 @@ def test_rules_prints_one_rule_file_that_promtool_accepts(
     assert f"SUCCESS: {shipped} rules found" in output
 
 
+@pytest.mark.integration
 def test_rules_out_writes_the_rules_with_their_passing_promtool_tests(tmp_path: Path) -> None:
     assert main(["rules", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in (tmp_path / "rules").iterdir()) == [
@@ -165,6 +170,7 @@ def test_stack_init_writes_the_compose_folder(compose_stack: Path) -> None:
             assert (compose_stack / service["build"] / "Dockerfile").exists()
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_written_config_and_its_rule_tests_pass(compose_stack: Path) -> None:
     output = promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=compose_stack)
     assert f"SUCCESS: {len(rule_files())} rule files found" in output
@@ -173,6 +179,7 @@ def test_promtool_accepts_the_written_config_and_its_rule_tests_pass(compose_sta
     promtool_ok("test", "rules", *tests, cwd=compose_stack)
 
 
+@pytest.mark.integration
 def test_the_written_job_reads_the_targets_folder(compose_stack: Path) -> None:
     config = yaml.safe_load((compose_stack / "prometheus" / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
@@ -255,12 +262,13 @@ def test_the_local_stack_names_only_127_0_0_1(local_stack: tuple[Path, LocalPort
     assert all(command in readme for command in local_commands(ports))
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_local_config(local_stack: tuple[Path, LocalPorts]) -> None:
     directory, _ = local_stack
     promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=directory)
     amtool = shutil.which("amtool")
     if amtool is not None:
-        result = subprocess.run([amtool, "check-config", "prometheus/alertmanager.yml"],
+        result = children.run([amtool, "check-config", "prometheus/alertmanager.yml"],
                                 cwd=directory, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -337,7 +345,7 @@ def test_the_documented_local_path_delivers_an_alert_to_the_sink(
         logs[name] = work / f"{name}.log"
         with open(logs[name], "wb") as log:
             processes.append(
-                subprocess.Popen(argv, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
+                children.popen(argv, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
             )
 
     def log_tail() -> str:

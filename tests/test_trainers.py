@@ -25,6 +25,7 @@ import yaml
 
 from mlx_otel.catalog import METRICS, Source
 from mlx_otel.dashboards import panel_queries, regex_literal, substitute
+from tests import processes
 from tests.servers import REPO, PrometheusServer, free_port, wait_for
 from tests.wandb_records import find_run_files, read_run
 
@@ -161,7 +162,7 @@ class Run:
     def __init__(self, command: list[str], cwd: Path) -> None:
         self.log = cwd / f"run_{len(list(cwd.glob('run_*.log')))}.log"
         with self.log.open("w") as out:
-            self.process = subprocess.Popen(
+            self.process = processes.popen(
                 command, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT
             )
 
@@ -454,7 +455,7 @@ print("exiting without closing", flush=True)
 def test_a_run_without_a_last_iteration_is_exported_at_interpreter_exit(tmp_path: Path) -> None:
     # No `iters` in the trainer's config: nothing marks the last report, so the
     # callback that made the monitor exports the run when the interpreter exits.
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path / "outputs")],
         env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -32,8 +31,10 @@ from mlx_otel.integrations.wandb_bridge import (  # noqa: E402
 )
 
 try:  # tests/ as a package or as a plain directory on sys.path
+    from tests import processes
     from tests.wandb_records import RunRecords, read_run
 except ImportError:  # pragma: no cover - depends on pytest's import mode
+    import processes  # type: ignore[no-redef]
     from wandb_records import RunRecords, read_run  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -567,6 +568,7 @@ def test_disabled_mode_and_config_make_no_run(offline_env, tmp_path) -> None:
     assert (run.project, run.name) == ("proj", "exp-7")
 
 
+@pytest.mark.integration
 def test_missing_wandb_package_turns_every_method_into_a_no_op(tmp_path) -> None:
     script = f"""
 import logging, sys
@@ -590,7 +592,7 @@ for _ in range(2):
 print("ok")
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, "-c", script],
         cwd=REPO,
         env=env,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 import threading
@@ -22,6 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import processes
+
+pytestmark = pytest.mark.integration  # each test runs a training script in a child process
 
 REPO = Path(__file__).resolve().parent.parent
 DUMMY_KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -95,7 +98,7 @@ def test_training_starts_and_ends_in_bounded_time_when_wandb_never_answers(
         "WANDB_SILENT": "true", "HOME": str(tmp_path),  # no netrc or settings of the user
     })  # fmt: skip
     began = time.monotonic()
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "out")],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
@@ -146,7 +149,7 @@ def test_no_secret_reaches_logs_labels_or_output_files(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
     env.update({"PYTHONPATH": str(REPO), "WANDB_API_KEY": DUMMY_KEY, "HOME": str(tmp_path),
                 "MLX_OTEL_EXPORTER__BASIC_AUTH_PASSWORD": password})  # fmt: skip
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", SECRETS_SCRIPT, str(out)],
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )  # fmt: skip

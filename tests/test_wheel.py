@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from mlx_otel.assets import shipped_files
+from tests import processes
 from tests.servers import REPO, PrometheusServer, find_binary
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ class Installed:
     env: dict[str, str]
 
     def run(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return processes.run(
             list(argv), cwd=self.cwd, env=self.env, capture_output=True, text=True,
             timeout=timeout,
         )  # fmt: skip
@@ -53,13 +54,13 @@ class Installed:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist of this checkout and the wheel built from that sdist, as a user's pip does."""
     work = tmp_path_factory.mktemp("dist")
-    build = subprocess.run(
+    build = processes.run(
         [sys.executable, "-m", "build", "--sdist", "--outdir", str(work), str(REPO)],
         env=clean_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (sdist,) = work.glob("mlx_otel-*.tar.gz")
-    wheel = subprocess.run(
+    wheel = processes.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(work), str(sdist)],
         env=clean_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -80,8 +81,8 @@ def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Installed
     env = clean_env()
     (wheel,) = dist.glob("mlx_otel-*.whl")
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    install = subprocess.run(
+    processes.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    install = processes.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -131,7 +132,7 @@ def test_the_readme_quick_start_runs(installed: Installed) -> None:
     quick_start = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
     assert "TrainingMonitor" in quick_start
     env = {**installed.env, "MLX_OTEL_EXPORTER__PORT": "0"}
-    result = subprocess.run(
+    result = processes.run(
         [str(installed.bin / "python"), "-c", quick_start], cwd=installed.cwd, env=env,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -310,9 +310,12 @@ class Telemetry:
                     "(0 picks a free port)."
                 ) from None
             raise
+        # A short poll: shutdown() waits for the serving loop to look up, and the
+        # end of a run should not wait half a second (the default) for it.
         self._server_thread = threading.Thread(
-            target=self._server.serve_forever, name="mlx-otel-metrics", daemon=True
-        )
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="mlx-otel-metrics", daemon=True,
+        )  # fmt: skip
         self._server_thread.start()
         self.port = int(self._server.server_address[1])
         return self.endpoint or ""
