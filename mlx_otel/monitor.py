@@ -194,7 +194,7 @@ class TrainingMonitor:
         self._end = RunEnd(
             worker=self.worker,
             closers=closers,
-            export=self._export,
+            export=lambda deadline: self._export(deadline),
             on_error=lambda kind, what, exc: self.errors.report_exception(kind, what, exc),
             begin=self.lifecycle.mark_finished,
             ending=ending,

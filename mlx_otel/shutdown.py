@@ -116,33 +116,33 @@ def finish_all(reason: str, timeout: float = FINISH_TIMEOUT_S) -> list[str]:
         return []
     log.warning("mlx_otel: %s: finishing %d run(s) (at most %.0f s)", reason, len(monitors), timeout)
     threads = []
+    finished: set[int] = set()
     for monitor in monitors:
         thread = threading.Thread(
-            target=_finish_one, args=(monitor, timeout), daemon=True,
+            target=_finish_one, args=(monitor, timeout, finished), daemon=True,
             name=f"mlx-otel-finish-{monitor.run_id}",
         )  # fmt: skip
         try:
             thread.start()
         except RuntimeError:  # no new threads this late in shutdown: finish inline
-            _finish_one(monitor, timeout)
+            _finish_one(monitor, timeout, finished)
             continue
         threads.append((monitor, thread))
     deadline = time.monotonic() + timeout
-    late = []
-    for monitor, thread in threads:
+    for _, thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            late.append(monitor.run_id)
+    late = [m.run_id for m in monitors if id(m) not in finished]
     if late:
         log.error("mlx_otel: run(s) %s did not finish within %.0f s; ending anyway",
                   ", ".join(late), timeout)  # fmt: skip
     return late
 
 
-def _finish_one(monitor: _Finishable, timeout: float) -> None:
+def _finish_one(monitor: _Finishable, timeout: float, finished: set[int]) -> None:
     try:
         # The process is going: the chart process finishes its charts alone.
-        monitor.finish_run(leave=True, timeout=timeout)
+        if monitor.finish_run(leave=True, timeout=timeout) is not False:
+            finished.add(id(monitor))
     except Exception:  # finishing must never turn an exit into a traceback
         log.exception("mlx_otel: finishing run %s failed", monitor.run_id)
 
