@@ -293,7 +293,8 @@ class TrainingMonitor:
         monitoring = self.config.monitoring
         if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
             return None
-        from mlx_otel.integrations.wandb_bridge import BackgroundWandB, EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_thread import BackgroundWandB
 
         def start() -> EnhancedWandBLogger:
             return EnhancedWandBLogger.from_config(

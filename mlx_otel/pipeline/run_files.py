@@ -8,20 +8,22 @@ of a long run) calls :func:`write_run_files` once the worker has drained::
       training_metrics.csv, training_metrics.json
       stats/stats_export_*.json, stats/metrics_history.csv
 
-Every file is written atomically; with ``on_error`` one that cannot be
+``training_metrics.csv`` and ``stats/metrics_history.csv`` are the same
+table (the seed names both), written by one writer
+(:func:`mlx_otel.tables.write_metrics_csv`); only their column order
+differs. Every file is written atomically; with ``on_error`` one that cannot be
 written (a full disk) is reported and the others are still written, the
 small summary first.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlx_otel.fileio import atomic_path, atomic_write_text
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
+from mlx_otel.tables import write_metrics_csv, write_metrics_json
 
 __all__ = ["RECORD_FILES", "csv_columns", "write_run_files"]
 
@@ -56,26 +58,21 @@ def write_run_files(
     names the files to write (``"monitoring_summary"``, ``"training_metrics_csv"``...).
     """
     written: dict[str, Path] = {}
-    frame_cache: list[Any] = []
     run = {"run_id": run_id} if rank is None else {"run_id": run_id, "rank": rank}
+    histories: list[Any] = []  # one snapshot for both tables of the metrics
 
-    def frame() -> Any:
-        if not frame_cache:
-            data = stats.to_dataframe().copy()  # one block: insert() on many columns warns
-            data.insert(1, "run_id", run_id)
-            frame_cache.append(data[[c for c in csv_columns(list(data.columns)) if c in data]])
-        return frame_cache[0]
+    def snapshot() -> list[Any]:
+        if not histories:
+            histories.extend(stats.histories())
+        return histories
 
     def metrics_csv() -> Path:
-        path = output_dir / "training_metrics.csv"
-        with atomic_path(path) as tmp:
-            frame().to_csv(tmp, index=False)
-        return path
+        return write_metrics_csv(snapshot(), output_dir / "training_metrics.csv",
+                                 run_id=run_id, order=csv_columns)  # fmt: skip
 
     def metrics_json() -> Path:
-        rows = json.loads(frame().to_json(orient="records"))
-        text = json.dumps({**run, "steps": rows}, indent=2) + "\n"
-        return atomic_write_text(output_dir / "training_metrics.json", text)
+        return write_metrics_json(snapshot(), output_dir / "training_metrics.json",
+                                  run=run, order=csv_columns)  # fmt: skip
 
     writers: list[tuple[str, Callable[[], Path]]] = [
         ("monitoring_summary", lambda: stats.export_summary(
