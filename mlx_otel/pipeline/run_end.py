@@ -99,6 +99,8 @@ class RunEnd:
         """
         if leave:
             self.ending.leave.set()
+        if self.done:
+            return True
         deadline = time.monotonic() + timeout
         with self._lock:
             running = self._thread
@@ -129,6 +131,8 @@ class RunEnd:
             self._run_locked(export, deadline, keep_serving)
 
     def _run_locked(self, export: bool, deadline: float, keep_serving: bool) -> None:
+        if self.done:
+            return  # the run has ended: nothing is written after the fact
         if not self.ending.begun.is_set():
             self.ending.begun.set()
             self._step("begin", "export", self._begin)
