@@ -26,13 +26,14 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlx_otel.numbers.describe import describe, moving_averages, validate_window
 from mlx_otel.numbers.history import MetricBuffer, MetricHistory, histories_frame
 from mlx_otel.tables import json_safe, write_json, write_metrics_csv
 
@@ -42,53 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["ComprehensiveStatsCollector", "MetricHistory", "histories_frame"]
 
 logger = logging.getLogger(__name__)
-
-#: Percentiles reported by :meth:`ComprehensiveStatsCollector.get_metric_stats`.
-PERCENTILES: tuple[int, ...] = (5, 25, 50, 75, 95, 99)
-
-def _moving_averages(histories: Iterable[MetricHistory], window: int) -> dict[str, float]:
-    """The mean of the last ``window`` finite values of each history that has any."""
-    with np.errstate(over="ignore"):  # a mean past the float maximum is inf
-        return {
-            h.name: float(finite[-window:].mean())
-            for h in histories
-            if (finite := h.finite_values).size
-        }
-
-
-def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
-    """Summary statistics of the finite ``values`` (NaN when there are none)."""
-    values = values[np.isfinite(values)]
-    count = int(values.size)
-    if count == 0:
-        nan = math.nan
-        result: dict[str, float | int] = {"mean": nan, "std": nan, "min": nan, "max": nan}
-        result.update({f"p{q}": nan for q in PERCENTILES})
-        result.update({"count": 0, "last": nan, "final": nan, "non_finite": non_finite})
-        return result
-    # One call for all percentiles; numpy's default "linear" method is the
-    # same as pandas' Series.quantile default.
-    quantiles = np.percentile(values, PERCENTILES)
-    last = float(values[-1])
-    # Finite values near the float maximum overflow when squared: the mean or
-    # std is then inf, which is the honest answer, not a warning to print.
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean, std = float(values.mean()), float(values.std())  # population std (ddof=0)
-    result = {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max())}
-    result.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, quantiles, strict=True)})
-    result.update({"count": count, "last": last, "final": last, "non_finite": non_finite})
-    return result
-
-
-def _validate_window(window: int) -> int:
-    try:
-        window = operator.index(window)
-    except TypeError:
-        raise TypeError(f"window must be an integer, got {window!r}") from None
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    return window
-
 
 class ComprehensiveStatsCollector:
     """Bounded per-metric history with statistics and exports.
@@ -317,23 +271,23 @@ class ComprehensiveStatsCollector:
             print(f"Loss mean: {stats.get_metric_stats('loss')['mean']:.4f}")
         """
         history = self.get_history(name)
-        return _describe(history.values, history.non_finite)
+        return describe(history.values, history.non_finite)
 
     def get_all_stats(self) -> dict[str, dict[str, float | int]]:
         """:meth:`get_metric_stats` for every metric, from one consistent snapshot."""
-        return {h.name: _describe(h.values, h.non_finite) for h in self._snapshot_all()}
+        return {h.name: describe(h.values, h.non_finite) for h in self._snapshot_all()}
 
-    def get_moving_averages(self, window: int = 10) -> dict[str, float]:
+    def getmoving_averages(self, window: int = 10) -> dict[str, float]:
         """Mean of the last ``window`` finite values of each metric.
 
         Metrics without any finite value are left out.
 
         Example::
 
-            stats.get_moving_averages(window=10)["loss"]
+            stats.getmoving_averages(window=10)["loss"]
         """
-        window = _validate_window(window)
-        return _moving_averages(self._snapshot_all(), window)
+        window = validate_window(window)
+        return moving_averages(self._snapshot_all(), window)
 
     def get_moving_average_series(self, name: str, window: int = 10) -> pd.Series:
         """Trailing moving average of ``name`` indexed by step.
@@ -347,7 +301,7 @@ class ComprehensiveStatsCollector:
 
             smooth = stats.get_moving_average_series("loss", window=20)
         """
-        window = _validate_window(window)
+        window = validate_window(window)
         series = self.get_series(name)
         series = series[np.isfinite(series.to_numpy())]
         return series.rolling(window, min_periods=1).mean()
@@ -433,16 +387,16 @@ class ComprehensiveStatsCollector:
             data = json.loads(stats.export_to_json().read_text())
             data["stats"]["loss"]["mean"]
         """
-        window = _validate_window(moving_average_window)
+        window = validate_window(moving_average_window)
         histories = self._snapshot_all()
         payload: dict[str, Any] = {
             "exported_at": datetime.now(timezone.utc).isoformat(),
             "run_id": self.run_id,
             "max_history": self.max_history,
             "total_steps": self.total_steps,
-            "stats": {h.name: _describe(h.values, h.non_finite) for h in histories},
+            "stats": {h.name: describe(h.values, h.non_finite) for h in histories},
             "moving_average_window": window,
-            "moving_averages": _moving_averages(histories, window),
+            "moving_averages": moving_averages(histories, window),
             "non_finite_counts": {h.name: h.non_finite for h in histories},
         }
         if include_history:
@@ -514,7 +468,7 @@ class ComprehensiveStatsCollector:
             session["rank"] = rank
         metrics = {}
         for history in histories:
-            described = _describe(history.values, history.non_finite)
+            described = describe(history.values, history.non_finite)
             metrics[history.name] = {
                 key: described[key] for key in ("mean", "std", "min", "max", "final")
             }
