@@ -277,14 +277,14 @@ class ComprehensiveStatsCollector:
         """:meth:`get_metric_stats` for every metric, from one consistent snapshot."""
         return {h.name: describe(h.values, h.non_finite) for h in self._snapshot_all()}
 
-    def getmoving_averages(self, window: int = 10) -> dict[str, float]:
+    def get_moving_averages(self, window: int = 10) -> dict[str, float]:
         """Mean of the last ``window`` finite values of each metric.
 
         Metrics without any finite value are left out.
 
         Example::
 
-            stats.getmoving_averages(window=10)["loss"]
+            stats.get_moving_averages(window=10)["loss"]
         """
         window = validate_window(window)
         return moving_averages(self._snapshot_all(), window)
