@@ -8,7 +8,9 @@ at the end) and must leave the summary, the CSV and the final adapters on
 disk when they exit; the end-of-run charts, left to the chart process, are
 waited for afterwards and reported.
 
-    python benchmarks/bench_trainer_end.py [--iters 300] [--repeats 3]
+    python benchmarks/bench_trainer_end.py [--iters 300] [--grpo-iters 100] [--repeats 3]
+
+``mlx_lm_lora.train`` runs GRPO (its SFT mode needs Metal).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.tiny_model import build_model, write_sum_data  # noqa: E402
+from tests.tiny_model import REWARD_FUNCTIONS, build_model, write_sum_data  # noqa: E402
 
 
 def _env() -> dict[str, str]:
@@ -36,12 +38,20 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _trainer_args(root: Path, adapters: Path, iters: int) -> list[str]:
-    return [
-        "--model", str(root / "model"), "--train", "--data", str(root / "sft"),
-        "--iters", str(iters), "--batch-size", "2", "--num-layers", "2",
+def _trainer_args(name: str, root: Path, adapters: Path, iters: int) -> list[str]:
+    common = [
+        "--model", str(root / "model"), "--train", "--iters", str(iters), "--num-layers", "2",
         "--steps-per-report", "10", "--steps-per-eval", str(iters * 10), "--val-batches", "1",
         "--adapter-path", str(adapters),
+    ]  # fmt: skip
+    if name == "lora":
+        return [*common, "--data", str(root / "sft"), "--batch-size", "2"]
+    # mlx-lm-lora's SFT mode needs Metal (mx.set_wired_limit): GRPO runs everywhere.
+    return [
+        *common, "--data", str(root / "grpo"), "--train-mode", "grpo", "--batch-size", "1",
+        "--group-size", "2", "--max-completion-length", "6",
+        "--reward-functions-file", str(root / "rewards.py"),
+        "--reward-functions", ",".join(REWARD_FUNCTIONS),
     ]  # fmt: skip
 
 
@@ -81,7 +91,7 @@ def compare(name: str, plain: list[str], monitored: list[str], root: Path, work:
             iters: int, repeats: int) -> float:  # fmt: skip
     times: dict[str, list[float]] = {"plain": [], "monitored": []}
     # Not counted: the first MLX run of a machine compiles its CPU kernels.
-    _timed([*plain, *_trainer_args(root, work / f"{name}_warm_adapters", 20)],
+    _timed([*plain, *_trainer_args(name, root, work / f"{name}_warm_adapters", 10)],
            work / f"{name}_warm.log")  # fmt: skip
     for repeat in range(repeats):
         for case in ("plain", "monitored"):  # interleaved: a busy moment hits both
@@ -91,7 +101,7 @@ def compare(name: str, plain: list[str], monitored: list[str], root: Path, work:
             config.write_text(f"monitoring:\n  output_dir: {out}\n  generate_charts_every: 100\n")
             base = plain if case == "plain" else [*monitored, "--metrics-port", "0",
                                                   "--monitor-config", str(config)]  # fmt: skip
-            took = _timed([*base, *_trainer_args(root, adapters, iters)],
+            took = _timed([*base, *_trainer_args(name, root, adapters, iters)],
                           work / f"{name}_{case}_{repeat}.log")  # fmt: skip
             times[case].append(took)
             if case == "monitored":
@@ -110,7 +120,9 @@ def compare(name: str, plain: list[str], monitored: list[str], root: Path, work:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--iters", type=int, default=300, help="mlx_lm.lora iterations")
+    parser.add_argument("--grpo-iters", type=int, default=100,
+                        help="mlx_lm_lora.train (GRPO) iterations")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=("lora", "lora-train"), default=None)
     args = parser.parse_args()
@@ -127,8 +139,9 @@ def main() -> None:
         }  # fmt: skip
         ratios = {}
         for name, (plain, monitored) in cases.items():
+            iters = args.iters if name == "lora" else args.grpo_iters
             if args.only in (None, name):
-                ratios[name] = compare(name, plain, monitored, root, root, args.iters, args.repeats)
+                ratios[name] = compare(name, plain, monitored, root, root, iters, args.repeats)
         for name, ratio in ratios.items():
             print(f"trainer end ratio mlx-otel {name} / plain = {ratio:.2f}x")
 

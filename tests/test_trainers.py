@@ -26,7 +26,7 @@ import yaml
 from mlx_otel.catalog import METRICS, Source
 from mlx_otel.dashboards import panel_queries, regex_literal, substitute
 from tests.servers import REPO, PrometheusServer, free_port, wait_for
-from tests.tiny_model import build_model, write_sum_data
+from tests.tiny_model import REWARD_FUNCTIONS, build_model, write_sum_data
 from tests.wandb_records import find_run_files, read_run
 
 pytest.importorskip("mlx_lm", reason="pip install 'mlx-otel[trainers]'")
@@ -37,23 +37,9 @@ pytestmark = pytest.mark.integration
 TRAINER_PANELS = [q for q in panel_queries(REPO / "grafana" / "dashboards") if q.trainer_only]
 LORA_ITERS, LORA_REPORT, LORA_EVAL = 12, 5, 6
 GRPO_ITERS, GRPO_REPORT = 4, 2
-REWARD_FUNCTIONS = ("digit_reward", "length_reward")
 # Generous: the first run of a machine compiles MLX's CPU kernels on 2 busy cores.
 RUN_TIMEOUT = 420.0
 
-REWARDS_FILE = '''
-from mlx_lm_lora.trainer.grpo_reward_functions import register_reward_function
-
-
-@register_reward_function()
-def digit_reward(prompts, completions, answer, types=None):
-    return [sum(w.isdigit() for w in c.split()) / max(1, len(c.split())) for c in completions]
-
-
-@register_reward_function()
-def length_reward(prompts, completions, answer, types=None):
-    return [min(1.0, len(c.split()) / 8) for c in completions]
-'''
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +48,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("trainers")
     build_model(root / "model")
     write_sum_data(root)
-    (root / "rewards.py").write_text(REWARDS_FILE)
     return root
 
 

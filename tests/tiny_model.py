@@ -13,7 +13,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["build_model", "write_jsonl", "write_sum_data"]
+__all__ = ["REWARD_FUNCTIONS", "build_model", "write_jsonl", "write_sum_data"]
+
+#: The GRPO reward functions of ``rewards.py`` (``--reward-functions-file``).
+REWARD_FUNCTIONS = ("digit_reward", "length_reward")
+_REWARDS_FILE = '''
+from mlx_lm_lora.trainer.grpo_reward_functions import register_reward_function
+
+
+@register_reward_function()
+def digit_reward(prompts, completions, answer, types=None):
+    return [sum(w.isdigit() for w in c.split()) / max(1, len(c.split())) for c in completions]
+
+
+@register_reward_function()
+def length_reward(prompts, completions, answer, types=None):
+    return [min(1.0, len(c.split()) / 8) for c in completions]
+'''
 
 
 def build_model(folder: Path) -> Path:
@@ -60,7 +76,7 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def write_sum_data(root: Path) -> None:
-    """Small SFT (``root/sft``) and GRPO (``root/grpo``) data sets of sums."""
+    """Small SFT (``root/sft``) and GRPO (``root/grpo``) data sets of sums, and ``rewards.py``."""
     sums = [(i % 7, (i * 3) % 5) for i in range(16)]
     for name, rows in (("train", sums), ("valid", sums[:4])):
         write_jsonl(root / "sft" / f"{name}.jsonl",
@@ -68,3 +84,4 @@ def write_sum_data(root: Path) -> None:
         write_jsonl(root / "grpo" / f"{name}.jsonl",
                     [{"prompt": f"what is {a} plus {b} ?", "answer": str(a + b)}
                      for a, b in rows[:8]])  # fmt: skip
+    (root / "rewards.py").write_text(_REWARDS_FILE)
