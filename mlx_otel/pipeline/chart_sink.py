@@ -24,7 +24,7 @@ from mlx_otel.integrations.chart_process import (
     ChartsCutShort,
     render_checkpoint_charts,
 )
-from mlx_otel.pipeline.sink import Record, RunEnding
+from mlx_otel.pipeline.sink import Record, RunEnding, seconds_left
 from mlx_otel.pipeline.statistics_sink import StatisticsSink
 from mlx_otel.records import StepRecord
 
@@ -163,5 +163,5 @@ class ChartSink:
         self._closed = True
         if self._process is not None:
             self._process.cut_short()
-            self._process.close()
+            self._process.close(timeout=min(2.0, seconds_left(deadline)))
             self._process = None
