@@ -16,6 +16,7 @@ QUICK_ARGS = {
     "bench_scale.py": ["--quick"],
     "bench_training_overhead.py": ["--steps", "200", "--repeats", "1"],
     "bench_startup.py": ["--repeats", "2"],
+    "bench_trainer_end.py": ["--iters", "100", "--repeats", "1"],
 }
 
 

@@ -15,8 +15,10 @@ The monitor wires the parts; each does one thing:
   the catalogue, read at scrape time from the recorder and from
   :class:`~mlx_otel.exporter.memory_readings.MemoryReadings`;
 * the :class:`~mlx_otel.pipeline.worker.BackgroundWorker` drains records and
-  hands batches to the sinks (statistics, WandB, charts); end-of-run files
-  are written by :func:`~mlx_otel.pipeline.sinks.export_run_files`;
+  hands batches to the sinks (statistics, charts, WandB); the run's files
+  are written by :func:`~mlx_otel.pipeline.run_files.write_run_files`;
+* :class:`~mlx_otel.pipeline.run_end.RunEnd` is the one way the run ends
+  (``with``, ``cleanup()``, SIGTERM, the exit hook, a trainer's last report);
 * one :class:`~mlx_otel.errors.ErrorLedger` counts what every part refused.
 """
 
@@ -36,6 +38,7 @@ from mlx_otel import shutdown
 from mlx_otel.catalog import ERROR_KINDS, by_key
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.errors import ErrorLedger
+from mlx_otel.exporter.final_push import FinalPush
 from mlx_otel.exporter.histograms import BulkHistogram
 from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
@@ -44,7 +47,10 @@ from mlx_otel.exporter.telemetry import Reading, Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
 from mlx_otel.numbers.memory import MemoryProfiler
 from mlx_otel.pipeline.recorder import MISSING, TRAINER_METRICS, StepRecorder
-from mlx_otel.pipeline.sinks import Record, Sink, build_sinks, export_run_files
+from mlx_otel.pipeline.run_end import Closer, RunEnd
+from mlx_otel.pipeline.run_files import RECORD_FILES, write_run_files
+from mlx_otel.pipeline.sink import Record, RunEnding, Sink
+from mlx_otel.pipeline.sinks import build_sinks
 from mlx_otel.pipeline.worker import BackgroundWorker
 from mlx_otel.records import GradientRecord, StepRecord
 
@@ -112,7 +118,6 @@ class TrainingMonitor:
             # Each rank writes its own files: ranks on one host share ./outputs.
             monitoring.output_dir = Path(monitoring.output_dir) / f"rank_{self.rank}"
         self.output_dir = Path(monitoring.output_dir)
-        self._closed = False
         self._unhealthy = False
         self._layer_norms: dict[str, float] = {}
 
@@ -160,16 +165,18 @@ class TrainingMonitor:
         self.telemetry.before_collect(self._before_collect)
 
         self.wandb_logger = self._start_wandb()
-        self.statistics, self._wandb_sink, self.charts = build_sinks(
+        ending = RunEnding()
+        built = build_sinks(
             self.config,
             profiler=self.memory_profiler,
             ledger=self.errors,
+            ending=ending,
             wandb_logger=self.wandb_logger,
+            # While the worker awaits a chart, it keeps the histograms folded.
+            while_waiting=self.recorder.fold,
         )
-        # While the worker awaits a chart, it keeps the histograms folded.
-        self.charts.while_waiting = self.recorder.fold
-        sinks = (self.statistics, self._wandb_sink, self.charts)
-        self.sinks: list[Sink] = [sink for sink in sinks if sink is not None]
+        self.statistics, self.charts = built.statistics, built.charts
+        self.sinks: list[Sink] = built.all
         self.worker = BackgroundWorker(
             maxlen=monitoring.queue_size,
             on_drop=self.errors.drop,
@@ -180,6 +187,18 @@ class TrainingMonitor:
         self._last_export = time.monotonic()
         if monitoring.export_every_seconds:
             self.worker.add_periodic("periodic_export", self._periodic_export)
+        closers: list[Closer] = list(self.sinks)
+        if exporter.pushgateway_url:
+            closers.append(FinalPush(self.telemetry, exporter.pushgateway_url))
+        closers.append(self.lifecycle)  # serving ends last
+        self._end = RunEnd(
+            worker=self.worker,
+            closers=closers,
+            export=lambda deadline: self._export(deadline),
+            on_error=lambda kind, what, exc: self.errors.report_exception(kind, what, exc),
+            begin=self.lifecycle.mark_finished,
+            ending=ending,
+        )
 
         self.endpoint: str | None = None
         if serve if serve is not None else exporter.enabled:
@@ -274,7 +293,8 @@ class TrainingMonitor:
         monitoring = self.config.monitoring
         if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
             return None
-        from mlx_otel.integrations.wandb_bridge import BackgroundWandB, EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
+        from mlx_otel.integrations.wandb_thread import BackgroundWandB
 
         def start() -> EnhancedWandBLogger:
             return EnhancedWandBLogger.from_config(
@@ -294,31 +314,32 @@ class TrainingMonitor:
         )
 
     def _worker_error(self, task: str, exc: BaseException) -> None:
-        kind = "wandb" if "wandb" in task else "worker"
-        self.errors.report(kind, task, f"background task {task!r} failed: {exc!r}")
+        self.errors.report("worker", task, f"background task {task!r} failed: {exc!r}")
 
     def _drain_records(self) -> None:
         # In bounded batches, folding samples between them, so a worker that
         # fell behind keeps the histograms current and their buffers from
-        # overflowing; charts see the whole drain once (one render at most).
+        # overflowing; a sink that wants the whole drain gets it once.
         pending = self.recorder.pending
         drained: list[Record] = []
+        batched = [sink for sink in self.sinks if not sink.whole_drain]
         while pending > 0:
             batch = self.recorder.drain(min(pending, _DRAIN_BATCH))
             if not batch:
                 break
             pending -= len(batch)
-            for sink in self.sinks:
-                if sink is not self.charts:
-                    sink.handle(batch)
+            self._dispatch(batch, batched)
             self.recorder.fold()
             drained.extend(batch)
-        if drained and self.charts is not None:
-            self.charts.handle(drained)
+        if drained:
+            self._dispatch(drained, [sink for sink in self.sinks if sink.whole_drain])
 
-    def _dispatch(self, batch: Sequence[Record]) -> None:
-        for sink in self.sinks:
-            sink.handle(batch)
+    def _dispatch(self, batch: Sequence[Record], sinks: Sequence[Sink] | None = None) -> None:
+        for sink in self.sinks if sinks is None else sinks:
+            try:
+                sink.handle(batch)
+            except Exception as exc:  # one sink failing must not starve the others
+                self.errors.report_exception(sink.error_kind, f"the {sink.name} sink", exc)
 
     # -- the hot path ----------------------------------------------------------
     if TYPE_CHECKING:  # the documented signature, for type checkers and IDEs
@@ -453,7 +474,17 @@ class TrainingMonitor:
         chart process), then at most as long for the charts; files are
         written atomically. Failures are reported and counted, never raised.
         """
-        timeout = self.config.monitoring.charts_timeout
+        return self._export(time.monotonic() + self._end_budget())
+
+    def _end_budget(self) -> float:
+        """Seconds the configuration allows the end of a run (files, charts, WandB, last scrape)."""
+        monitoring, exporter = self.config.monitoring, self.config.exporter
+        return (2 * monitoring.charts_timeout + monitoring.wandb_finish_timeout
+                + exporter.finish_grace_seconds + 10.0)  # fmt: skip
+
+    def _export(self, deadline: float) -> dict[str, Path]:
+        """The run's files by ``deadline``: worker drained, record first, then charts."""
+        timeout = min(self.config.monitoring.charts_timeout, max(0.0, deadline - time.monotonic()))
         first = min(_RECORD_FIRST_AFTER_S, timeout)
         if not self.worker.flush(first):
             # The worker is far behind (a flood, a starved CPU): the record so
@@ -467,9 +498,9 @@ class TrainingMonitor:
                 self.charts.stop_waiting()
                 self.worker.flush()
         try:
-            written = export_run_files(
-                self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
-                rank=self.rank, on_error=self._export_failed,
+            written = write_run_files(
+                self.statistics.stats, self.output_dir, run_id=self.run_id,
+                start_time=self.start_time, rank=self.rank, on_error=self._export_failed,
             )  # fmt: skip
         except Exception as exc:
             self.errors.report_exception("export", "export_all", exc)
@@ -477,7 +508,7 @@ class TrainingMonitor:
                 raise
             return {}
         try:  # charts on their own: a failing renderer must not lose the files above
-            timeout = self.config.monitoring.charts_timeout
+            timeout = min(self.config.monitoring.charts_timeout, max(0.5, deadline - time.monotonic()))
             for kind, path in self.charts.render(timeout=timeout).items():
                 written[f"chart_{kind}"] = path
         except Exception as exc:
@@ -492,15 +523,15 @@ class TrainingMonitor:
         if time.monotonic() - self._last_export < self.config.monitoring.export_every_seconds:
             return
         self._last_export = time.monotonic()
-        if self.recorder.steps and not self._closed:
+        if self.recorder.steps and not self._end.begun:
             self._write_record()
 
     def _write_record(self) -> None:
         """The summary and the CSV of the history so far (no waiting for the worker)."""
-        export_run_files(
-            self.statistics, self.output_dir, run_id=self.run_id, start_time=self.start_time,
-            rank=self.rank, on_error=self._export_failed,
-            only=("monitoring_summary", "training_metrics_csv"),
+        write_run_files(
+            self.statistics.stats, self.output_dir, run_id=self.run_id,
+            start_time=self.start_time, rank=self.rank, on_error=self._export_failed,
+            only=RECORD_FILES,
         )  # fmt: skip
 
     def _export_failed(self, name: str, exc: Exception) -> None:
@@ -544,48 +575,50 @@ class TrainingMonitor:
         The endpoint serves ``mlx_otel_run_finished 1`` until Prometheus has
         scraped it once (bounded by ``exporter.finish_grace_seconds``) and the
         file_sd target is removed, so a clean end does not raise MLXExporterDown.
+        Writes no files (``finish_run()``, a ``with`` block and ``export_all()`` do).
         """
-        if self._closed:
-            return
-        self._closed = True
-        self.lifecycle.mark_finished()
-        shutdown.unregister(self)
-        # A chart render in flight is left to the chart process to finish.
-        self.charts.cut_short()
-        self.worker.close()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:
-                kind = "wandb" if sink is self._wandb_sink else "worker"
-                self.errors.report_exception(kind, f"closing {type(sink).__name__}", exc)
-        url = self.config.exporter.pushgateway_url
-        if url:
-            try:
-                self.telemetry.push(url)
-                log.info("mlx_otel: pushed the final values of run %s to %s", self.run_id, url)
-            except Exception as exc:
-                self.errors.report_exception("export", f"pushing to the Pushgateway at {url}", exc)
-        self.lifecycle.close()
-        self.telemetry.shutdown()
+        self._finish(export=False)
 
-    def __enter__(self) -> TrainingMonitor:
-        return self
-
-    def finish_run(self) -> None:
-        """Write the output files (if any step was logged), then :meth:`cleanup`.
+    def finish_run(
+        self,
+        *,
+        wait: bool = True,
+        keep_serving: bool = False,
+        leave: bool = False,
+        timeout: float | None = None,
+    ) -> bool:
+        """Write the output files (if any step was logged), then end as :meth:`cleanup`.
 
         What the end of a ``with`` block does; also run on SIGTERM and at
         interpreter exit for a monitor that was not cleaned up
-        (:mod:`mlx_otel.shutdown`).
+        (:mod:`mlx_otel.shutdown`). ``wait=False`` returns at once and ends
+        the run on a thread of its own (a trainer's last report); a later call
+        waits for it. ``keep_serving`` leaves the endpoint up (a linger);
+        ``leave`` does not wait for the end-of-run charts, which the chart
+        process writes on its own. Returns whether the end is done.
         """
-        if self._closed:
-            return
-        # Periodic charts stop; one in flight is finished by the chart process.
-        self.charts.finishing()
-        if self.recorder.steps:
-            self.export_all()
-        self.cleanup()
+        return self._finish(export=bool(self.recorder.steps), wait=wait,
+                            keep_serving=keep_serving, leave=leave, timeout=timeout)  # fmt: skip
+
+    def _finish(
+        self,
+        *,
+        export: bool,
+        wait: bool = True,
+        keep_serving: bool = False,
+        leave: bool = False,
+        timeout: float | None = None,
+    ) -> bool:
+        done = self._end.finish(
+            export=export, wait=wait, keep_serving=keep_serving, leave=leave,
+            timeout=self._end_budget() if timeout is None else timeout,
+        )  # fmt: skip
+        if done and not keep_serving:
+            shutdown.unregister(self)  # until then the exit hook waits for the end
+        return done
+
+    def __enter__(self) -> TrainingMonitor:
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.finish_run()

@@ -7,9 +7,10 @@ a ``with`` block) leaves its monitor unfinished. Either way the run's files
 Pushgateway push and the WandB finish would be lost. So every live
 :class:`~mlx_otel.TrainingMonitor` is registered here, and
 
-* on **SIGTERM** each one is finished as ``with`` would (exports, then
-  ``cleanup()``: final push, WandB finish), all at once and within
-  :data:`FINISH_TIMEOUT_S`; then the handler that was there before runs
+* on **SIGTERM** each one is finished as ``with`` would (its one end of
+  run: files, then final push, WandB finish), all at once and within
+  :data:`FINISH_TIMEOUT_S` (end-of-run charts are left to the chart
+  process); then the handler that was there before runs
   (a user's handler is chained, not replaced) or, when it was the default,
   the process dies of SIGTERM as it would have (exit status 143 in a shell);
 * at **interpreter exit** (the end of the script, ``sys.exit``, an uncaught
@@ -56,7 +57,7 @@ FINISH_TIMEOUT_S = 20.0
 class _Finishable(Protocol):
     run_id: str
 
-    def finish_run(self) -> None: ...
+    def finish_run(self, *, leave: bool = ..., timeout: float | None = ...) -> Any: ...
 
 
 _lock = threading.Lock()
@@ -115,32 +116,33 @@ def finish_all(reason: str, timeout: float = FINISH_TIMEOUT_S) -> list[str]:
         return []
     log.warning("mlx_otel: %s: finishing %d run(s) (at most %.0f s)", reason, len(monitors), timeout)
     threads = []
+    finished: set[int] = set()
     for monitor in monitors:
         thread = threading.Thread(
-            target=_finish_one, args=(monitor,), name=f"mlx-otel-finish-{monitor.run_id}",
-            daemon=True,
+            target=_finish_one, args=(monitor, timeout, finished), daemon=True,
+            name=f"mlx-otel-finish-{monitor.run_id}",
         )  # fmt: skip
         try:
             thread.start()
         except RuntimeError:  # no new threads this late in shutdown: finish inline
-            _finish_one(monitor)
+            _finish_one(monitor, timeout, finished)
             continue
         threads.append((monitor, thread))
     deadline = time.monotonic() + timeout
-    late = []
-    for monitor, thread in threads:
+    for _, thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            late.append(monitor.run_id)
+    late = [m.run_id for m in monitors if id(m) not in finished]
     if late:
         log.error("mlx_otel: run(s) %s did not finish within %.0f s; ending anyway",
                   ", ".join(late), timeout)  # fmt: skip
     return late
 
 
-def _finish_one(monitor: _Finishable) -> None:
+def _finish_one(monitor: _Finishable, timeout: float, finished: set[int]) -> None:
     try:
-        monitor.finish_run()
+        # The process is going: the chart process finishes its charts alone.
+        if monitor.finish_run(leave=True, timeout=timeout) is not False:
+            finished.add(id(monitor))
     except Exception:  # finishing must never turn an exit into a traceback
         log.exception("mlx_otel: finishing run %s failed", monitor.run_id)
 

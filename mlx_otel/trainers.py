@@ -202,15 +202,25 @@ class MlxLmCallback:
 
         ``linger`` keeps the endpoint up that many seconds after the export so
         Prometheus scrapes the last values (``stop`` or Ctrl-C ends it early).
-        Safe to call twice; the first call wins.
+        An end started at the last report is waited for, not run again. Safe
+        to call twice; the first call wins.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        if not self._owns_monitor:
+            try:
+                self._export()
+            except Exception:  # never into the trainer, nor into interpreter exit
+                log.exception("mlx_otel: exporting the run failed")
+            return
         try:
-            self._export()
-            if self._owns_monitor and linger > 0 and self.monitor.endpoint:
+            self._flush_validation()
+            lingering = linger > 0 and self.monitor.endpoint
+            # The chart process finishes the end-of-run charts on its own.
+            self.monitor.finish_run(keep_serving=bool(lingering), leave=True)
+            if lingering:
                 log.info(
                     "mlx_otel: serving the last values at %s for %.0f s",
                     self.monitor.endpoint, linger,
@@ -220,11 +230,10 @@ class MlxLmCallback:
         except Exception:  # never into the trainer, nor into interpreter exit
             log.exception("mlx_otel: exporting the run failed")
         finally:
-            if self._owns_monitor:
-                try:
-                    self.monitor.cleanup()
-                except Exception:
-                    log.exception("mlx_otel: closing the monitor failed")
+            try:
+                self.monitor.cleanup()
+            except Exception:
+                log.exception("mlx_otel: closing the monitor failed")
 
     def _export(self) -> None:
         """Write the run's files, unless nothing was logged since the last export."""
@@ -233,6 +242,24 @@ class MlxLmCallback:
         if logged and logged != self._exported_at:
             self._exported_at = logged
             self.monitor.export_all()
+
+    def _end_of_training(self) -> None:
+        """The trainer's last report: end the run without holding the trainer.
+
+        The files are written on a thread of their own while the trainer saves
+        its adapters; the process's exit (or :meth:`close`) waits for them.
+        A monitor made by this callback ends there and then (serving goes on
+        until :meth:`close` when ``close_at_end`` is false, for a linger); a
+        monitor handed in is the caller's: its files are written on its worker.
+        """
+        self._flush_validation()
+        if not self._owns_monitor:
+            logged = self.monitor.steps_logged
+            if logged and logged != self._exported_at:
+                self._exported_at = logged
+                self.monitor.submit("export", self.monitor.export_all)
+            return
+        self.monitor.finish_run(wait=False, keep_serving=not self.close_at_end, leave=True)
 
     # -- the trainer's calls -------------------------------------------------
     def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
@@ -292,10 +319,7 @@ class MlxLmCallback:
         self.monitor.log_training_step(iteration, **values)
         iters = self._config_int("iters")
         if iters is not None and iteration >= iters:  # the trainer's last report
-            if self.close_at_end:
-                self.close()
-            else:
-                self._export()
+            self._end_of_training()
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
         values = train_info_values(info)

@@ -19,6 +19,8 @@ CASES = {
     "bench_scale.py": (["--quick"], "10,000 layer series: scrape mlx_otel / prometheus-client ="),
     "bench_startup.py": (["--repeats", "1"], "start-up ratio mlx_otel / bare ="),
     "bench_training_overhead.py": (["--steps", "20", "--repeats", "1"], "ratio on/off:"),
+    "bench_trainer_end.py": (["--iters", "20", "--repeats", "1", "--only", "lora"],
+                             "trainer end ratio mlx-otel lora / plain ="),
 }
 
 

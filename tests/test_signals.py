@@ -185,7 +185,7 @@ def test_sigterm_ends_the_process_in_bounded_time_when_finishing_hangs(tmp_path:
     body = """
     m = monitor("run_h")
     # An export that never returns (a hung network file system, say).
-    m.export_all = lambda: time.sleep(3600)
+    m._export = lambda deadline: time.sleep(3600)
     train([m], 3, then_wait=True)
     """
     process = start(tmp_path, body)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mlx_otel.numbers.stats as stats_module
 from mlx_otel.fileio import atomic_path, atomic_write_bytes, atomic_write_text
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 
@@ -444,11 +443,10 @@ def test_crash_mid_csv_export_keeps_previous_export(collector, rng, monkeypatch)
     before = path.read_bytes()
     fill(collector, rng, 20)
 
-    def write_half_then_fail(self, target, *args, **kwargs):
-        Path(target).write_text("step,loss\n0,")
+    def disk_full(fd: int) -> None:  # the data is written, it cannot reach the disk
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", write_half_then_fail)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space"):
         collector.export_to_csv()
 
@@ -464,7 +462,7 @@ def test_failing_json_serialiser_keeps_previous_export(collector, rng, monkeypat
     def broken_dumps(*args, **kwargs):
         raise TypeError("Object of type mx.array is not JSON serializable")
 
-    monkeypatch.setattr(stats_module.json, "dumps", broken_dumps)
+    monkeypatch.setattr(json, "dumps", broken_dumps)
     with pytest.raises(TypeError):
         collector.export_to_json(path)
 

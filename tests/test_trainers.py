@@ -27,6 +27,7 @@ from mlx_otel.catalog import METRICS, Source
 from mlx_otel.dashboards import panel_queries, regex_literal, substitute
 from tests import processes
 from tests.servers import REPO, PrometheusServer, free_port, wait_for
+from tests.tiny_model import REWARD_FUNCTIONS, build_model, write_sum_data
 from tests.wandb_records import find_run_files, read_run
 
 pytest.importorskip("mlx_lm", reason="pip install 'mlx-otel[trainers]'")
@@ -37,81 +38,17 @@ pytestmark = pytest.mark.integration
 TRAINER_PANELS = [q for q in panel_queries(REPO / "grafana" / "dashboards") if q.trainer_only]
 LORA_ITERS, LORA_REPORT, LORA_EVAL = 12, 5, 6
 GRPO_ITERS, GRPO_REPORT = 4, 2
-REWARD_FUNCTIONS = ("digit_reward", "length_reward")
 # Generous: the first run of a machine compiles MLX's CPU kernels on 2 busy cores.
 RUN_TIMEOUT = 420.0
 
-REWARDS_FILE = '''
-from mlx_lm_lora.trainer.grpo_reward_functions import register_reward_function
-
-
-@register_reward_function()
-def digit_reward(prompts, completions, answer, types=None):
-    return [sum(w.isdigit() for w in c.split()) / max(1, len(c.split())) for c in completions]
-
-
-@register_reward_function()
-def length_reward(prompts, completions, answer, types=None):
-    return [min(1.0, len(c.split()) / 8) for c in completions]
-'''
-
-
-def _build_model(folder: Path) -> Path:
-    """A tiny llama and a word-level tokenizer with a chat template, saved like an HF repo."""
-    import mlx.core as mx
-    from mlx_lm.models import llama
-    from mlx_lm.utils import save_config, save_model
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<unk>", "<pad>", "<s>", "</s>", "system", "user", "assistant", ":", "what", "is",
-             "plus", "?", *map(str, range(20))]  # fmt: skip
-    words += [f"w{i}" for i in range(64 - len(words))]
-    vocab = {w: i for i, w in enumerate(words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-        eos_token="</s>",
-    )  # fmt: skip
-    wrapped.chat_template = (
-        "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
-        "{% if add_generation_prompt %}assistant : {% endif %}"
-    )
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=len(vocab),
-        max_position_embeddings=256,
-    )  # fmt: skip
-    mx.random.seed(0)
-    model = llama.Model(args)
-    mx.eval(model.parameters())
-    folder.mkdir(parents=True)
-    save_model(folder, model)
-    config = {k: v for k, v in vars(args).items() if v is not None}
-    save_config({**config, "eos_token_id": vocab["</s>"]}, folder / "config.json")
-    wrapped.save_pretrained(folder)
-    return folder
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model, an SFT and a GRPO data set and a reward-functions file, built once."""
     root = tmp_path_factory.mktemp("trainers")
-    _build_model(root / "model")
-    sums = [(i % 7, (i * 3) % 5) for i in range(16)]
-    for name, rows in (("train", sums), ("valid", sums[:4])):
-        _write_jsonl(root / "sft" / f"{name}.jsonl",
-                     [{"text": f"what is {a} plus {b} ? {a + b} </s>"} for a, b in rows])  # fmt: skip
-        _write_jsonl(root / "grpo" / f"{name}.jsonl",
-                     [{"prompt": f"what is {a} plus {b} ?", "answer": str(a + b)}
-                      for a, b in rows[:8]])  # fmt: skip
-    (root / "rewards.py").write_text(REWARDS_FILE)
+    build_model(root / "model")
+    write_sum_data(root)
     return root
 
 
@@ -424,6 +361,9 @@ def test_monitoring_failures_do_not_stop_training_from_python(
         )  # fmt: skip
         corrupting = _Corrupting(callback)
         train_model(args, model, train_set, valid_set, training_callback=corrupting)
+        # The last report ended the run on a thread of its own (a script's exit
+        # would wait for it); this process goes on, so it waits here.
+        callback.close()
     assert corrupting.train_reports == [3, 6]
     assert recorder.calls == [("val", 0), ("train", 3), ("val", 5), ("train", 6)]
     assert (tmp_path / "adapters" / "adapters.safetensors").exists()

@@ -17,7 +17,11 @@ was "finished"; a killed or hung process never says it and still fires.
     lifecycle = RunLifecycle(telemetry, file_sd_dir=Path("targets"))
     telemetry.serve(); lifecycle.started()
     ...
-    lifecycle.close()       # finished = 1, last scrape, target file removed
+    lifecycle.close(time.monotonic() + 30)   # finished = 1, last scrape, target
+                                             # file removed, endpoint stopped
+
+It is the last thing the end of a run closes (``ends_serving``): a run that
+lingers for Prometheus closes it after the linger.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 
 class RunLifecycle:
     """The finished gauge, the file_sd registration and the final scrape of a run."""
+
+    name = "the endpoint"
+    error_kind = "export"
+    ends_serving = True
 
     def __init__(
         self,
@@ -80,15 +88,20 @@ class RunLifecycle:
         if self._finished_at is None:
             self._finished_at = time.monotonic()
 
-    def close(self) -> None:
-        """Mark the run finished, let Prometheus scrape that once, deregister."""
+    def close(self, deadline: float | None = None) -> None:
+        """Mark the run finished, let Prometheus scrape that once, deregister, stop serving.
+
+        Waits for the scrape at most ``exporter.finish_grace_seconds`` and
+        never past ``deadline`` (a :func:`time.monotonic` value).
+        """
         self.mark_finished()
         t = self._telemetry
         interval = t.scrape_interval()
-        if t.endpoint is not None and interval is not None and self._grace > 0:
+        left = float("inf") if deadline is None else deadline - time.monotonic()
+        if t.endpoint is not None and interval is not None and self._grace > 0 and left > 0:
             # Something scrapes this endpoint regularly: wait for its next scrape.
             assert self._finished_at is not None
-            timeout = min(self._grace, 2 * interval + 1.0)
+            timeout = min(self._grace, 2 * interval + 1.0, left)
             if not t.wait_for_scrape(self._finished_at, timeout):
                 log.info("mlx_otel: no scrape within %.0f s after the end of the run", timeout)
         if self._target is not None:
@@ -97,6 +110,7 @@ class RunLifecycle:
             except OSError as exc:
                 self._error(f"removing the target file {self._target.path}", exc)
             self._target = None
+        t.shutdown()
 
     def _error(self, what: str, exc: BaseException) -> None:
         if self._on_error is not None:

@@ -42,7 +42,7 @@ def chart_inputs(histories: list[Any], arguments: dict[str, Any]) -> tuple[Any, 
     Runs where the charts render (the chart process), so that the training
     process never builds a DataFrame for a chart.
     """
-    from mlx_otel.numbers.stats import histories_frame
+    from mlx_otel.numbers.history import histories_frame
 
     frame = histories_frame(histories)
     # Keep "step" so charts plot against real steps, not row numbers; the

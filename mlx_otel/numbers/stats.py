@@ -1,8 +1,10 @@
-"""In-process metric history: statistics, moving averages, CSV/JSON exports.
+"""In-process metric history: statistics, moving averages, summaries.
 
 :class:`ComprehensiveStatsCollector` keeps, per metric, the most recent
-``max_history`` values with their step and timestamp in numpy ring buffers,
-so memory stays bounded however long the run. NaN and inf are signals, not
+``max_history`` values with their step and timestamp in numpy ring buffers
+(:mod:`mlx_otel.numbers.history`), so memory stays bounded however long the
+run. Its exports (the seed's ``export_to_csv``, ``export_to_json``,
+``export_summary``) hand the numbers to the writers of :mod:`mlx_otel.tables`. NaN and inf are signals, not
 data: they stay in the history (a CSV shows the step where the loss went
 NaN), are counted per metric, and are left out of every statistic.
 
@@ -19,21 +21,21 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import operator
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlx_otel.fileio import atomic_path, atomic_write_text
+from mlx_otel.numbers.describe import describe, moving_averages, validate_window
+from mlx_otel.numbers.history import MetricBuffer, MetricHistory, histories_frame
+from mlx_otel.tables import json_safe, write_json, write_metrics_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,197 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["ComprehensiveStatsCollector", "MetricHistory", "histories_frame"]
 
 logger = logging.getLogger(__name__)
-
-#: Percentiles reported by :meth:`ComprehensiveStatsCollector.get_metric_stats`.
-PERCENTILES: tuple[int, ...] = (5, 25, 50, 75, 95, 99)
-
-# Buffers start small and double up to max_history, so a short run or a
-# rarely logged metric does not pay for the full capacity up front.
-_INITIAL_CAPACITY = 256
-
-
-@dataclass(frozen=True)
-class MetricHistory:
-    """The retained history of one metric, oldest first (copies, safe to keep).
-
-    ``values`` may hold NaN/inf as recorded; ``finite_values`` leaves them
-    out. ``non_finite`` counts every NaN/inf ever recorded, including those
-    that have since left the window.
-
-    Example::
-
-        history = stats.get_history("loss")
-        history.values.mean(), history.steps[-1]
-    """
-
-    name: str
-    values: np.ndarray
-    steps: np.ndarray
-    timestamps: np.ndarray
-    non_finite: int
-
-    def __len__(self) -> int:
-        return int(self.values.size)
-
-    @property
-    def finite_values(self) -> np.ndarray:
-        finite: np.ndarray = self.values[np.isfinite(self.values)]
-        return finite
-
-
-class _MetricBuffer:
-    """Ring buffer of (value, step, timestamp) with a fixed maximum capacity."""
-
-    __slots__ = (
-        "capacity",
-        "values",
-        "steps",
-        "timestamps",
-        "start",
-        "size",
-        "non_finite",
-        "last_step",
-    )
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        initial = min(capacity, _INITIAL_CAPACITY)
-        self.values = np.empty(initial, dtype=np.float64)
-        self.steps = np.empty(initial, dtype=np.int64)
-        self.timestamps = np.empty(initial, dtype=np.float64)
-        self.start = 0  # index of the oldest entry once the buffer is full
-        self.size = 0
-        self.non_finite = 0
-        self.last_step: int | None = None
-
-    def append(self, value: float, step: int, timestamp: float) -> None:
-        if self.size < self.capacity:
-            if self.size == self.values.size:
-                self._grow()
-            index = self.size
-            self.size += 1
-        else:
-            # Full: overwrite the oldest entry and advance the start.
-            index = self.start
-            self.start = (self.start + 1) % self.capacity
-        self.values[index] = value
-        self.steps[index] = step
-        self.timestamps[index] = timestamp
-
-    def _grow(self) -> None:
-        new_size = min(self.capacity, self.values.size * 2)
-        for attr in ("values", "steps", "timestamps"):
-            old = getattr(self, attr)
-            grown = np.empty(new_size, dtype=old.dtype)
-            grown[: old.size] = old
-            setattr(self, attr, grown)
-
-    def _ordered(self, array: np.ndarray) -> np.ndarray:
-        if self.start == 0:
-            ordered: np.ndarray = array[: self.size].copy()
-        else:
-            ordered = np.concatenate((array[self.start : self.size], array[: self.start]))
-        return ordered
-
-    def snapshot(self, name: str) -> MetricHistory:
-        return MetricHistory(
-            name=name,
-            values=self._ordered(self.values),
-            steps=self._ordered(self.steps),
-            timestamps=self._ordered(self.timestamps),
-            non_finite=self.non_finite,
-        )
-
-    @property
-    def nbytes(self) -> int:
-        return self.values.nbytes + self.steps.nbytes + self.timestamps.nbytes
-
-
-def _moving_averages(histories: Iterable[MetricHistory], window: int) -> dict[str, float]:
-    """The mean of the last ``window`` finite values of each history that has any."""
-    with np.errstate(over="ignore"):  # a mean past the float maximum is inf
-        return {
-            h.name: float(finite[-window:].mean())
-            for h in histories
-            if (finite := h.finite_values).size
-        }
-
-
-def _describe(values: np.ndarray, non_finite: int) -> dict[str, float | int]:
-    """Summary statistics of the finite ``values`` (NaN when there are none)."""
-    values = values[np.isfinite(values)]
-    count = int(values.size)
-    if count == 0:
-        nan = math.nan
-        result: dict[str, float | int] = {"mean": nan, "std": nan, "min": nan, "max": nan}
-        result.update({f"p{q}": nan for q in PERCENTILES})
-        result.update({"count": 0, "last": nan, "final": nan, "non_finite": non_finite})
-        return result
-    # One call for all percentiles; numpy's default "linear" method is the
-    # same as pandas' Series.quantile default.
-    quantiles = np.percentile(values, PERCENTILES)
-    last = float(values[-1])
-    # Finite values near the float maximum overflow when squared: the mean or
-    # std is then inf, which is the honest answer, not a warning to print.
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean, std = float(values.mean()), float(values.std())  # population std (ddof=0)
-    result = {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max())}
-    result.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, quantiles, strict=True)})
-    result.update({"count": count, "last": last, "final": last, "non_finite": non_finite})
-    return result
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace NaN/inf by None recursively: JSON has no NaN, and a strict
-    parser (browsers, jq) rejects the ``NaN`` token Python would write."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
-def _validate_window(window: int) -> int:
-    try:
-        window = operator.index(window)
-    except TypeError:
-        raise TypeError(f"window must be an integer, got {window!r}") from None
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    return window
-
-
-def histories_frame(histories: list[MetricHistory], *, run_id: str | None = None) -> pd.DataFrame:
-    """One row per step, one column per history (see ComprehensiveStatsCollector.to_dataframe)."""
-    import pandas as pd  # only where a DataFrame is asked for
-
-    values: dict[str, pd.Series] = {}
-    stamps: list[pd.Series] = []
-    for history in histories:
-        index = pd.Index(history.steps, name="step")
-        keep = ~index.duplicated(keep="last")
-        values[history.name] = pd.Series(history.values[keep], index=index[keep])
-        stamps.append(pd.Series(history.timestamps[keep], index=index[keep]))
-    if values:
-        metrics = pd.concat(values, axis=1).sort_index()
-        timestamp = pd.concat(stamps, axis=1).max(axis=1).reindex(metrics.index)
-    else:
-        metrics = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
-        timestamp = pd.Series([], dtype=np.float64, index=metrics.index)
-    # A metric seen only as NaN still gets its (empty) column.
-    for history in histories:
-        if history.name not in metrics.columns:
-            metrics[history.name] = np.nan
-    front: dict[str, Any] = {"step": metrics.index.to_numpy(dtype=np.int64)}
-    if run_id is not None:
-        front["run_id"] = run_id
-    front["timestamp"] = timestamp.to_numpy(dtype=np.float64)
-    head = pd.DataFrame(front, index=metrics.index)
-    ordered = [h.name for h in histories]
-    return pd.concat([head, metrics[ordered]], axis=1).reset_index(drop=True)
-
 
 class ComprehensiveStatsCollector:
     """Bounded per-metric history with statistics and exports.
@@ -278,7 +89,7 @@ class ComprehensiveStatsCollector:
         self.max_metrics = max_metrics
         self.run_id = run_id
         self._lock = threading.Lock()
-        self._metrics: dict[str, _MetricBuffer] = {}
+        self._metrics: dict[str, MetricBuffer] = {}
         self._max_step: int | None = None
         self._distinct_steps = 0
         self._first_timestamp: float | None = None
@@ -376,7 +187,7 @@ class ComprehensiveStatsCollector:
                 raise ValueError(
                     f"metric {name!r} not recorded: max_metrics={self.max_metrics} reached"
                 )
-            buffer = self._metrics[name] = _MetricBuffer(self.max_history)
+            buffer = self._metrics[name] = MetricBuffer(self.max_history)
         if step is None:
             step = 0 if buffer.last_step is None else buffer.last_step + 1
         buffer.last_step = step
@@ -460,11 +271,11 @@ class ComprehensiveStatsCollector:
             print(f"Loss mean: {stats.get_metric_stats('loss')['mean']:.4f}")
         """
         history = self.get_history(name)
-        return _describe(history.values, history.non_finite)
+        return describe(history.values, history.non_finite)
 
     def get_all_stats(self) -> dict[str, dict[str, float | int]]:
         """:meth:`get_metric_stats` for every metric, from one consistent snapshot."""
-        return {h.name: _describe(h.values, h.non_finite) for h in self._snapshot_all()}
+        return {h.name: describe(h.values, h.non_finite) for h in self._snapshot_all()}
 
     def get_moving_averages(self, window: int = 10) -> dict[str, float]:
         """Mean of the last ``window`` finite values of each metric.
@@ -475,8 +286,8 @@ class ComprehensiveStatsCollector:
 
             stats.get_moving_averages(window=10)["loss"]
         """
-        window = _validate_window(window)
-        return _moving_averages(self._snapshot_all(), window)
+        window = validate_window(window)
+        return moving_averages(self._snapshot_all(), window)
 
     def get_moving_average_series(self, name: str, window: int = 10) -> pd.Series:
         """Trailing moving average of ``name`` indexed by step.
@@ -490,7 +301,7 @@ class ComprehensiveStatsCollector:
 
             smooth = stats.get_moving_average_series("loss", window=20)
         """
-        window = _validate_window(window)
+        window = validate_window(window)
         series = self.get_series(name)
         series = series[np.isfinite(series.to_numpy())]
         return series.rolling(window, min_periods=1).mean()
@@ -554,10 +365,7 @@ class ComprehensiveStatsCollector:
             pd.read_csv(stats.export_to_csv())
         """
         target = Path(path) if path is not None else self.output_dir / "metrics_history.csv"
-        frame = self.to_dataframe()
-        with atomic_path(target) as tmp:
-            frame.to_csv(tmp, index=False)
-        return target
+        return write_metrics_csv(self._snapshot_all(), target, run_id=self.run_id)
 
     def export_to_json(
         self,
@@ -579,16 +387,16 @@ class ComprehensiveStatsCollector:
             data = json.loads(stats.export_to_json().read_text())
             data["stats"]["loss"]["mean"]
         """
-        window = _validate_window(moving_average_window)
+        window = validate_window(moving_average_window)
         histories = self._snapshot_all()
         payload: dict[str, Any] = {
             "exported_at": datetime.now(timezone.utc).isoformat(),
             "run_id": self.run_id,
             "max_history": self.max_history,
             "total_steps": self.total_steps,
-            "stats": {h.name: _describe(h.values, h.non_finite) for h in histories},
+            "stats": {h.name: describe(h.values, h.non_finite) for h in histories},
             "moving_average_window": window,
-            "moving_averages": _moving_averages(histories, window),
+            "moving_averages": moving_averages(histories, window),
             "non_finite_counts": {h.name: h.non_finite for h in histories},
         }
         if include_history:
@@ -600,12 +408,8 @@ class ComprehensiveStatsCollector:
                 }
                 for h in histories
             }
-        # Serialise fully before touching the disk: a serialiser failure then
-        # cannot leave anything behind.
-        text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
         target = Path(path) if path is not None else self._timestamped_json_path()
-        atomic_write_text(target, text)
-        return target
+        return write_json(target, payload)
 
     def _timestamped_json_path(self) -> Path:
         stem = f"stats_export_{datetime.now():%Y%m%d_%H%M%S}"
@@ -664,11 +468,11 @@ class ComprehensiveStatsCollector:
             session["rank"] = rank
         metrics = {}
         for history in histories:
-            described = _describe(history.values, history.non_finite)
+            described = describe(history.values, history.non_finite)
             metrics[history.name] = {
                 key: described[key] for key in ("mean", "std", "min", "max", "final")
             }
-        summary: dict[str, Any] = _json_safe({"session": session, "metrics": metrics})
+        summary: dict[str, Any] = json_safe({"session": session, "metrics": metrics})
         return summary
 
     def export_summary(
@@ -689,9 +493,7 @@ class ComprehensiveStatsCollector:
         payload = self.summary(
             run_id=run_id, start_time=start_time, avg_step_time=avg_step_time, rank=rank
         )
-        target = Path(path)
-        atomic_write_text(target, json.dumps(payload, indent=2, allow_nan=False))
-        return target
+        return write_json(Path(path), payload)
 
     def clear(self) -> None:
         """Forget all history and counters (for example between runs)."""

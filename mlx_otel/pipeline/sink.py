@@ -1,0 +1,82 @@
+"""What a sink is: the small interface the background worker and the run's end rely on.
+
+A sink receives every batch of records the worker drains (``handle``) and
+ends itself once, by a deadline (``close``). It says what the code around it
+needs to know, so that nothing outside it names it:
+
+* ``name``: how errors and logs call it;
+* ``error_kind``: the ``kind`` label its failures are counted under in
+  ``mlx_otel_errors_total`` (``"wandb"``, ``"worker"``, ``"export"``);
+* ``whole_drain``: it wants the whole drain at once rather than bounded
+  batches (the chart sink renders once per drain at most).
+
+Deadlines are :func:`time.monotonic` values, one for the whole end of a run;
+:func:`seconds_left` turns one into a timeout. :func:`step_values` names a
+step's values as statistics, CSV and WandB all see them.
+
+    class PrintingSink:
+        name, error_kind, whole_drain = "printing", "worker", False
+        def handle(self, batch): print(len(batch), "records")
+        def close(self, deadline): pass
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from mlx_otel.catalog import custom_key
+from mlx_otel.records import GradientRecord, StepRecord
+
+__all__ = ["Record", "RunEnding", "Sink", "seconds_left", "step_values"]
+
+Record = StepRecord | GradientRecord
+
+
+class Sink(Protocol):
+    """Receives every batch the background worker drains; closes itself by a deadline."""
+
+    name: str
+    error_kind: str
+    whole_drain: bool
+
+    def handle(self, batch: Sequence[Record]) -> None: ...
+
+    def close(self, deadline: float) -> None: ...
+
+
+class RunEnding:
+    """What the end of a run tells the sinks that do work of their own (charts).
+
+    ``begun`` is set when the end starts: periodic work stops and work in
+    flight is not awaited. ``leave`` is set when the caller does not wait
+    for work that finishes on its own (the end of a trainer, the process
+    exiting): a chart process, for one, writes its charts after the
+    training process has gone.
+    """
+
+    def __init__(self) -> None:
+        self.begun = threading.Event()
+        self.leave = threading.Event()
+
+
+def seconds_left(deadline: float, *, floor: float = 0.0) -> float:
+    """Seconds until ``deadline`` (a :func:`time.monotonic` value), at least ``floor``."""
+    return max(floor, deadline - time.monotonic())
+
+
+#: The statistics names of the memory reading taken at each step.
+_MEMORY_FIELDS = ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
+
+
+def step_values(record: StepRecord, *, memory: bool) -> dict[str, float]:
+    """A step's values under the names statistics, CSV and WandB use."""
+    values = dict(record.values)
+    for name, value in record.custom.items():
+        values[custom_key(name)] = value
+    if memory and record.memory is not None:
+        for field, reading in zip(_MEMORY_FIELDS, record.memory, strict=True):
+            values[field] = reading / 2**20
+    return values
