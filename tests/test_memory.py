@@ -10,7 +10,7 @@ import mlx.core as mx
 import psutil
 import pytest
 
-from mlx_otel.numbers.memory import (
+from mlx_otel.exporter.mlx_memory import (
     OTHER_BLOCK,
     MemoryMonitor,
     MemoryProfiler,

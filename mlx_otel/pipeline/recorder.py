@@ -3,10 +3,17 @@
 :meth:`StepRecorder.record` is the body of ``log_training_step``. It costs
 microseconds: it keeps the step's values, appends the per-sample rewards and
 the step duration to bounded buffers and queues one plain tuple for the
-background worker. Everything slow happens elsewhere: :meth:`fold` records
-buffered samples into histograms (before each scrape and on the worker), and
-:meth:`drain` turns queued tuples into :class:`~mlx_otel.records.StepRecord`
-batches for the sinks.
+background worker. :meth:`StepRecorder.record_report` takes a trainer
+integration's :class:`~mlx_otel.records.TrainerReport` the same way.
+Everything slow happens elsewhere: :meth:`fold` records buffered samples into
+histograms (before each scrape and on the worker), and :meth:`drain` turns
+queued tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
+
+The recorder is also where the instruments read the values it holds
+(:meth:`StepRecorder.value`, :meth:`StepRecorder.series`), by the names the
+catalogue's ``read_from`` gives. The keywords of ``log_training_step`` are
+declared once, in :data:`STEP_ARGUMENTS`; the monitor's signature and
+documentation are made from it.
 """
 
 from __future__ import annotations
@@ -16,17 +23,18 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mlx_otel.catalog import METRICS, Source
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.numbers.memory import MemoryProfiler
-from mlx_otel.records import MemoryReading, StepRecord, to_number, to_numbers
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.records import MemoryReading, StepRecord, TrainerReport, to_number, to_numbers
 
-__all__ = ["MISSING", "TRAINER_METRICS", "StepRecorder"]
+__all__ = ["MISSING", "STEP_ARGUMENTS", "StepArgument", "StepRecorder"]
 
 
 class _Missing:
@@ -40,22 +48,59 @@ class _Missing:
 
 MISSING: Any = _Missing()
 
+
+@dataclass(frozen=True)
+class StepArgument:
+    """One keyword of ``log_training_step``: its name, where it is stored, its type."""
+
+    name: str
+    #: The key among a step's values (statistics name, CSV column).
+    stored: str
+    #: The type shown in the documented signature.
+    annotation: Any
+    doc: str
+
+
+#: The keywords of ``log_training_step`` besides ``step`` and custom metrics, in order.
+STEP_ARGUMENTS: tuple[StepArgument, ...] = (
+    StepArgument("loss", "loss", float, "training loss (NaN and inf are exported as they are)"),
+    StepArgument("reward", "reward_mean", float, "mean reward of the step"),
+    StepArgument("grad_norm", "grad_norm", float, "global gradient norm"),
+    StepArgument("learning_rate", "learning_rate", float, "learning rate"),
+    StepArgument("thinking_tokens", "thinking_tokens", int, "thinking tokens generated"),
+    StepArgument("answer_tokens", "answer_tokens", int, "answer tokens generated"),
+    StepArgument("memory_allocated_mb", "memory_allocated_mb", float,
+                 "memory the loop measured, in MiB"),  # fmt: skip
+    StepArgument("rewards", "rewards", Sequence[float], "per-sample rewards (a histogram)"),
+    StepArgument("step_time", "step_time", float,
+                 "the step's duration in seconds (else the interval between calls)"),  # fmt: skip
+)
+
 # Custom metric names become label values: keep them tidy and bounded.
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
 #: Keyword of log_training_step for a stored key, where the two differ.
-_ARGUMENT_NAMES = {"reward_mean": "reward"}
+_ARGUMENT_NAMES = {a.stored: a.name for a in STEP_ARGUMENTS if a.stored != a.name}
 #: Custom value types stored without conversion (bool is not one: it is
 #: checked; nor int: a huge int would overflow every float reader).
 _PLAIN_NUMBERS = frozenset({float})
 #: Largest step or token count recorded (floats hold integers exactly up to it).
 _MAX_INT = 2**53
-#: Catalogue metrics that trainer callbacks set by keyword, named by their Prometheus
-#: name (``mlx_train_kl=``, or ``mlx_train_clip_ratio/low=`` for a labelled one):
-#: stored among the step's values by their key (``kl``, ``clip_ratio/low``).
-TRAINER_METRICS = {m.prometheus_name: m for m in METRICS if m.source is Source.TRAINER}
+#: Catalogue keys a trainer report may carry: the recorder's metrics that are
+#: neither histograms nor counted here (steps, tokens, custom, gradients).
+_REPORTABLE = {
+    m.key: m
+    for m in METRICS
+    if m.source in (Source.STEP, Source.TRAINER)
+    and m.read_from == m.key
+    and m.buckets is None
+    and m.key not in ("steps", "step", "tokens", "custom")
+}
+#: Label values longer than this are cut (they become Prometheus label values).
+_MAX_LABEL = 64
 #: Samples folded into a histogram in one piece (about a millisecond of NumPy)
 #: before the interpreter is yielded to the training thread.
 _FOLD_CHUNK = 1 << 16
+_NO_LABELS: Mapping[str, Mapping[str, float]] = {}
 
 
 class StepRecorder:
@@ -76,6 +121,7 @@ class StepRecorder:
         reset_peak: bool = False,
         read_memory: bool = True,
         strict: bool = False,
+        started: float | None = None,
     ) -> None:
         self._ledger = ledger
         self._profiler = profiler
@@ -91,8 +137,8 @@ class StepRecorder:
         self._last_call: float | None = None
         # keyword -> sanitised custom name, or "" once refused
         self._custom_names: dict[str, str] = {}
-        # keyword -> stored key of a trainer metric ("kl", "clip_ratio/low"), or ""
-        self._trainer_keys: dict[str, str] = {}
+        # labelled catalogue key -> label value given -> label value stored, or "" once refused
+        self._labels: dict[str, dict[str, str]] = {}
         self._admitted_custom: frozenset[str] = frozenset()
         self._reward_buffer: deque[Any] = deque()
         self._duration_buffer: deque[float] = deque()
@@ -103,24 +149,52 @@ class StepRecorder:
         # (those plus the steps not drained yet), rebuilt before each scrape.
         self._latest_lock = threading.Lock()
         self._latest: dict[str, float] = {}
+        if started is not None:  # the last step's time before the first step
+            self._latest["step_timestamp"] = started
         self._latest_custom: dict[str, float] = {}
+        self._latest_labelled: dict[str, dict[str, float]] = {}
         self.view: dict[str, float] = {}
         self.custom_view: dict[str, float] = {}
+        self.labelled_view: dict[str, dict[str, float]] = {}
+        # Labelled values stored outside steps (the layers' gradient norms).
+        self._series: dict[str, Mapping[str, float]] = {}
         self._fold_lock = threading.Lock()
         self._record_reward: Callable[[np.ndarray], None] | None = None
         self._record_duration: Callable[[np.ndarray], None] | None = None
 
-    def fold_into(
-        self, rewards: Callable[[np.ndarray], None], durations: Callable[[np.ndarray], None]
-    ) -> None:
-        """Where :meth:`fold` records buffered rewards and step durations (finite
-        float64 arrays, e.g. :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
-        self._record_reward = rewards
-        self._record_duration = durations
+    def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
+        """Where :meth:`fold` records buffered samples, by buffer: ``rewards`` and
+        ``durations`` (finite float64 arrays, e.g.
+        :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
+        self._record_reward = histograms["rewards"]
+        self._record_duration = histograms["durations"]
+
+    # -- what the instruments read ------------------------------------------------
+    def value(self, key: str) -> float | None:
+        """The latest value stored under ``key`` (a catalogue ``read_from``), or None."""
+        if key == "steps":
+            return self.steps
+        return self.view.get(key)
+
+    def series(self, key: str) -> Mapping[str, float]:
+        """The latest labelled values under ``key``: label value -> number."""
+        if key == "tokens":
+            return self.tokens
+        if key == "custom":
+            return self.custom_view
+        stored = self._series.get(key)
+        return stored if stored is not None else self.labelled_view.get(key, {})
+
+    def set_series(self, key: str, values: Mapping[str, float]) -> None:
+        """Replace labelled values that do not come from a step (layer gradient norms)."""
+        self._series[key] = values  # replaced whole: a scrape sees one version
 
     # -- the hot path ----------------------------------------------------------
     def record(self, step: Any, custom: dict[str, Any]) -> None:
-        """One ``log_training_step(step, **custom)`` call; named arguments are popped."""
+        """One ``log_training_step(step, **custom)`` call; named arguments are popped.
+
+        The names popped here are :data:`STEP_ARGUMENTS`' (a test holds them equal).
+        """
         # The parameters are taken from **custom on purpose: CPython matches
         # every extra keyword against each named parameter, which cost more
         # (about 1 µs for 13 custom metrics) than popping them here.
@@ -200,22 +274,71 @@ class StepRecorder:
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     self._buffer_sample(self._reward_buffer, chunk, "rewards")
-            memory = None
-            if self._read_memory:
-                # MLX's counters at the step boundary, for leak detection; the
-                # profiler carries the peak across MemoryMonitor blocks.
-                memory = self._profiler.end_step(reset_peak=self._reset_peak)
-                self.step_peak = memory[2]
-            self.steps += 1
-            self._buffer(
-                self._records,
-                (step, time.time(), values, custom, chunk, duration, memory),
-                "step_record",
-            )
+            self._queue(step, values, custom, chunk, duration, _NO_LABELS)
         except Exception as exc:  # monitoring never kills training
             if self.strict:
                 raise
             self._ledger.report_exception("invalid_value", "log_training_step", exc)
+
+    def record_report(self, report: TrainerReport) -> None:
+        """One trainer report: a step whose values come by catalogue key.
+
+        Values that are not numbers are counted as from ``log_training_step``;
+        each labelled metric admits at most ``max_custom`` label values.
+        """
+        try:
+            now = time.perf_counter()
+            values: dict[str, float] = {}
+            for key, value in report.values.items():
+                metric = _REPORTABLE.get(key)
+                if metric is None or metric.labels:
+                    raise ValueError(f"{key!r} is no unlabelled metric a trainer reports")
+                self._store_slow(values, key, value)
+            labelled: dict[str, dict[str, float]] = {}
+            for key, series in report.labelled.items():
+                metric = _REPORTABLE.get(key)
+                if metric is None or not metric.labels:
+                    raise ValueError(f"{key!r} is no labelled metric a trainer reports")
+                stored = self._labelled_slow(key, series)
+                if stored:
+                    labelled[key] = stored
+            custom = self._custom_slow(report.custom, values) if report.custom else {}
+            step = report.step
+            if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
+                step = self._to_step(step)
+            duration = None if self._last_call is None else now - self._last_call
+            self._last_call = now
+            if duration is not None:
+                values["step_time"] = duration
+                self._buffer_sample(self._duration_buffer, duration, "step_duration")
+            self._queue(step, values, custom, None, duration, labelled)
+        except Exception as exc:  # monitoring never kills training
+            if self.strict:
+                raise
+            self._ledger.report_exception("invalid_value", "trainer report", exc)
+
+    def _queue(
+        self,
+        step: int,
+        values: dict[str, float],
+        custom: dict[str, float],
+        chunk: Any,
+        duration: float | None,
+        labelled: Mapping[str, Mapping[str, float]],
+    ) -> None:
+        """Count the step and queue it for the worker."""
+        memory = None
+        if self._read_memory:
+            # MLX's counters at the step boundary, for leak detection; the
+            # profiler carries the peak across MemoryMonitor blocks.
+            memory = self._profiler.end_step(reset_peak=self._reset_peak)
+            self.step_peak = memory[2]
+        self.steps += 1
+        self._buffer(
+            self._records,
+            (step, time.time(), values, custom, chunk, duration, memory, labelled),
+            "step_record",
+        )
 
     def _buffer(self, buffer: deque[Any], item: Any, task: str) -> None:
         if len(buffer) >= self._max_records:
@@ -238,21 +361,10 @@ class StepRecorder:
 
     # -- validation (off the fast path) -----------------------------------------
     def _custom_slow(self, custom: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
-        """Admit new custom keywords and convert values that are not plain numbers.
-
-        Trainer metrics (keywords named after a catalogue metric, see
-        :data:`TRAINER_METRICS`) go to ``values`` instead.
-        """
+        """Admit new custom keywords and convert values that are not plain numbers."""
         checked: dict[str, float] = {}
         names = self._custom_names
         for key, value in custom.items():
-            if key.partition("/")[0] in TRAINER_METRICS:
-                stored = self._trainer_keys.get(key)
-                if stored is None:
-                    stored = self._admit_trainer(key)
-                if stored and (number := self._to_float(key, value)) is not None:
-                    values[stored] = number
-                continue
             name = names.get(key)
             if name is None:
                 name = self._admit_custom(key)
@@ -328,22 +440,31 @@ class StepRecorder:
         self._custom_names[key] = stored
         return stored
 
-    def _admit_trainer(self, key: str) -> str:
-        """The stored key of a trainer metric; each metric's label values share the cap."""
-        base, _, label = key.partition("/")
-        metric = TRAINER_METRICS[base]
-        stored = f"{metric.key}/{label[:64]}" if label else metric.key
-        labelled = sum(1 for v in self._trainer_keys.values() if v.startswith(f"{metric.key}/"))
-        if label and labelled >= self._max_custom:
+    def _labelled_slow(self, key: str, series: Mapping[Any, Any]) -> dict[str, float]:
+        """The admitted label values of a labelled metric, as numbers."""
+        labels = self._labels.setdefault(key, {})
+        stored: dict[str, float] = {}
+        for label, value in series.items():
+            name = labels.get(label)
+            if name is None:
+                name = self._admit_label(key, labels, label)
+            if name and (number := self._to_float(f"{key}/{name}", value)) is not None:
+                stored[name] = number
+        return stored
+
+    def _admit_label(self, key: str, labels: dict[str, str], label: Any) -> str:
+        """The stored label value of a labelled metric, or "" beyond the cap (per metric)."""
+        name = str(label)[:_MAX_LABEL]
+        if sum(1 for v in labels.values() if v) >= self._max_custom:
             self._ledger.report(
                 "custom_metric_cap",
-                key,
-                f"{key!r} not exported: the cap of {self._max_custom} series per metric is "
-                "reached (raise exporter.max_custom_metrics)",
+                f"{key}/{name}",
+                f"{key}={name!r} not exported: the cap of {self._max_custom} series per metric "
+                "is reached (raise exporter.max_custom_metrics)",
             )
-            stored = ""
-        self._trainer_keys[key] = stored
-        return stored
+            name = ""
+        labels[label] = name
+        return name
 
     def _reject(self, key: str, value: Any, kind: str) -> None:
         key = _ARGUMENT_NAMES.get(key, key)
@@ -358,7 +479,13 @@ class StepRecorder:
         self._ledger.report(kind, key, message)
 
     # -- off the training thread -------------------------------------------------
-    def _apply(self, latest: dict[str, float], custom: dict[str, float], fields: Any) -> None:
+    def _apply(
+        self,
+        latest: dict[str, float],
+        custom: dict[str, float],
+        labelled: dict[str, dict[str, float]],
+        fields: Any,
+    ) -> None:
         """Fold one queued step into latest-values mappings."""
         latest.update(fields[2])
         latest["step"] = fields[0]
@@ -367,16 +494,20 @@ class StepRecorder:
             names = self._custom_names
             for key, value in fields[3].items():
                 custom[names[key]] = value
+        for key, series in fields[7].items():
+            labelled.setdefault(key, {}).update(series)
 
     def refresh_view(self) -> None:
         """Latest values for a scrape: what was drained plus the steps still queued."""
         with self._latest_lock:
             view = dict(self._latest)
             custom = dict(self._latest_custom)
+            labelled = {k: dict(v) for k, v in self._latest_labelled.items()}
             for fields in list(self._records):
-                self._apply(view, custom, fields)
+                self._apply(view, custom, labelled, fields)
         self.view = view
         self.custom_view = custom
+        self.labelled_view = labelled
 
     def set_latest(self, key: str, value: float) -> None:
         """Store a value that does not come from a step (the global gradient norm)."""
@@ -403,14 +534,14 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                self._apply(self._latest, self._latest_custom, fields)
-                step, stamp, values, custom, rewards, duration, memory = fields
+                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields)
+                step, stamp, values, custom, rewards, duration, memory, labelled = fields
                 if custom:
                     custom = {names[key]: float(value) for key, value in custom.items()}
                 batch.append(
                     StepRecord(
                         step, stamp, values, custom, rewards, duration,
-                        None if memory is None else MemoryReading(*memory),
+                        None if memory is None else MemoryReading(*memory), labelled,
                     )  # fmt: skip
                 )
         return batch

@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mlx_otel.catalog import METRICS, Source, custom_key, wandb_key
+from mlx_otel.catalog import METRICS, Source, by_key, custom_key, wandb_key
 from mlx_otel.config.visualization import VisualizationConfig
 from mlx_otel.errors import ErrorLedger
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.fileio import atomic_path, atomic_write_text
 from mlx_otel.integrations.chart_process import (
     ChartProcess,
     ChartsCutShort,
     render_checkpoint_charts,
 )
-from mlx_otel.numbers.memory import MemoryProfiler
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 from mlx_otel.records import GradientRecord, StepRecord, to_numbers
 
@@ -85,8 +85,12 @@ def csv_columns(metric_names: Sequence[str]) -> list[str]:
 
 
 def step_values(record: StepRecord, *, memory: bool) -> dict[str, float]:
-    """A step's values under the names statistics, CSV and WandB use."""
+    """A step's values under the names statistics and CSV use (the catalogue's columns)."""
     values = dict(record.values)
+    for key, series in record.labelled.items():
+        metric = by_key(key)
+        for label, value in series.items():
+            values[metric.column(label)] = value
     for name, value in record.custom.items():
         values[custom_key(name)] = value
     if memory and record.memory is not None:
@@ -176,6 +180,10 @@ class WandBSink:
                 self.logger.log_gradients(dict(record.per_layer), step=record.step)
                 continue
             values = step_values(record, memory=self._log_memory)
+            for key, series in record.labelled.items():  # rl/clip_ratio/low
+                metric = by_key(key)
+                for label in series:
+                    values[metric.wandb_name(label)] = values.pop(metric.column(label))
             for key in _TRAINER_KEYS.intersection(values):
                 values[wandb_key(key)] = values.pop(key)  # rl/kl, beside the user's custom/kl
             self.logger.log_metrics(values, step=record.step)
