@@ -455,7 +455,9 @@ class StepRecorder:
     def _admit_label(self, key: str, labels: dict[str, str], label: Any) -> str:
         """The stored label value of a labelled metric, or "" beyond the cap (per metric)."""
         name = str(label)[:_MAX_LABEL]
-        if sum(1 for v in labels.values() if v) >= self._max_custom:
+        if not name:  # Prometheus reads an empty label value as no label at all
+            self._reject(f"{key}/", label, "invalid_value")
+        elif sum(1 for v in labels.values() if v) >= self._max_custom:
             self._ledger.report(
                 "custom_metric_cap",
                 f"{key}/{name}",
