@@ -32,6 +32,7 @@ import numpy as np
 from mlx_otel.catalog import METRICS, Source
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.records import MemoryReading, StepRecord, TrainerReport, to_number, to_numbers
 
 __all__ = ["MISSING", "STEP_ARGUMENTS", "StepArgument", "StepRecorder"]
@@ -97,9 +98,6 @@ _REPORTABLE = {
 }
 #: Label values longer than this are cut (they become Prometheus label values).
 _MAX_LABEL = 64
-#: Samples folded into a histogram in one piece (about a millisecond of NumPy)
-#: before the interpreter is yielded to the training thread.
-_FOLD_CHUNK = 1 << 16
 _NO_LABELS: Mapping[str, Mapping[str, float]] = {}
 
 
@@ -140,8 +138,7 @@ class StepRecorder:
         # labelled catalogue key -> label value given -> label value stored, or "" once refused
         self._labels: dict[str, dict[str, str]] = {}
         self._admitted_custom: frozenset[str] = frozenset()
-        self._reward_buffer: deque[Any] = deque()
-        self._duration_buffer: deque[float] = deque()
+        self.samples = SampleBuffers(ledger=ledger, max_samples=max_records)
         # Plain tuples in StepRecord's field order: a NamedTuple costs 0.3 µs
         # more to build on the training thread; drain() makes StepRecords.
         self._records: deque[tuple[Any, ...]] = deque()
@@ -158,16 +155,12 @@ class StepRecorder:
         self.labelled_view: dict[str, dict[str, float]] = {}
         # Labelled values stored outside steps (the layers' gradient norms).
         self._series: dict[str, Mapping[str, float]] = {}
-        self._fold_lock = threading.Lock()
-        self._record_reward: Callable[[np.ndarray], None] | None = None
-        self._record_duration: Callable[[np.ndarray], None] | None = None
 
     def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
         """Where :meth:`fold` records buffered samples, by buffer: ``rewards`` and
         ``durations`` (finite float64 arrays, e.g.
         :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
-        self._record_reward = histograms["rewards"]
-        self._record_duration = histograms["durations"]
+        self.samples.fold_into(histograms["rewards"], histograms["durations"])
 
     # -- what the instruments read ------------------------------------------------
     def value(self, key: str) -> float | None:
@@ -264,7 +257,7 @@ class StepRecorder:
             self._last_call = now
             if duration is not None:
                 values["step_time"] = duration
-                self._buffer_sample(self._duration_buffer, duration, "step_duration")
+                self.samples.add(self.samples.durations, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
                 # Copy now: the caller may reuse its list or buffer next step. A
@@ -273,7 +266,7 @@ class StepRecorder:
                 # full collection (which holds the interpreter) longer.
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
-                    self._buffer_sample(self._reward_buffer, chunk, "rewards")
+                    self.samples.add(self.samples.rewards, chunk, "rewards")
             self._queue(step, values, custom, chunk, duration, _NO_LABELS)
         except Exception as exc:  # monitoring never kills training
             if self.strict:
@@ -310,7 +303,7 @@ class StepRecorder:
             self._last_call = now
             if duration is not None:
                 values["step_time"] = duration
-                self._buffer_sample(self._duration_buffer, duration, "step_duration")
+                self.samples.add(self.samples.durations, duration, "step_duration")
             self._queue(step, values, custom, None, duration, labelled)
         except Exception as exc:  # monitoring never kills training
             if self.strict:
@@ -344,19 +337,6 @@ class StepRecorder:
         if len(buffer) >= self._max_records:
             buffer.popleft()
             self._ledger.drop(task)
-        buffer.append(item)
-
-    def _buffer_sample(self, buffer: deque[Any], item: Any, task: str) -> None:
-        # Histogram samples must stay exact: a full buffer is first folded in
-        # part. When the worker holds the fold lock (it may be waiting for the
-        # interpreter in the middle of a piece), the buffer may grow to twice
-        # its bound; beyond that the new sample is dropped and counted. Only a
-        # holder of the fold lock pops these buffers.
-        size = len(buffer)
-        full = size >= self._max_records and not self._fold_inline()
-        if full and size >= 2 * self._max_records:
-            self._ledger.drop(task)
-            return
         buffer.append(item)
 
     # -- validation (off the fast path) -----------------------------------------
@@ -549,84 +529,5 @@ class StepRecorder:
         return batch
 
     def fold(self) -> None:
-        """Fold buffered samples into the histograms, in bounded NumPy pieces."""
-        if self._record_reward is None or self._record_duration is None:
-            return
-        with self._fold_lock:
-            self._fold_durations()
-        left = len(self._reward_buffer)  # what is buffered now; later samples wait
-        while left:
-            # The lock is held for one piece at a time, so that a training
-            # thread with a full buffer can fold a piece itself in between.
-            with self._fold_lock:
-                taken = self._fold_rewards(left)
-            left -= taken
-            if not taken:
-                break
-            if left:
-                time.sleep(0)  # let the training thread run between pieces
-
-    def _fold_inline(self) -> bool:
-        """On the training thread, when a sample buffer is full: fold one piece now.
-
-        A worker that cannot keep up (a flood of steps holds the interpreter)
-        would otherwise make the buffers drop samples. One piece costs tens of
-        microseconds; if the worker is folding at this moment, nothing is done
-        (the caller drops and counts the oldest entry instead).
-        """
-        if self._record_reward is None or not self._fold_lock.acquire(blocking=False):
-            return False
-        try:
-            self._fold_durations()
-            self._fold_rewards(len(self._reward_buffer))
-        finally:
-            self._fold_lock.release()
-        return True
-
-    def _fold_durations(self) -> None:
-        durations = self._duration_buffer
-        count = len(durations)
-        if not count or self._record_duration is None:
-            return
-        values = np.fromiter((durations.popleft() for _ in range(count)), np.float64, count)
-        finite = np.isfinite(values)
-        self._count_fold_errors(count - int(np.count_nonzero(finite)), 0)
-        values = values[finite]
-        negative = values < 0  # a step_time= below zero
-        self._count_fold_errors(0, int(np.count_nonzero(negative)))
-        self._record_duration(values[~negative])
-
-    def _fold_rewards(self, limit: int) -> int:
-        """Fold up to about _FOLD_CHUNK samples from at most ``limit`` chunks; returns chunks taken."""
-        buffer = self._reward_buffer
-        pieces = []
-        size = taken = invalid = 0
-        while taken < limit and buffer and size < _FOLD_CHUNK:
-            taken += 1
-            # A list is copied unchecked on the training thread: text,
-            # None or huge ints inside are found here.
-            chunk = to_numbers(buffer.popleft())
-            if chunk is None:
-                invalid += 1
-                continue
-            pieces.append(chunk)
-            size += chunk.size
-        non_finite = 0
-        if pieces and self._record_reward is not None:
-            values = np.concatenate(pieces)
-            finite = np.isfinite(values)
-            non_finite = values.size - int(np.count_nonzero(finite))
-            self._record_reward(values[finite])
-        self._count_fold_errors(non_finite, invalid)
-        return taken
-
-    def _count_fold_errors(self, non_finite: int, invalid: int) -> None:
-        if non_finite:
-            self._ledger.count("non_finite", non_finite)
-        if invalid:
-            self._ledger.report(
-                "invalid_value", "rewards", "rewards or step_time that are not numbers "
-                "(text, None, negative durations, huge ints) are left out of the histograms",
-            )
-            if invalid > 1:
-                self._ledger.count("invalid_value", invalid - 1)
+        """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
+        self.samples.fold()
