@@ -255,9 +255,10 @@ class StepRecorder:
             else:
                 duration = None
             self._last_call = now
+            samples = self.samples
             if duration is not None:
                 values["step_time"] = duration
-                self.samples.add(self.samples.durations, duration, "step_duration")
+                samples.add(samples.durations, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
                 # Copy now: the caller may reuse its list or buffer next step. A
@@ -266,8 +267,18 @@ class StepRecorder:
                 # full collection (which holds the interpreter) longer.
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
-                    self.samples.add(self.samples.rewards, chunk, "rewards")
-            self._queue(step, values, custom, chunk, duration, _NO_LABELS)
+                    samples.add(samples.rewards, chunk, "rewards")
+            # _queue(), inlined: a call costs about 0.1 µs on this path.
+            memory = None
+            if self._read_memory:
+                memory = self._profiler.end_step(reset_peak=self._reset_peak)
+                self.step_peak = memory[2]
+            self.steps += 1
+            self._buffer(
+                self._records,
+                (step, time.time(), values, custom, chunk, duration, memory, _NO_LABELS),
+                "step_record",
+            )
         except Exception as exc:  # monitoring never kills training
             if self.strict:
                 raise
