@@ -44,8 +44,9 @@ from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.exporter.otlp import otlp_reader
 from mlx_otel.exporter.telemetry import Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
-from mlx_otel.pipeline.recorder import MISSING, STEP_ARGUMENTS, StepRecorder
+from mlx_otel.pipeline.recorder import StepRecorder
 from mlx_otel.pipeline.sinks import Record, Sink, build_sinks, export_run_files
+from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
 from mlx_otel.pipeline.worker import BackgroundWorker
 from mlx_otel.records import GradientRecord, StepRecord, TrainerReport
 
@@ -280,7 +281,7 @@ class TrainingMonitor:
     def log_training_step(self, step: Any = MISSING, /, **custom: Any) -> None:
         """Record one training step; costs microseconds and never blocks.
 
-        The keywords are :data:`~mlx_otel.pipeline.recorder.STEP_ARGUMENTS`;
+        The keywords are :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`;
         this docstring and the signature are made from them (module end).
         """
         self.recorder.record(step, custom)

@@ -19,7 +19,8 @@ import pytest
 from mlx_otel.catalog import ERROR_KINDS
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
-from mlx_otel.pipeline.recorder import MISSING, STEP_ARGUMENTS, StepRecorder
+from mlx_otel.pipeline.recorder import StepRecorder
+from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
 from mlx_otel.records import TrainerReport
 
 

@@ -12,8 +12,7 @@ queued tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
 The recorder is also where the instruments read the values it holds
 (:meth:`StepRecorder.value`, :meth:`StepRecorder.series`), by the names the
 catalogue's ``read_from`` gives. The keywords of ``log_training_step`` are
-declared once, in :data:`STEP_ARGUMENTS`; the monitor's signature and
-documentation are made from it.
+declared once, in :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`.
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,49 +31,11 @@ from mlx_otel.catalog import METRICS, Source
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.pipeline.samples import SampleBuffers
+from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
 from mlx_otel.records import MemoryReading, StepRecord, TrainerReport, to_number, to_numbers
 
-__all__ = ["MISSING", "STEP_ARGUMENTS", "StepArgument", "StepRecorder"]
+__all__ = ["StepRecorder"]
 
-
-class _Missing:
-    """Marks an argument that was not passed (``None`` passed is an invalid value)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<not given>"
-
-
-MISSING: Any = _Missing()
-
-
-@dataclass(frozen=True)
-class StepArgument:
-    """One keyword of ``log_training_step``: its name, where it is stored, its type."""
-
-    name: str
-    #: The key among a step's values (statistics name, CSV column).
-    stored: str
-    #: The type shown in the documented signature.
-    annotation: Any
-    doc: str
-
-
-#: The keywords of ``log_training_step`` besides ``step`` and custom metrics, in order.
-STEP_ARGUMENTS: tuple[StepArgument, ...] = (
-    StepArgument("loss", "loss", float, "training loss (NaN and inf are exported as they are)"),
-    StepArgument("reward", "reward_mean", float, "mean reward of the step"),
-    StepArgument("grad_norm", "grad_norm", float, "global gradient norm"),
-    StepArgument("learning_rate", "learning_rate", float, "learning rate"),
-    StepArgument("thinking_tokens", "thinking_tokens", int, "thinking tokens generated"),
-    StepArgument("answer_tokens", "answer_tokens", int, "answer tokens generated"),
-    StepArgument("memory_allocated_mb", "memory_allocated_mb", float,
-                 "memory the loop measured, in MiB"),  # fmt: skip
-    StepArgument("rewards", "rewards", Sequence[float], "per-sample rewards (a histogram)"),
-    StepArgument("step_time", "step_time", float,
-                 "the step's duration in seconds (else the interval between calls)"),  # fmt: skip
-)
 
 # Custom metric names become label values: keep them tidy and bounded.
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
@@ -186,7 +146,7 @@ class StepRecorder:
     def record(self, step: Any, custom: dict[str, Any]) -> None:
         """One ``log_training_step(step, **custom)`` call; named arguments are popped.
 
-        The names popped here are :data:`STEP_ARGUMENTS`' (a test holds them equal).
+        The names popped here are those of :data:`STEP_ARGUMENTS` (a test holds them equal).
         """
         # The parameters are taken from **custom on purpose: CPython matches
         # every extra keyword against each named parameter, which cost more
