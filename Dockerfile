@@ -11,14 +11,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 # Metadata first, so editing code does not invalidate the dependency layer.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py docker-compose.yml ./
 COPY mlx_otel ./mlx_otel
+# The monitoring files the wheel carries (hatch_build.py puts them in).
+COPY prometheus ./prometheus
+COPY grafana ./grafana
+COPY docs/runbooks.md ./docs/runbooks.md
 RUN pip install ".[charts]"
 
 # Run as an unprivileged user; demo outputs go to a volume it owns.
-RUN useradd --create-home --uid 10001 mlx \
-    && mkdir -p /outputs \
-    && chown mlx /outputs
+# /secrets: where `alert-sink --create-token` writes its token (a volume).
+RUN groupadd --gid 10001 mlx \
+    && useradd --create-home --uid 10001 --gid 10001 mlx \
+    && mkdir -p /outputs /secrets \
+    && chown mlx:mlx /outputs /secrets
 USER mlx
 WORKDIR /outputs
 

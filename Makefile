@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test setup setup-dev system-deps bench dashboards assets lint clean
+.PHONY: demo test setup setup-dev system-deps bench dashboards lint clean
 
 demo: setup
 	$(BIN)/mlx-otel demo $(DEMO_ARGS)
@@ -36,14 +36,11 @@ system-deps:
 bench: setup-dev
 	$(BIN)/python benchmarks/run_all.py
 
+# Regenerate grafana/dashboards/*.json from their grafanalib sources. The
+# wheel takes them (and prometheus/, provisioning, runbooks, compose file)
+# from where they are: there is no copy to refresh.
 dashboards: setup
 	$(BIN)/mlx-otel dashboards
-	$(BIN)/python scripts/sync_assets.py
-
-# Copy the repository's prometheus/, grafana/, runbooks and compose file into
-# the package (mlx_otel/assets/), after editing them; tests/test_stack.py checks it.
-assets:
-	$(PYTHON) scripts/sync_assets.py
 
 lint: setup-dev
 	$(BIN)/ruff check mlx_otel tests benchmarks grafana

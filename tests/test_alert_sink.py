@@ -2,18 +2,23 @@
 
 Payloads are posted with urllib to a sink on a free port; the forwarding test
 uses the real EnhancedWandBLogger in offline mode and reads the alerts back
-from the run's ``.wandb`` log; the routing test has the real Alertmanager,
-configured with prometheus/alertmanager.yml, deliver to the sink.
+from the run's ``.wandb`` log; the routing tests have the real Alertmanager,
+configured with prometheus/alertmanager.yml (its http_config presenting the
+sink's bearer token), deliver to the sink. Without the credential, a post is
+refused with 401 and never reaches the sink.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import io
 import json
 import os
+import re
 import signal
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -25,7 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mlx_otel.integrations.alert_sink import AlertSink, add_parser, format_alert, wandb_level
+from mlx_otel.assets.stack import ensure_token_file
+from mlx_otel.cli.alert_sink import add_parser
+from mlx_otel.integrations.alert_sink import AlertSink, format_alert, receipt_time, wandb_level
 
 try:
     from tests.servers import REPO, AlertmanagerServer, free_port, python_command, wait_for
@@ -96,15 +103,18 @@ PAYLOAD = {
 }
 
 
-def post(url: str, body: bytes | str | Any, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+def post(
+    url: str, body: bytes | str | Any, timeout: float = 10.0, *, authorization: str | None = None
+) -> tuple[int, dict[str, Any]]:
     """POST ``body`` (raw bytes, or anything else as JSON); the status and JSON reply."""
     if isinstance(body, str):
         body = body.encode()
     elif not isinstance(body, bytes):
         body = json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, data = response.status, response.read()
@@ -137,7 +147,9 @@ def printed(sink: AlertSink) -> str:
 
 
 def test_a_notification_is_accepted_recorded_and_printed_one_block_per_alert(sink) -> None:
+    before = receipt_time()
     status, reply = post(sink.url, PAYLOAD)
+    after = receipt_time()
 
     assert (status, reply) == (200, {"status": "ok", "alerts": 2})
     assert sink.notifications == [PAYLOAD]
@@ -145,6 +157,10 @@ def test_a_notification_is_accepted_recorded_and_printed_one_block_per_alert(sin
         ("MLXMemoryLeakSuspected", "firing"),
         ("MLXTrainingLossNotFinite", "resolved"),
     ]
+    # Each block ends with the time the sink received it, in UTC to the second.
+    received = re.findall(r"  received:    (\S+)\n", printed(sink))
+    assert len(received) == 2 and received[0] == received[1]
+    assert before <= received[0] <= after
     assert printed(sink) == (
         "FIRING MLXMemoryLeakSuspected\n"
         "  severity:    warning\n"
@@ -153,6 +169,7 @@ def test_a_notification_is_accepted_recorded_and_printed_one_block_per_alert(sin
         "  description: MLX active memory of run grpo-1 on trainer:9464 has kept growing "
         "for more than 30 minutes; it grows by 240MiB per hour.\n"
         "  startsAt:    2026-11-05T10:00:00.000Z\n"
+        f"  received:    {received[0]}\n"
         "\n"
         "RESOLVED MLXTrainingLossNotFinite\n"
         "  severity:    critical\n"
@@ -162,6 +179,7 @@ def test_a_notification_is_accepted_recorded_and_printed_one_block_per_alert(sin
         "minute; the weights are probably no longer finite.\n"
         "  startsAt:    2026-11-05T09:00:00.000Z\n"
         "  endsAt:      2026-11-05T09:30:00.000Z\n"
+        f"  received:    {received[0]}\n"
         "\n"
     )
 
@@ -265,6 +283,75 @@ def test_wait_for_returns_a_matching_alert_or_none_after_the_timeout(sink) -> No
     post(sink.url, PAYLOAD)
     found = sink.wait_for(lambda a: a["status"] == "resolved", timeout=5)
     assert found is not None and found["labels"]["alertname"] == "MLXTrainingLossNotFinite"
+
+
+
+# ---------------------------------------------------------------- authentication
+
+TOKEN = "a-token-only-alertmanager-has"
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def guarded() -> Iterator[AlertSink]:
+    with AlertSink(
+        port=0, out=io.StringIO(), bearer_token=TOKEN, basic_auth=("alertmanager", "pw")
+    ) as s:
+        yield s
+
+
+def test_a_post_without_the_credential_is_refused_and_never_reaches_the_sink(guarded) -> None:
+    for authorization in (None, "Bearer wrong", f"Bearer {TOKEN}x", basic("alertmanager", "no"),
+                          f"bearer{TOKEN}", TOKEN):  # fmt: skip
+        request = urllib.request.Request(
+            guarded.url, data=json.dumps(PAYLOAD).encode(), method="POST",
+            headers={"Content-Type": "application/json",
+                     **({"Authorization": authorization} if authorization else {})},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == 401, authorization
+        assert "Bearer" in info.value.headers.get_all("WWW-Authenticate")[0]
+        assert "needs credentials" in json.loads(info.value.read())["error"]
+    assert guarded.notifications == []
+    assert printed(guarded) == ""
+    # Liveness probes need no credential.
+    assert get_status(f"http://127.0.0.1:{guarded.port}/healthz") == 200
+
+
+def test_a_post_with_the_token_or_basic_auth_is_delivered(guarded) -> None:
+    assert post(guarded.url, PAYLOAD, authorization=f"Bearer {TOKEN}")[0] == 200
+    assert post(guarded.url, PAYLOAD, authorization=basic("alertmanager", "pw"))[0] == 200
+    assert len(guarded.notifications) == 2
+    assert printed(guarded).count("FIRING MLXMemoryLeakSuspected") == 2
+
+
+def test_the_sink_serves_https_with_a_certificate(tmp_path: Path) -> None:
+    from tests.test_endpoint_security import make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    with AlertSink(port=0, out=io.StringIO(), bearer_token=TOKEN, certfile=cert, keyfile=key) as s:
+        assert s.url.startswith("https://127.0.0.1:")
+        request = urllib.request.Request(
+            s.url, data=json.dumps(PAYLOAD).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        )  # fmt: skip
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            assert response.status == 200
+        assert len(s.notifications) == 1
+
+
+def test_credentials_that_cannot_work_are_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        AlertSink(port=0, bearer_token="  ")
+    with pytest.raises(ValueError, match="username and a password"):
+        AlertSink(port=0, basic_auth=("alertmanager", ""))
+    with pytest.raises(ValueError, match="certfile"):
+        AlertSink(port=0, keyfile=Path("key.pem"))
 
 
 # ---------------------------------------------------------------- WandB
@@ -424,19 +511,94 @@ def test_mlx_otel_alert_sink_reports_a_taken_port(sink) -> None:
     assert f"cannot listen on 127.0.0.1:{sink.port}" in result.stderr
 
 
+def run_sink(argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            python_command("alert-sink", *argv), stdout=log, stderr=subprocess.STDOUT,
+            env={**command_env(), "PYTHONUNBUFFERED": "1", **(env or {})},
+        )  # fmt: skip
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_mlx_otel_alert_sink_takes_its_token_from_a_file_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "secrets" / "token"
+    for argv, env in (
+        (["--bearer-token-file", str(token_file), "--create-token"], {}),
+        ([], {"MLX_OTEL_ALERT_SINK_TOKEN": "from-the-environment"}),
+    ):
+        port = free_port()
+        log_path = tmp_path / f"sink-{port}.log"
+        process = run_sink(["--host", "127.0.0.1", "--port", str(port), *argv], log_path, env)
+        try:
+            health = f"http://127.0.0.1:{port}/healthz"
+            wait_for(lambda health=health: get_status(health) == 200,
+                     timeout=30, what="the alert-sink command to serve")  # fmt: skip
+            token = token_file.read_text().strip() if argv else "from-the-environment"
+            url = f"http://127.0.0.1:{port}/alerts"
+            assert post(url, PAYLOAD)[0] == 401
+            assert post(url, PAYLOAD, authorization=f"Bearer {token}")[0] == 200
+            wait_for(lambda log=log_path: "RESOLVED" in log.read_text(), timeout=10, what="alerts")
+        finally:
+            stop(process)
+        output = log_path.read_text()
+        assert "(credentials required)" in output and token not in output
+    # --create-token wrote a fresh random token, readable by owner and group only.
+    assert len(token_file.read_text().strip()) >= 40
+    assert token_file.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--bearer-token-file", "missing-token"], {}, "cannot read the bearer token file"),
+        (["--create-token"], {}, "--create-token needs --bearer-token-file"),
+        (["--basic-auth-user", "am"], {}, "--basic-auth-user needs a password"),
+        (["--keyfile", "k.pem"], {}, "--keyfile needs --certfile"),
+    ],
+)
+def test_mlx_otel_alert_sink_names_a_credential_it_cannot_use(
+    argv: list[str], env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        python_command("alert-sink", "--port", "0", *argv), cwd=tmp_path, capture_output=True,
+        text=True, timeout=60, env={**command_env(), **env},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 # ---------------------------------------------------------------- real Alertmanager
 
 
-def alertmanager_config_for(sink_url: str, *, interval: str = "1s") -> dict[str, Any]:
+def alertmanager_config_for(
+    sink_url: str, *, interval: str = "1s", credentials_file: Path | None = None
+) -> dict[str, Any]:
     """prometheus/alertmanager.yml with every webhook posting to ``sink_url``, quickly.
 
     group_wait, group_interval and repeat_interval become ``interval`` on
-    every route so a test sees notifications within seconds.
+    every route so a test sees notifications within seconds. The webhooks
+    present the bearer token of ``credentials_file`` as the shipped file does
+    (its ``http_config``); without one, they post without a credential.
     """
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     for receiver in config["receivers"]:
         for webhook in receiver.get("webhook_configs", []):
             webhook["url"] = sink_url
+            if credentials_file is None:
+                del webhook["http_config"]
+            else:
+                webhook["http_config"]["authorization"]["credentials_file"] = str(credentials_file)
 
     def hurry(route: dict[str, Any]) -> None:
         for key in ("group_wait", "group_interval", "repeat_interval"):
@@ -465,12 +627,21 @@ def _am_alert(alertname: str, severity: str, run_id: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secrets" / "alert_sink_token"
+    ensure_token_file(path)
+    return path
+
+
 @pytest.mark.integration
 def test_alertmanager_routes_by_severity_and_a_critical_inhibits_its_warning(
-    sink: AlertSink, tmp_path: Path
+    token_file: Path, tmp_path: Path
 ) -> None:
-    config = alertmanager_config_for(sink.url)
-    with AlertmanagerServer(tmp_path / "am", config=config) as am:
+    # The sink asks for the token; the shipped http_config presents it.
+    sink = AlertSink(port=0, out=io.StringIO(), bearer_token=token_file.read_text()).start()
+    config = alertmanager_config_for(sink.url, credentials_file=token_file)
+    with sink, AlertmanagerServer(tmp_path / "am", config=config) as am:
         status, _ = post(
             f"{am.url}/api/v2/alerts",
             [
@@ -507,3 +678,19 @@ def test_alertmanager_routes_by_severity_and_a_critical_inhibits_its_warning(
         payload = sink.notifications[0]
         assert payload["version"] == "4"
         assert set(payload["groupLabels"]) == {"run_id", "alertname"}
+
+
+@pytest.mark.integration
+def test_alertmanager_without_the_token_is_refused_by_the_sink(
+    token_file: Path, tmp_path: Path
+) -> None:
+    with AlertSink(port=0, out=io.StringIO(), bearer_token=token_file.read_text()) as sink:
+        wrong = tmp_path / "wrong_token"
+        wrong.write_text("not-the-token\n")
+        config = alertmanager_config_for(sink.url, credentials_file=wrong)
+        with AlertmanagerServer(tmp_path / "am", config=config) as am:
+            status, _ = post(f"{am.url}/api/v2/alerts", [_am_alert("MLXTrainingStalled", "warning", "r")])
+            assert status == 200
+            # Alertmanager tries, is told 401, and logs it; nothing reaches the sink.
+            wait_for(lambda: "401" in am.log(), timeout=30, what="Alertmanager to log the 401")
+        assert sink.notifications == []

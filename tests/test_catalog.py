@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import mlx.core as mx
 import pytest
 
-from mlx_otel.catalog import METRICS, Kind, Source, by_key, by_prometheus_name, markdown_table
+from mlx_otel.catalog import METRICS, Kind, Source, by_key, by_prometheus_name
 from mlx_otel.monitor import TrainingMonitor
 from mlx_otel.records import TrainerReport
 from tests.conftest import parse_exposition
@@ -22,8 +21,6 @@ DESIGN_CONTRACT = {
     "mlx_train_tokens_total", "mlx_train_step_duration_seconds",
     "mlx_train_layer_grad_norm", "mlx_otel_errors_total",
 }  # fmt: skip
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_every_contract_name_is_catalogued() -> None:
@@ -75,9 +72,3 @@ def test_histograms_have_buckets_and_counters_end_in_total() -> None:
             assert m.prometheus_name.endswith("_total")
         assert re.fullmatch(r"[a-z_][a-z0-9_]*", m.prometheus_name)
         assert m.description.endswith(".")
-
-
-def test_readme_metric_table_is_generated_from_the_catalogue() -> None:
-    assert markdown_table() in README.read_text(), (
-        "README's metric table is stale: paste mlx_otel.catalog.markdown_table() into it"
-    )

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from mlx_otel.config import ChartStyle, ConfigError, load_config
 from mlx_otel.integrations.charts import ChartBatch, ChartGenerator, VisualizationConfig
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 
@@ -318,6 +319,31 @@ def test_should_generate_follows_generate_every_n_steps(tmp_path) -> None:
     assert [s for s in range(0, 201, 25) if charts.should_generate(s)] == [0, 50, 100, 150, 200]
     never = ChartGenerator(config=VisualizationConfig(tmp_path, generate_every_n_steps=0))
     assert not never.should_generate(100)
+
+
+def test_a_monitor_config_has_a_charts_section_from_yaml_and_environment(tmp_path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(
+        "monitoring:\n  generate_charts_every: 50\n"
+        "charts:\n  style: whitegrid\n  palette: colorblind\n  dpi: 80\n  figsize: [10, 5]\n"
+    )
+    config = load_config(path, env={"MLX_OTEL_CHARTS__DPI": "50"})
+    assert (config.charts.style, config.charts.palette) == ("whitegrid", "colorblind")
+    assert (config.charts.dpi, config.charts.figsize) == (50, (10.0, 5.0))  # environment wins
+    assert load_config({}, env={}).charts == ChartStyle()
+    # What the monitor's charts are drawn with: that style, its folder, its one cadence.
+    drawn = VisualizationConfig.from_style(config.charts, tmp_path / "charts", 50)
+    assert (drawn.style, drawn.dpi, drawn.output_dir) == ("whitegrid", 50, tmp_path / "charts")
+    assert ChartGenerator(config=drawn).should_generate(100) and drawn.generate_every_n_steps == 50
+
+
+def test_the_charts_section_has_no_second_cadence_or_folder() -> None:
+    # monitoring.generate_charts_every is the cadence, monitoring.output_dir the folder.
+    for key in ("generate_every_n_steps", "output_dir"):
+        with pytest.raises(ConfigError, match=f"unknown key 'charts.{key}'.*allowed here: .*dpi"):
+            load_config({"charts": {key: 10}}, env={})
+    with pytest.raises(ConfigError, match="charts.dpi"):
+        load_config({}, env={"MLX_OTEL_CHARTS__DPI": "0"})
 
 
 # ------------------------------------------------------------------ seed usage

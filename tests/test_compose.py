@@ -142,6 +142,41 @@ def test_alert_sink_listens_where_the_compose_file_says() -> None:
     assert command_flag("alert-sink", "--port") == str(PORTS["alert-sink"])
 
 
+def named_volume_path(service: str, container_path: PurePosixPath) -> tuple[str, str] | None:
+    """(named volume, path inside it) behind ``container_path`` in ``service``."""
+    for volume in services()[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            continue
+        target_path = PurePosixPath(target)
+        if target_path == container_path or target_path in container_path.parents:
+            return source, container_path.relative_to(target_path).as_posix()
+    return None
+
+
+def test_alertmanager_presents_the_token_the_alert_sink_asks_for() -> None:
+    # On 0.0.0.0 the sink takes only posts with its token, which it writes on
+    # first start into a volume Alertmanager reads it from.
+    token = PurePosixPath(command_flag("alert-sink", "--bearer-token-file") or "")
+    assert "--create-token" in services()["alert-sink"]["command"]
+    written = named_volume_path("alert-sink", token)
+    assert written is not None, f"{token} is not on a volume of alert-sink"
+    assert written[0] in compose()["volumes"]
+    config = require(ALERTMANAGER_YML)
+    files = {
+        hook["http_config"]["authorization"]["credentials_file"]
+        for receiver in config["receivers"]
+        for hook in receiver.get("webhook_configs", [])
+        if host_port(hook["url"])[0] == "alert-sink"
+    }
+    assert len(files) == 1
+    assert named_volume_path("alertmanager", PurePosixPath(files.pop())) == written
+    # The token is group-readable (0640): Alertmanager runs in the image user's group.
+    assert "10001" in [str(g) for g in services()["alertmanager"].get("group_add", [])]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--gid 10001" in dockerfile and "/secrets" in dockerfile
+
+
 def test_prometheus_scrapes_the_trainer() -> None:
     config = require(PROMETHEUS_YML)
     targets = []

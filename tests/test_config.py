@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from mlx_otel.config import MonitorConfig, load_config
+from mlx_otel.config import ConfigWarning, MonitorConfig, load_config
 from mlx_otel.errors import ConfigError
 
 SEED_YAML = """\
@@ -92,6 +93,45 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         load_config(path, env={"MLX_OTEL_EXPORTER__PORTT": "1"})
 
 
+def test_a_misspelt_section_in_a_variable_is_refused_naming_the_closest(tmp_path: Path) -> None:
+    path = write(tmp_path, SEED_YAML)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"MLX_OTEL_EXPORTR__PORT": "9500"})
+    message = str(info.value)
+    assert "MLX_OTEL_EXPORTR__PORT" in message
+    assert "did you mean MLX_OTEL_EXPORTER__PORT?" in message
+    assert "exporter, monitoring, trainer" in message
+
+
+def test_a_variable_close_to_a_key_is_warned_about_and_others_are_left_alone(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, SEED_YAML)
+    with pytest.warns(ConfigWarning, match="MLX_OTEL_EXPORTER_PORT .*did you mean MLX_OTEL_EXPORTER__PORT"):
+        config = load_config(path, env={"MLX_OTEL_EXPORTER_PORT": "9500"})
+    assert config.exporter.port == 9464  # ignored, as the warning says
+    others = {
+        "MLX_OTEL_RUN_ID": "grpo-1",
+        "MLX_OTEL_ALERT_SINK_TOKEN": "s3cret",
+        "MLX_OTEL_SOMETHING_ELSE": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config(path, env=others).exporter.port == 9464
+
+
+def test_an_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
+    path = write(tmp_path, "exporter:\n  max_layers_series: 8\n")
+    with pytest.raises(ConfigError, match="did you mean 'max_layer_series'"):
+        load_config(path, env={})
+    path = write(tmp_path, "exportr:\n  port: 1\n")
+    with pytest.raises(ConfigError, match="did you mean 'exporter'"):
+        load_config(path, env={})
+    with pytest.raises(ConfigError, match="did you mean 'port'"):
+        load_config(write(tmp_path, SEED_YAML), env={"MLX_OTEL_EXPORTER__PORTT": "1"})
+
+
 def test_missing_file_and_invalid_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", env={})
@@ -122,4 +162,4 @@ def test_check_config_command(tmp_path: Path) -> None:
     bad = run_cli("check-config", str(write(tmp_path, "trainer:\n  memory_safety_threshold: 1\n")))
     assert bad.returncode == 1
     assert "trainer.memory_safety_threshold" in bad.stderr
-    assert "memory_safety_threshold_mb" in bad.stderr
+    assert "did you mean 'memory_safety_threshold_mb'?" in bad.stderr

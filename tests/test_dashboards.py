@@ -28,7 +28,7 @@ from mlx_otel.dashboards import (
     regex_literal,
     substitute,
 )
-from mlx_otel.dashboards.render import _format_value, _legend_text
+from mlx_otel.dashboards.render_units import format_value, legend_text
 from tests.servers import REPO, free_port
 
 DIRECTORY = REPO / "grafana" / "dashboards"
@@ -169,7 +169,7 @@ def test_panel_ids_are_unique_per_dashboard() -> None:
 def test_a_duplicate_panel_id_fails_when_the_module_is_imported(tmp_path: Path) -> None:
     shutil.copy(DIRECTORY / "common.py", tmp_path / "common.py")
     (tmp_path / "dup.py").write_text(
-        "import common\n"
+        "from . import common\n"
         "NAME = 'dup'\n"
         "def a():\n"
         "    return common.timeseries(1, 'A', [common.target(common.series('loss'))],\n"
@@ -430,13 +430,13 @@ def test_panel_queries_read_the_incident_flag_from_the_json(tmp_path: Path) -> N
     ],
 )
 def test_values_are_formatted_with_grafana_like_units(value: float, unit: str, text: str) -> None:
-    assert _format_value(value, unit) == text
+    assert format_value(value, unit) == text
 
 
 def test_legends_follow_grafana_templating() -> None:
     labels = {"__name__": "m", "run_id": "r", "kind": "answer"}
-    assert _legend_text("{{kind}} {{run_id}} {{rank}}", labels) == "answer r"
-    assert _legend_text("", labels) == 'm{kind="answer", run_id="r"}'
+    assert legend_text("{{kind}} {{run_id}} {{rank}}", labels) == "answer r"
+    assert legend_text("", labels) == 'm{kind="answer", run_id="r"}'
 
 
 def test_loading_leaves_another_common_module_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

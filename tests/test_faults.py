@@ -133,12 +133,18 @@ def test_a_killed_chart_process_is_counted_and_replaced(tmp_path: Path) -> None:
 def test_a_chart_that_fails_to_render_is_counted_and_the_others_are_written(
     tmp_path: Path,
 ) -> None:
+    import mlx.core as mx
+
     out = tmp_path / "outputs"
-    with TrainingMonitor(config(out), run_id="chart_fails") as monitor:
-        monitor.log_training_step(0, loss=1.0)  # one point: the correlation chart cannot draw
+    # Gradients reach the charts only when charts are on (none periodic before step 1000).
+    with TrainingMonitor(config(out, generate_charts_every=1000), run_id="chart_fails") as monitor:
+        monitor.log_training_step(0, loss=1.0)
         monitor.log_training_step(1, loss=0.5, rewards=[0.1, 0.9])
+        # All-zero gradients: no norm can sit on the gradient-flow chart's log axis.
+        monitor.log_gradients(1, {"layers.0": mx.zeros((2, 2))})
         paths = monitor.generate_charts(1).result(timeout=300)
     assert paths, "charts that can render are written"
+    assert "gradient_flow" not in paths and "dashboard" in paths
     assert monitor.error_counts().get("worker", 0) >= 1
 
 

@@ -305,4 +305,13 @@ def test_the_alertmanager_config_routes_by_severity_and_inhibits_warnings() -> N
     assert {"alertname", "run_id"} <= set(inhibit["equal"])
     for receiver in config["receivers"]:
         (webhook,) = receiver["webhook_configs"]
-        assert webhook == {"url": "http://alert-sink:9095/alerts", "send_resolved": True}
+        assert webhook == {
+            "url": "http://alert-sink:9095/alerts",
+            "send_resolved": True,
+            # The sink's bearer token (mlx-otel alert-sink --bearer-token-file).
+            "http_config": {
+                "authorization": {
+                    "credentials_file": "/etc/alertmanager/secrets/alert_sink_token"
+                }
+            },
+        }

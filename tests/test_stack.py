@@ -1,7 +1,7 @@
 """The monitoring files shipped in the package, and the folders ``mlx-otel stack init`` writes.
 
-The shipped copy must equal the repository's files (one command syncs them);
-what ``stack init`` writes must pass the real promtool (``check config``,
+Every shipped file has one copy (the repository's; no file is a copy of
+another); what ``stack init`` writes must pass the real promtool (``check config``,
 ``test rules``) and, with ``--local``, run as documented in docs/alerts.md:
 the real Prometheus and Alertmanager started with the commands printed there,
 the alert sink and a demo run, until an alert reaches the sink.
@@ -9,24 +9,25 @@ the alert sink and a demo run, until an alert reaches the sink.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlx_otel.assets import asset_path, rule_files
+from mlx_otel.assets import asset_path, asset_root, rule_files, shipped_files
+from mlx_otel.assets.manifest import SHIPPED
 from mlx_otel.assets.stack import LocalPorts, StackError, init_stack, local_commands
 from mlx_otel.cli import main
 from mlx_otel.cli.rules import combined_rules
 from mlx_otel.dashboards import shipped_directory, validate
 from tests.servers import REPO, find_binary, free_port, python_command, run_promtool, wait_for
 
-SYNC = REPO / "scripts" / "sync_assets.py"
 COMPOSE_HOSTS = ("trainer:", "alertmanager:9093", "alert-sink:", "prometheus:9090")
 
 
@@ -37,38 +38,35 @@ def promtool_ok(*args: str, cwd: Path) -> str:
     return output
 
 
-# --- the shipped copy -------------------------------------------------------------
+# --- one copy of every shipped file -----------------------------------------------
 
 
-def test_the_shipped_files_equal_the_repository_files() -> None:
-    result = subprocess.run(
-        [sys.executable, str(SYNC), "--check"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+def test_no_file_of_the_repository_is_a_copy_of_another() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    by_content: dict[str, list[str]] = {}
+    for name in filter(None, listed.split("\0")):
+        path = REPO / name
+        if not path.is_file():  # deleted in the work tree, not yet committed
+            continue
+        data = path.read_bytes()
+        if len(data.strip()) == 0:  # empty files (an empty __init__.py) are not copies
+            continue
+        by_content.setdefault(hashlib.sha256(data).hexdigest(), []).append(name)
+    copies = [names for names in by_content.values() if len(names) > 1]
+    assert copies == [], f"byte-identical files: {copies}"
 
 
-def test_the_sync_check_names_what_differs_and_the_command_that_fixes_it(tmp_path: Path) -> None:
-    # A copy of the parts of the repository the script reads and writes.
-    for name in ("prometheus", "grafana", "docs", "scripts"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("*.py[co]"))
-    shutil.copy(REPO / "docker-compose.yml", tmp_path)
-    shutil.copytree(REPO / "mlx_otel" / "assets", tmp_path / "mlx_otel" / "assets")
-    script = [sys.executable, str(tmp_path / "scripts" / "sync_assets.py")]
-    rules = tmp_path / "prometheus" / "rules" / "mlx_otel_alerts.yml"
-    rules.write_text(rules.read_text() + "\n# edited\n")
-    (tmp_path / "mlx_otel" / "assets" / "grafana" / "dashboards" / "old.json").write_text("{}")
-
-    check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=60)
-    assert check.returncode == 1
-    assert "python scripts/sync_assets.py" in check.stderr and "make assets" in check.stderr
-    assert "differs  mlx_otel/assets/prometheus/rules/mlx_otel_alerts.yml" in check.stderr
-    assert "stale    mlx_otel/assets/grafana/dashboards/old.json" in check.stderr
-
-    assert subprocess.run(script, capture_output=True, timeout=60).returncode == 0
-    assert subprocess.run([*script, "--check"], capture_output=True, timeout=60).returncode == 0
-    shipped = tmp_path / "mlx_otel" / "assets" / "prometheus" / "rules" / "mlx_otel_alerts.yml"
-    assert shipped.read_text().endswith("# edited\n")
-    assert not (tmp_path / "mlx_otel" / "assets" / "grafana" / "dashboards" / "old.json").exists()
+def test_a_checkout_reads_the_shipped_files_from_the_repository() -> None:
+    assert asset_root() == REPO
+    shipped = shipped_files()
+    # Each pattern of the manifest selects at least one file, and only those.
+    assert all(any(fnmatch.fnmatch(name, p) for name in shipped) for p in SHIPPED)
+    assert "prometheus/rules/mlx_otel_alerts.yml" in shipped
+    assert "docker-compose.yml" in shipped and "docs/runbooks.md" in shipped
+    assert not [name for name in shipped if name.endswith(".py")]  # dashboard sources stay out
+    assert len(shipped) == 21
 
 
 def test_the_shipped_dashboards_are_valid_and_parse_as_promql() -> None:
@@ -244,8 +242,13 @@ def test_the_local_stack_names_only_127_0_0_1(local_stack: tuple[Path, LocalPort
         {"targets": [f"127.0.0.1:{ports.alertmanager}"]}
     ]
     alertmanager = yaml.safe_load((directory / "prometheus" / "alertmanager.yml").read_text())
-    hooks = {h["url"] for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])}
-    assert hooks == {f"http://127.0.0.1:{ports.alert_sink}/alerts"}
+    hooks = [h for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])]
+    assert {h["url"] for h in hooks} == {f"http://127.0.0.1:{ports.alert_sink}/alerts"}
+    # Alertmanager presents the token the sink of the printed command asks for.
+    token = directory / "secrets" / "alert_sink_token"
+    assert {h["http_config"]["authorization"]["credentials_file"] for h in hooks} == {str(token)}
+    assert len(token.read_text().strip()) >= 40 and token.stat().st_mode & 0o777 == 0o600
+    assert any("--bearer-token-file secrets/alert_sink_token" in c for c in local_commands(ports))
     provider = (directory / "grafana" / "provisioning" / "dashboards" / "provider.yml").read_text()
     assert str(directory / "grafana" / "dashboards") in provider
     readme = (directory / "README.md").read_text()
@@ -255,6 +258,30 @@ def test_the_local_stack_names_only_127_0_0_1(local_stack: tuple[Path, LocalPort
 def test_promtool_accepts_the_local_config(local_stack: tuple[Path, LocalPorts]) -> None:
     directory, _ = local_stack
     promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=directory)
+    amtool = shutil.which("amtool")
+    if amtool is not None:
+        result = subprocess.run([amtool, "check-config", "prometheus/alertmanager.yml"],
+                                cwd=directory, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_local_stack_speaks_of_no_compose_mount(local_stack: tuple[Path, LocalPorts]) -> None:
+    directory, _ = local_stack
+    for name in ("prometheus/prometheus.yml", "prometheus/alertmanager.yml"):
+        text = (directory / name).read_text()
+        assert text.startswith("# Written by `mlx-otel stack init --local`: no docker compose")
+        assert "nothing mounts it" in text
+    readme = (directory / "prometheus" / "targets" / "README.md").read_text()
+    assert "mlx-otel stack init --local" in readme and "at this folder itself" in readme
+
+
+def test_a_forced_rewrite_keeps_the_sink_token(tmp_path: Path) -> None:
+    init_stack(tmp_path / "a", local=True, version="0.1.0")
+    token = (tmp_path / "a" / "secrets" / "alert_sink_token").read_text()
+    init_stack(tmp_path / "a", local=True, force=True, version="0.1.0")
+    assert (tmp_path / "a" / "secrets" / "alert_sink_token").read_text() == token
+    init_stack(tmp_path / "b", local=True, version="0.1.0")
+    assert (tmp_path / "b" / "secrets" / "alert_sink_token").read_text() != token
 
 
 def _compress_time(directory: Path) -> None:

@@ -1,6 +1,8 @@
 """The built wheel, installed into a fresh virtual environment, delivers the product.
 
-As a user gets it: ``pip wheel`` builds the package, a new venv installs it
+As a user gets it: ``python -m build --sdist`` packs the repository, ``pip
+wheel`` builds the wheel from that sdist (so the sdist must hold the
+top-level prometheus/ and grafana/ the wheel takes), a new venv installs it
 with its dependencies from the package index (no extras, no access to this
 repository), and every command runs in an empty folder: the README's quick
 start, ``mlx-otel stack init`` with the real promtool on what it wrote, the
@@ -13,11 +15,14 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from mlx_otel.assets import shipped_files
 from tests.servers import REPO, PrometheusServer, find_binary
 
 pytestmark = pytest.mark.integration
@@ -28,6 +33,7 @@ README = (REPO / "README.md").read_text()
 @dataclass(frozen=True)
 class Installed:
     bin: Path
+    wheel: Path
     cwd: Path
     env: dict[str, str]
 
@@ -44,18 +50,35 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    work = tmp_path_factory.mktemp("wheel")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist of this checkout and the wheel built from that sdist, as a user's pip does."""
+    work = tmp_path_factory.mktemp("dist")
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(work), str(REPO)],
+        env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (sdist,) = work.glob("mlx_otel-*.tar.gz")
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(work), str(sdist)],
+        env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert wheel.returncode == 0, wheel.stderr[-3000:]
+    return work
+
+
+def clean_env() -> dict[str, str]:
     # Nothing of this checkout may leak in: no PYTHONPATH, no active venv.
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(work / "dist"),
-         str(REPO)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
-    (wheel,) = (work / "dist").glob("mlx_otel-*.whl")
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    work = tmp_path_factory.mktemp("wheel")
+    env = clean_env()
+    (wheel,) = dist.glob("mlx_otel-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     install = subprocess.run(
@@ -66,7 +89,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     empty = work / "empty"
     empty.mkdir()
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    return Installed(bin=venv / "bin", cwd=empty, env=env)
+    return Installed(bin=venv / "bin", wheel=wheel, cwd=empty, env=env)
+
+
+def test_the_sdist_holds_the_top_level_files_and_the_wheel_built_from_it_ships_them(
+    dist: Path,
+) -> None:
+    (sdist,) = dist.glob("mlx_otel-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    (wheel,) = dist.glob("mlx_otel-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = {name: archive.read(name) for name in archive.namelist()}
+    shipped = shipped_files()
+    assert len(shipped) == 21
+    for name in shipped:
+        assert name in in_sdist, f"the sdist lacks {name}"
+        assert in_wheel.get(f"mlx_otel/assets/{name}") == (REPO / name).read_bytes(), name
+    # Only the manifest's files: no dashboard sources, no local target files.
+    assets = {n.removeprefix("mlx_otel/assets/") for n in in_wheel if n.startswith("mlx_otel/assets/")}
+    assert assets - set(shipped) == {"__init__.py", "manifest.py", "stack.py"}
 
 
 def test_the_package_is_imported_from_the_venv_not_the_checkout(installed: Installed) -> None:
@@ -79,6 +121,10 @@ def test_the_package_is_imported_from_the_venv_not_the_checkout(installed: Insta
         "import importlib.resources as r; print(r.files('mlx_otel').joinpath('py.typed').is_file())",
     )  # fmt: skip
     assert typed.strip() == "True"
+    root = installed.ok(
+        str(installed.bin / "python"), "-c", "from mlx_otel.assets import asset_root; print(asset_root())"
+    )  # fmt: skip
+    assert root.strip().startswith(str(installed.bin.parent)) and root.strip().endswith("mlx_otel/assets")
 
 
 def test_the_readme_quick_start_runs(installed: Installed) -> None:
@@ -131,8 +177,9 @@ def test_preview_with_the_extra_renders_the_shipped_dashboards(
     installed: Installed, tmp_path: Path
 ) -> None:
     # Runs last: it adds the extra to the venv the test above needs without it.
-    (wheel,) = (installed.bin.parent.parent / "dist").glob("mlx_otel-*.whl")
-    installed.ok(str(installed.bin / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[charts]")
+    installed.ok(
+        str(installed.bin / "python"), "-m", "pip", "install", "--quiet", f"{installed.wheel}[charts]"
+    )  # fmt: skip
     with PrometheusServer(tmp_path / "prometheus") as prometheus:
         output = installed.ok(
             str(installed.bin / "mlx-otel"), "dashboards", "preview",

@@ -5,7 +5,7 @@ helpers, and metric names, units and descriptions come from the catalogue
 (:mod:`mlx_otel.catalog`), so a renamed metric fails the build instead of
 leaving an empty panel::
 
-    import common
+    from . import common
 
     def loss() -> common.Panel:
         return common.timeseries(

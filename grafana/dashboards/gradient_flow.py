@@ -9,7 +9,7 @@ gradients show as dark rows, exploding ones as a few layers far above the rest.
 
 from __future__ import annotations
 
-import common
+from . import common
 
 NAME = "gradient_flow"
 

@@ -9,7 +9,7 @@ prediction of the time left before the limit, and memory by monitored block.
 
 from __future__ import annotations
 
-import common
+from . import common
 
 NAME = "mlx_memory"
 

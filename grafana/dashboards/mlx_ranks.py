@@ -15,7 +15,7 @@ memory are per process and add up.
 
 from __future__ import annotations
 
-import common
+from . import common
 
 NAME = "mlx_ranks"
 

@@ -12,7 +12,7 @@ per-reward-function means and completion lengths).
 
 from __future__ import annotations
 
-import common
+from . import common
 
 NAME = "mlx_training"
 

@@ -51,9 +51,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         return 0
     for path in changed:
         print(f"wrote {path}")
-    if changed:
-        print("copy them into the package too: `make assets` (python scripts/sync_assets.py)")
-    else:
+    if not changed:
         print(f"dashboard JSON in {directory} is up to date")
     return 0
 

@@ -7,7 +7,11 @@
 from __future__ import annotations
 
 from mlx_otel.config.settings import (
+    ALERT_SINK_PASSWORD_VARIABLE,
+    ALERT_SINK_TOKEN_VARIABLE,
     ENV_PREFIX,
+    ChartStyle,
+    ConfigWarning,
     ExporterConfig,
     MonitorConfig,
     MonitoringSection,
@@ -17,8 +21,12 @@ from mlx_otel.config.settings import (
 from mlx_otel.errors import ConfigError
 
 __all__ = [
+    "ALERT_SINK_PASSWORD_VARIABLE",
+    "ALERT_SINK_TOKEN_VARIABLE",
     "ENV_PREFIX",
+    "ChartStyle",
     "ConfigError",
+    "ConfigWarning",
     "ExporterConfig",
     "MonitorConfig",
     "MonitoringSection",

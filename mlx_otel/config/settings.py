@@ -1,7 +1,8 @@
 """Configuration: pydantic models loaded from YAML and environment variables.
 
 The seed's YAML (``monitoring:`` and ``trainer:`` sections) loads unchanged;
-``exporter:`` adds where and how metrics are served. Environment variables
+``exporter:`` adds where and how metrics are served, ``charts:`` how the
+snapshot charts look (their cadence stays ``monitoring.generate_charts_every``). Environment variables
 ``MLX_OTEL_<SECTION>__<KEY>`` override the file, e.g.
 ``MLX_OTEL_EXPORTER__PORT=9500``.
 
@@ -16,7 +17,9 @@ where it was found and what is allowed.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -30,11 +33,17 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mlx_otel.config.visualization import ChartStyle
 from mlx_otel.errors import ConfigError
 
 __all__ = [
+    "ALERT_SINK_PASSWORD_VARIABLE",
+    "ALERT_SINK_TOKEN_VARIABLE",
     "ENV_PREFIX",
+    "OTHER_VARIABLES",
+    "ChartStyle",
     "ConfigError",
+    "ConfigWarning",
     "ExporterConfig",
     "MonitorConfig",
     "MonitoringSection",
@@ -43,6 +52,13 @@ __all__ = [
 ]
 
 ENV_PREFIX = "MLX_OTEL_"
+#: The alert sink's credentials (``mlx-otel alert-sink``), kept off its command line.
+ALERT_SINK_TOKEN_VARIABLE = "MLX_OTEL_ALERT_SINK_TOKEN"
+ALERT_SINK_PASSWORD_VARIABLE = "MLX_OTEL_ALERT_SINK_PASSWORD"
+#: ``MLX_OTEL_*`` variables that are not configuration keys.
+OTHER_VARIABLES = frozenset(
+    {"MLX_OTEL_RUN_ID", ALERT_SINK_TOKEN_VARIABLE, ALERT_SINK_PASSWORD_VARIABLE}
+)
 
 
 class _Section(BaseModel):
@@ -66,7 +82,8 @@ class MonitoringSection(_Section):
     #: cleanup() waits at most this long (seconds) for WandB to finish; what is
     #: not uploaded by then stays in the local run folder for ``wandb sync``.
     wandb_finish_timeout: float = Field(10.0, gt=0)
-    #: 0 turns periodic charts off.
+    #: The one chart cadence: charts every this many steps (0 turns periodic
+    #: charts off). How they look is the ``charts:`` section.
     generate_charts_every: int = Field(100, ge=0)
     generate_at_checkpoints: bool = True
     #: Render charts in a separate process so they never compete with training.
@@ -148,6 +165,8 @@ class MonitorConfig(_Section):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+    #: How snapshot charts look (style, palette, dpi, figsize ...).
+    charts: ChartStyle = Field(default_factory=ChartStyle)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> MonitorConfig:
@@ -173,12 +192,19 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
+def _suggestion(given: str, allowed: list[str]) -> str:
+    """`` did you mean 'x'?`` for the allowed name closest to a misspelt one, else ``""``."""
+    close = difflib.get_close_matches(given, allowed, n=1, cutoff=0.6)
+    return f" did you mean '{close[0]}'?" if close else ""
+
+
 def _describe(error: Any, source: str) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(MonitorConfig, loc[:-1])
-        return f"unknown key '{key}' in {source}; allowed here: {', '.join(allowed)}"
+        hint = _suggestion(str(loc[-1]), allowed)
+        return f"unknown key '{key}' in {source};{hint} allowed here: {', '.join(allowed)}"
     value = error.get("input")
     if isinstance(value, Mapping) or "password" in key:
         # A whole section (it may hold a password) or a secret: not echoed.
@@ -191,7 +217,7 @@ def _validate(data: Any, source: str) -> MonitorConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"{source}: expected a mapping with sections monitoring/trainer/exporter, "
+            f"{source}: expected a mapping with sections monitoring/trainer/exporter/charts, "
             f"got {type(data).__name__}"
         )
     try:
@@ -246,6 +272,50 @@ class _MonitorSettings(BaseSettings, MonitorConfig):
         return _Environment(settings_cls), init_settings
 
 
+class ConfigWarning(UserWarning):
+    """An ``MLX_OTEL_*`` variable that looks like a misspelt configuration key."""
+
+
+def _variable_names() -> dict[str, str]:
+    """{``MLX_OTEL_<SECTION>__<KEY>``: ``section.key``} of every configuration key."""
+    names = {}
+    for section, field in MonitorConfig.model_fields.items():
+        for key in getattr(field.annotation, "model_fields", {}):
+            names[f"{ENV_PREFIX}{section}__{key}".upper()] = f"{section}.{key}"
+    return names
+
+
+def _check_variable_names(env: Mapping[str, str]) -> None:
+    """Refuse an ``MLX_OTEL_<SECTION>__...`` variable of no section; warn of near misses.
+
+    pydantic-settings reads only the sections it knows, so a misspelt section
+    (``MLX_OTEL_EXPORTR__PORT``) would be ignored without a word. A variable
+    without ``__`` may belong to another program, so it is only warned about
+    when it is close to a key (``MLX_OTEL_EXPORTER_PORT``).
+    """
+    known = _variable_names()
+    sections = {f"{ENV_PREFIX}{s}".upper() for s in MonitorConfig.model_fields}
+    for raw in sorted(env):
+        name = raw.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.85)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        if "__" in name:
+            if name.split("__", 1)[0] not in sections:
+                raise ConfigError(
+                    f"environment variable {raw} names no configuration section "
+                    f"(MLX_OTEL_<SECTION>__<KEY>, SECTION one of "
+                    f"{', '.join(sorted(MonitorConfig.model_fields))}){hint}"
+                )
+        elif close:
+            warnings.warn(
+                f"environment variable {raw} is not a configuration key and is ignored{hint}",
+                ConfigWarning,
+                stacklevel=3,
+            )
+
+
 def load_config(
     source: str | Path | Mapping[str, Any] | MonitorConfig | None = None,
     *,
@@ -281,10 +351,11 @@ def load_config(
         # The seed passes its ExperimentConfig: anything with these sections works.
         data = {
             name: _as_dict(getattr(source, name))
-            for name in ("monitoring", "trainer", "exporter")
+            for name in ("monitoring", "trainer", "exporter", "charts")
             if getattr(source, name, None) is not None
         }
         where = type(source).__name__
+    _check_variable_names(env)
     names = sorted(n for n in env if n.upper().startswith(ENV_PREFIX) and "__" in n)
     if not names or not isinstance(data, Mapping):
         return _validate(data, where)

@@ -12,7 +12,9 @@ By concern:
   sends to Prometheus;
 - :mod:`~mlx_otel.dashboards.prometheus_api`: a small Prometheus HTTP client;
 - :mod:`~mlx_otel.dashboards.render`: PNG previews of the panels from a live
-  Prometheus, drawn with matplotlib.
+  Prometheus, drawn with matplotlib (the panels in
+  :mod:`~mlx_otel.dashboards.render_panels`, Grafana's units and legends in
+  :mod:`~mlx_otel.dashboards.render_units`).
 
     >>> from mlx_otel.dashboards import panel_queries, substitute, shipped_directory
     >>> for q in panel_queries(shipped_directory()):                # doctest: +SKIP

@@ -1,17 +1,23 @@
 """Dashboard JSON generated from the grafanalib modules of ``grafana/dashboards/``.
 
-The modules are development sources: the package ships only the JSON they
-generate (``mlx_otel/assets/grafana/dashboards``). Loading them needs
-grafanalib (``pip install 'mlx-otel[dashboards]'``).
+The modules are development sources: the wheel ships only the JSON they
+generate (``grafana/dashboards/*.json``). Loading them needs grafanalib
+(``pip install 'mlx-otel[dashboards]'``). They share helpers through
+``from . import common``: each folder is imported as a package of its own.
 
     >>> stale = generate(Path("grafana/dashboards"), check=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import importlib.util
+import itertools
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +30,8 @@ __all__ = ["DashboardModule", "generate", "load_dashboards", "render_json"]
 
 # Modules in the dashboard folder that are not dashboards themselves.
 _HELPER_MODULES = frozenset({"common"})
+#: Numbers the packages of successive loads, so that no two share a name.
+_LOADS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -48,32 +56,41 @@ def _dashboard_files(directory: Path) -> list[Path]:
     )
 
 
-def _import_module(path: Path) -> ModuleType:
-    """Import a dashboard module by path, with its folder importable (``import common``)."""
-    folder = str(path.parent.resolve())
-    # The helper module is imported under its plain name: set aside any
-    # module of that name (another folder's, or a stale copy) and put it back
-    # afterwards, so loading dashboards leaves the interpreter as it was.
-    saved = {name: sys.modules.pop(name) for name in _HELPER_MODULES if name in sys.modules}
-    sys.path.insert(0, folder)
+@contextmanager
+def _dashboard_package(directory: Path) -> Iterator[str]:
+    """A package, under a name of its own, whose modules are the files of ``directory``.
+
+    Dashboard modules import their helpers relatively (``from . import
+    common``), so each folder's ``common`` is its own: nothing is put on
+    ``sys.path`` and no other module named ``common`` is touched. The package
+    and its modules are forgotten afterwards, so a second load reads the files
+    again.
+    """
+    name = f"_mlx_otel_dashboards_{next(_LOADS)}"
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(directory.resolve())]
+    sys.modules[name] = importlib.util.module_from_spec(spec)
     try:
-        spec = importlib.util.spec_from_file_location(f"_mlx_otel_dashboard_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise DashboardError(f"cannot import {path}: not a Python module")
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except ImportError as exc:
-            raise DashboardError(
-                f"cannot import {path}: {exc}; install the dashboard dependencies "
-                "with `pip install 'mlx-otel[dashboards]'`"
-            ) from exc
-        return module
+        yield name
     finally:
-        sys.path.remove(folder)
-        for name in _HELPER_MODULES:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
+        for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+            del sys.modules[module]
+
+
+def _import_module(package: str, path: Path) -> ModuleType:
+    """Import the dashboard module ``path`` as a member of ``package``."""
+    try:
+        return importlib.import_module(f"{package}.{path.stem}")
+    except ImportError as exc:
+        if exc.name in _HELPER_MODULES:
+            raise DashboardError(
+                f"cannot import {path}: {exc}; dashboard modules import their helpers "
+                f"relatively (`from . import {exc.name}`)"
+            ) from exc
+        raise DashboardError(
+            f"cannot import {path}: {exc}; install the dashboard dependencies "
+            "with `pip install 'mlx-otel[dashboards]'`"
+        ) from exc
 
 
 def load_dashboards(directory: Path = DEFAULT_DIRECTORY) -> list[DashboardModule]:
@@ -94,8 +111,9 @@ def load_dashboards(directory: Path = DEFAULT_DIRECTORY) -> list[DashboardModule
         )
     loaded = []
     names: dict[str, Path] = {}
-    for path in files:
-        module = _import_module(path)
+    with _dashboard_package(directory) as package:
+        modules = [(path, _import_module(package, path)) for path in files]
+    for path, module in modules:
         name = getattr(module, "NAME", None)
         dashboard = getattr(module, "dashboard", None)
         if not isinstance(name, str) or dashboard is None or not hasattr(dashboard, "to_json_data"):

@@ -13,32 +13,43 @@ receiver for a laptop, a docker-compose stack or a test::
         ...
         print(sink.notifications)               # every payload received so far
 
-On the command line: ``mlx-otel alert-sink --port 9095 [--wandb offline]``.
+On the command line: ``mlx-otel alert-sink --port 9095 [--wandb offline]``
+(:mod:`mlx_otel.cli.alert_sink`).
+
+Whoever can post to the sink writes into the WandB run it forwards to, so
+once it listens beyond loopback it should ask for a credential, as the
+metrics endpoint does: a bearer token (Alertmanager's ``http_config:
+authorization: credentials_file:``) or basic auth (``basic_auth:``), and TLS
+with a certificate. A post without them is answered 401 and never read.
 
 A malformed body (not JSON, no ``alerts`` list, wrong types) is answered
 with HTTP 400 and a message that says what is wrong; the sink keeps serving.
-``GET /healthz`` answers 200 for liveness probes.
+``GET /healthz`` answers 200 for liveness probes, without credentials (it
+tells nothing but that the sink runs).
 """
 
 from __future__ import annotations
 
-import argparse
+import base64
+import hmac
 import json
 import logging
-import signal
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 __all__ = [
     "AlertSink",
     "InvalidPayload",
     "WandbAlerter",
-    "add_parser",
     "format_alert",
+    "receipt_time",
     "validate_payload",
     "wandb_level",
 ]
@@ -114,8 +125,13 @@ def _status(alert: Mapping[str, Any], payload: Mapping[str, Any]) -> str:
     return str(alert.get("status") or payload.get("status") or "firing").lower()
 
 
-def format_alert(alert: Mapping[str, Any], payload: Mapping[str, Any] | None = None) -> str:
-    """One readable block for one alert of a notification.
+def format_alert(
+    alert: Mapping[str, Any],
+    payload: Mapping[str, Any] | None = None,
+    *,
+    received: str | None = None,
+) -> str:
+    """One readable block for one alert of a notification (``received``: when it arrived).
 
     >>> print(format_alert({"status": "firing", "labels": {"alertname": "MLXTrainingStalled",
     ...     "severity": "warning", "run_id": "grpo-1"}, "annotations": {"summary": "Stalled."},
@@ -140,7 +156,19 @@ def format_alert(alert: Mapping[str, Any], payload: Mapping[str, Any] | None = N
     ]
     if status == "resolved" and alert.get("endsAt"):
         lines.append(f"  endsAt:      {alert['endsAt']}")
+    if received is not None:
+        lines.append(f"  received:    {received}")
     return "\n".join(lines)
+
+
+def receipt_time(now: datetime | None = None) -> str:
+    """The time of receipt as printed: UTC, to the second, in Alertmanager's format.
+
+    >>> receipt_time(datetime(2026, 11, 5, 10, 0, 42, 123456, tzinfo=timezone.utc))
+    '2026-11-05T10:00:42Z'
+    """
+    now = now if now is not None else datetime.now(timezone.utc)
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def wandb_level(severity: str | None) -> str:
@@ -171,6 +199,10 @@ class AlertSink:
             firing alert is forwarded to it (its failures are logged, never
             raised into the HTTP handler).
         out: where the readable alert blocks are written.
+        bearer_token: posts must carry ``Authorization: Bearer <token>``.
+        basic_auth: ``(username, password)`` posts may present instead.
+            With neither, anyone who reaches the port may post.
+        certfile, keyfile: serve https with this certificate (PEM) and key.
     """
 
     def __init__(
@@ -180,7 +212,15 @@ class AlertSink:
         *,
         wandb_logger: WandbAlerter | None = None,
         out: TextIO | None = None,
+        bearer_token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        certfile: Path | None = None,
+        keyfile: Path | None = None,
     ) -> None:
+        if bearer_token is not None and not bearer_token.strip():
+            raise ValueError("the bearer token is empty")
+        if keyfile is not None and certfile is None:
+            raise ValueError("keyfile is set but certfile is not: TLS needs the certificate")
         self.host = host
         self._requested_port = int(port)
         self.wandb_logger = wandb_logger
@@ -194,6 +234,8 @@ class AlertSink:
         # blocks printed by concurrent requests from interleaving.
         self._changed = threading.Condition()
         self._print_lock = threading.Lock()
+        self._accepted = _accepted_authorizations(bearer_token, basic_auth)
+        self._tls = _server_context(certfile, keyfile) if certfile is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -204,6 +246,8 @@ class AlertSink:
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer((self.host, self._requested_port), handler)
         self._server.daemon_threads = True
+        if self._tls is not None:
+            self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -240,9 +284,23 @@ class AlertSink:
 
     @property
     def url(self) -> str:
-        """The webhook URL to give Alertmanager: ``http://host:port/alerts``."""
+        """The webhook URL to give Alertmanager: ``http(s)://host:port/alerts``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/alerts"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}/alerts"
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether posts must carry a credential."""
+        return bool(self._accepted)
+
+    def authorizes(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header value lets its request post alerts."""
+        if not self._accepted:
+            return True
+        given = (header or "").strip().encode()
+        # Every candidate is compared, so the time taken tells nothing.
+        return sum(hmac.compare_digest(given, ok) for ok in self._accepted) > 0
 
     # ------------------------------------------------------------ received data
 
@@ -284,11 +342,12 @@ class AlertSink:
     # ------------------------------------------------------------ handling
 
     def handle(self, payload: dict[str, Any]) -> None:
-        """Record, print and forward one validated notification."""
+        """Record, print (with the time of receipt) and forward one validated notification."""
+        received = receipt_time()
         with self._changed:
             self._notifications.append(payload)
             self._changed.notify_all()
-        blocks = [format_alert(alert, payload) for alert in payload["alerts"]]
+        blocks = [format_alert(alert, payload, received=received) for alert in payload["alerts"]]
         if blocks:
             with self._print_lock:
                 try:
@@ -324,6 +383,29 @@ class AlertSink:
             log.warning("alert sink could not forward %s to WandB: %s", title, exc)
 
 
+def _accepted_authorizations(
+    bearer_token: str | None, basic_auth: tuple[str, str] | None
+) -> tuple[bytes, ...]:
+    """The ``Authorization`` header values that may post (empty: no authentication)."""
+    accepted = []
+    if bearer_token is not None:
+        accepted.append(f"Bearer {bearer_token.strip()}".encode())
+    if basic_auth is not None:
+        username, password = basic_auth
+        if not username or not password:
+            raise ValueError("basic auth needs both a username and a password")
+        pair = base64.b64encode(f"{username}:{password}".encode()).decode()
+        accepted.append(f"Basic {pair}".encode())
+    return tuple(accepted)
+
+
+def _server_context(certfile: Path, keyfile: Path | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    return context
+
+
 def _make_handler(sink: AlertSink) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "mlx-otel-alert-sink"
@@ -338,6 +420,15 @@ def _make_handler(sink: AlertSink) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             if self.path.split("?")[0] not in WEBHOOK_PATHS:
                 self._reply(404, {"error": f"no such path {self.path}; POST alerts to /alerts"})
+                return
+            if not sink.authorizes(self.headers.get("Authorization")):
+                # The body is never read: close rather than parse it.
+                self.close_connection = True
+                self._reply(
+                    401,
+                    {"error": "this alert sink needs credentials (bearer token or basic auth)"},
+                    challenge=True,
+                )
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -360,9 +451,16 @@ def _make_handler(sink: AlertSink) -> type[BaseHTTPRequestHandler]:
             sink.handle(payload)
             self._reply(200, {"status": "ok", "alerts": len(payload["alerts"])})
 
-        def _reply(self, code: int, document: Mapping[str, Any]) -> None:
+        def _reply(
+            self, code: int, document: Mapping[str, Any], *, challenge: bool = False
+        ) -> None:
             data = (json.dumps(document) + "\n").encode()
             self.send_response(code)
+            if challenge:
+                self.send_header("WWW-Authenticate", 'Bearer realm="mlx_otel alert sink"')
+                self.send_header("WWW-Authenticate", 'Basic realm="mlx_otel alert sink"')
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -373,76 +471,3 @@ def _make_handler(sink: AlertSink) -> type[BaseHTTPRequestHandler]:
             log.debug("alert sink %s: " + format, self.address_string(), *args)
 
     return Handler
-
-
-# ---------------------------------------------------------------- command line
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``alert-sink`` on an argparse subparsers object.
-
-    >>> parser = argparse.ArgumentParser(prog="mlx-otel")
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> parser.parse_args(["alert-sink", "--port", "0"]).port
-    0
-    """
-    p = subparsers.add_parser(
-        "alert-sink",
-        help="receive Alertmanager notifications: print them, forward them to WandB",
-        description=(
-            "Serve an Alertmanager webhook receiver on http://HOST:PORT/alerts. Each alert "
-            "is printed; with --wandb, firing alerts also become WandB alerts. Runs until "
-            "Ctrl-C or SIGTERM."
-        ),
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=9095, help="port (default 9095; 0 = free)")
-    p.add_argument(
-        "--wandb",
-        choices=("offline", "online", "disabled"),
-        default="disabled",
-        help="forward firing alerts as WandB alerts (default disabled)",
-    )
-    p.add_argument("--wandb-project", default="mlx-otel-alerts", help="WandB project")
-    p.add_argument("--run-name", default="alert-sink", help="WandB run name")
-    p.set_defaults(func=run_alert_sink)
-
-
-def run_alert_sink(args: argparse.Namespace) -> int:
-    """Run the sink of ``mlx-otel alert-sink`` until Ctrl-C or SIGTERM; the exit code."""
-    logger: Any = None
-    if args.wandb != "disabled":
-        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
-
-        logger = EnhancedWandBLogger(
-            project=args.wandb_project, name=args.run_name, mode=args.wandb
-        )
-    sink = AlertSink(args.host, args.port, wandb_logger=logger)
-    try:
-        sink.start()
-    except OSError as exc:
-        print(
-            f"mlx-otel alert-sink: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
-        )
-        if logger is not None:
-            logger.finish()
-        return 2
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        # Docker and systemd stop with SIGTERM; treat it like Ctrl-C.
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"mlx-otel alert-sink: receiving Alertmanager webhooks at {sink.url}", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        sink.stop()
-        if logger is not None:
-            logger.finish()
-    print("mlx-otel alert-sink: stopped", flush=True)
-    return 0

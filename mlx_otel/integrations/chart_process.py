@@ -31,8 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from mlx_otel.catalog import is_memory_field
-
 __all__ = ["ChartProcess", "ChartsCutShort", "render_checkpoint_charts"]
 
 _HEADER = struct.Struct("!Q")
@@ -47,11 +45,10 @@ def chart_inputs(histories: list[Any], arguments: dict[str, Any]) -> tuple[Any, 
     from mlx_otel.numbers.stats import histories_frame
 
     frame = histories_frame(histories)
-    # Keep "step" so charts plot against real steps, not row numbers.
+    # Keep "step" so charts plot against real steps, not row numbers; the
+    # memory chart takes the memory columns of this frame.
     data = frame.drop(columns=[c for c in ("timestamp", "run_id") if c in frame])
-    memory_columns = [c for c in frame.columns if c != "step" and is_memory_field(str(c))]
     arguments = dict(arguments)
-    arguments["memory"] = frame[["step", *memory_columns]] if memory_columns else None
     for tokens in ("thinking_tokens", "answer_tokens"):
         arguments[tokens] = frame[tokens].dropna().tolist() if tokens in frame else None
     return data, arguments

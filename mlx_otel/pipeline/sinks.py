@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mlx_otel.catalog import METRICS, Source, by_key, custom_key, wandb_key
-from mlx_otel.config.visualization import VisualizationConfig
+from mlx_otel.config.visualization import ChartStyle, VisualizationConfig
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.fileio import atomic_path, atomic_write_text
@@ -224,9 +224,11 @@ class ChartSink:
         ledger: ErrorLedger,
         in_subprocess: bool = True,
         on_charts: Callable[[Mapping[str, Path], int | None], None] | None = None,
+        style: ChartStyle | None = None,
     ) -> None:
         self._statistics = statistics
-        self.config = VisualizationConfig(output_dir=output_dir / "charts")
+        # The monitor's `charts:` style, its folder and its one cadence.
+        self.config = VisualizationConfig.from_style(style or ChartStyle(), output_dir / "charts", every)
         self._every = every
         self._threshold_mb = threshold_mb
         self._ledger = ledger
@@ -421,5 +423,6 @@ def build_sinks(
         ledger=ledger,
         in_subprocess=monitoring.charts_in_subprocess,
         on_charts=None if wandb is None else wandb.log_charts,
+        style=config.charts,
     )
     return statistics, wandb, charts

@@ -1,0 +1,163 @@
+"""The dashboard: one figure with a panel per kind of metric, for a glance at a checkpoint.
+
+Known metrics get their own panel in a fixed order (loss, reward, gradient
+norm, learning rate); memory series share one panel, as do token series,
+each line in its own style so equal series stay visible; the remaining
+metrics follow, one panel each, up to ``max_dashboard_panels``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+from mlx_otel.config.visualization import ChartStyle
+from mlx_otel.integrations.charts.figure import (
+    chart_path,
+    colours,
+    no_data,
+    overlay_label,
+    overlay_style,
+    plot_line,
+    scientific_y,
+    styled_figure,
+)
+from mlx_otel.integrations.charts.inputs import (
+    axis_label,
+    require_finite,
+    series_map,
+    short_number,
+    step_suffix,
+    x_values,
+)
+from mlx_otel.integrations.charts.memory import MEMORY_UNIT
+
+__all__ = ["create_dashboard", "dashboard_panel", "dashboard_panels"]
+
+logger = logging.getLogger("mlx_otel.integrations.charts")
+
+
+def _base(name: str) -> str:
+    # "train/loss" and "loss" are the same kind of metric.
+    return name.rsplit("/", 1)[-1].lower()
+
+
+_GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("Loss", lambda n: _base(n) == "loss"),
+    ("Reward", lambda n: _base(n) in {"reward", "reward_mean", "mean_reward"}),
+    ("Gradient norm", lambda n: _base(n) in {"grad_norm", "gradient_norm"}),
+    ("Learning rate", lambda n: _base(n) in {"learning_rate", "lr"}),
+    (f"Memory [{MEMORY_UNIT}]", lambda n: "memory" in _base(n) or _base(n).endswith("_mb")),
+    ("Tokens", lambda n: "tokens" in _base(n)),
+)
+
+
+def dashboard_panels(names: list[str]) -> list[tuple[str, list[str]]]:
+    """(panel title, metric names) in the dashboard's order."""
+    panels: list[tuple[str, list[str]]] = []
+    used: set[str] = set()
+    for title, matches in _GROUPS:
+        members = [name for name in names if name not in used and matches(name)]
+        if members:
+            panels.append((title, members))
+            used.update(members)
+    panels.extend((name, [name]) for name in names if name not in used)
+    return panels
+
+
+def dashboard_panel(
+    ax: Axes,
+    style: ChartStyle,
+    title: str,
+    names: list[str],
+    series: Mapping[str, np.ndarray],
+    *,
+    steps: Any = None,
+    shared_x: np.ndarray | None = None,
+    colour_of: Mapping[str, Any] | None = None,
+) -> None:
+    """Draw one panel: a single metric smoothed, or several as distinct raw lines."""
+    single = len(names) == 1
+    if single and colour_of is not None:
+        palette = [colour_of[names[0]]]
+    else:
+        # Lines sharing a panel get hues far apart, not run-wide neighbours.
+        palette = colours(style, len(names))
+    skipped = 0
+    finite_values: list[np.ndarray] = []
+    drawn: dict[str, np.ndarray] = {}
+    for index, (name, colour) in enumerate(zip(names, palette, strict=True)):
+        values = series[name]
+        x = x_values(name, values.size, steps, shared_x)
+        label = name
+        if not single:
+            label = overlay_label(name, values, drawn)
+            drawn[name] = values
+        skipped += plot_line(
+            ax, x, values, colour, label, smoothing_window=style.smoothing_window,
+            smooth=single, overlay=None if single else overlay_style(index),
+        )  # fmt: skip
+        finite_values.append(values[np.isfinite(values)])
+    everything = np.concatenate(finite_values)
+    if everything.size == 0:
+        no_data(ax)
+    else:
+        if single:
+            title = f"{title} (last {short_number(float(finite_values[0][-1]))})"
+        positive = everything[everything > 0]
+        if (
+            title.startswith("Learning rate")
+            and positive.size == everything.size
+            and positive.max() / positive.min() > 20
+        ):
+            ax.set_yscale("log")  # warmup + decay spans decades
+        else:
+            scientific_y(ax)
+        ax.legend(loc="best", fontsize="x-small", framealpha=0.7)
+    if skipped:
+        title += f" · {skipped} non-finite"
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(axis_label(names[0]) if single else title.split(" (")[0])
+
+
+def create_dashboard(
+    style: ChartStyle,
+    output_dir: Path,
+    data: Mapping[str, Sequence[float]] | pd.DataFrame,
+    filename: str | Path | None = None,
+    step: int | None = None,
+    steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """The multi-panel overview; see :meth:`ChartGenerator.create_dashboard`."""
+    series, shared_x = series_map(data, "data")
+    require_finite(series, "data")
+    panels = dashboard_panels(list(series))
+    limit = style.max_dashboard_panels
+    if len(panels) > limit:
+        dropped = [name for _, names in panels[limit:] for name in names]
+        logger.info("charts: dashboard shows %d panels; left out %s", limit, dropped)
+        panels = panels[:limit]
+    columns = 1 if len(panels) == 1 else min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figsize = (max(style.figsize[0], 5.0 * columns), 3.6 * rows + 0.8)
+    path = chart_path(output_dir, filename, "dashboard", step)
+    colour_of = dict(zip(series, colours(style, len(series)), strict=True))
+    with styled_figure(style, path, figsize) as figure:
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        for ax, (title, names) in zip(axes, panels, strict=False):
+            dashboard_panel(
+                ax, style, title, names, series, steps=steps, shared_x=shared_x,
+                colour_of=colour_of,
+            )  # fmt: skip
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        figure.suptitle(f"Training dashboard{step_suffix(step)}", fontsize="x-large")
+    return path
