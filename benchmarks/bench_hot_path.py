@@ -154,7 +154,8 @@ def bench_scrape(layer_series: int, repeats: int) -> float:
     with TrainingMonitor(config, run_id="bench") as monitor:
         monitor.log_training_step(step=0, loss=0.5, rewards=[0.5] * SAMPLES)
         if layer_series:
-            monitor._layer_norms.update({f"layers.{i}.weight": 1.0 for i in range(layer_series)})
+            layers = {f"layers.{i}.weight": 1.0 for i in range(layer_series)}
+            monitor.recorder.set_series("layer_grad_norm", layers)
         url = monitor.endpoint
         timings = []
         for _ in range(repeats):

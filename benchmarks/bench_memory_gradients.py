@@ -38,9 +38,9 @@ import mlx.optimizers as optim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlx_otel.exporter.mlx_memory import MemoryProfiler  # noqa: E402
 from mlx_otel.numbers import gradients  # noqa: E402
 from mlx_otel.numbers.gradients import layer_grad_norms  # noqa: E402
-from mlx_otel.numbers.memory import MemoryProfiler  # noqa: E402
 
 LAYERS = 100
 DIMS = 64

@@ -45,13 +45,13 @@ class Kind(str, Enum):
 
 
 class Source(str, Enum):
-    """Where a metric's value comes from, which decides when it is read."""
+    """Which part holds a metric's value; the instruments read it there at collection time."""
 
-    STEP = "step"  # stored by log_training_step, read at collection time
-    MEMORY = "memory"  # read from MLX / psutil at collection time
-    GRADIENTS = "gradients"  # stored by log_gradients
-    EXPORTER = "exporter"  # the exporter's own health
-    TRAINER = "trainer"  # reported by a trainer's callback (mlx-lm, mlx-lm-lora)
+    STEP = "step"  # stored by log_training_step (the step recorder)
+    MEMORY = "memory"  # read from MLX / psutil at collection time (memory readings)
+    GRADIENTS = "gradients"  # stored by log_gradients (the step recorder)
+    EXPORTER = "exporter"  # the exporter's own health (the error ledger, the run's lifecycle)
+    TRAINER = "trainer"  # a trainer integration's report (the step recorder)
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,17 @@ class Metric:
     """One metric: its names in every system that shows it.
 
     ``key`` is the short name used in Python (statistics, CSV columns, the
-    ``log_training_step`` keyword); ``otel_name`` and ``unit`` are given to
+    key of a trainer report); ``otel_name`` and ``unit`` are given to
     OpenTelemetry, and ``prometheus_name`` is what the Prometheus exporter
     makes of them (a test checks the two agree).
+
+    ``read_from`` names the value the instrument reads in the part its
+    ``source`` names, multiplied by ``scale`` (``memory_allocated_mb`` times
+    2**20 for ``mlx_train_memory_allocated_bytes``); left empty it is the
+    metric's own key. ``None`` means the part serves the instrument itself
+    (the run's lifecycle serves ``mlx_otel_run_finished``). A labelled metric
+    reads a mapping of label values to numbers; a histogram reads a buffer of
+    samples folded in bulk.
     """
 
     key: str
@@ -76,11 +84,33 @@ class Metric:
     buckets: tuple[float, ...] | None = None
     #: Unit shown on dashboards (Grafana unit id).
     grafana_unit: str = "short"
+    read_from: str | None = ""
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.read_from == "":
+            object.__setattr__(self, "read_from", self.key)
 
     @property
     def wandb_key(self) -> str:
         """The key this metric is logged under in WandB (``train/loss``)."""
         return f"{self.wandb_group}/{self.key}"
+
+    def column(self, label: str | None = None) -> str:
+        """The statistics name and CSV column of a value (``kl``, ``clip_ratio/low``).
+
+        >>> by_key("clip_ratio").column("low")
+        'clip_ratio/low'
+        """
+        return self.key if label is None else f"{self.key}/{label}"
+
+    def wandb_name(self, label: str | None = None) -> str:
+        """The WandB key of a value (``rl/kl``, ``rl/clip_ratio/low``).
+
+        >>> by_key("clip_ratio").wandb_name("low"), by_key("kl").wandb_name()
+        ('rl/clip_ratio/low', 'rl/kl')
+        """
+        return f"{self.wandb_group}/{self.column(label)}"
 
 
 # Rewards of RL fine-tuning are mostly in [0, 1]: fine buckets there, coarse
@@ -134,10 +164,12 @@ METRICS: tuple[Metric, ...] = (
            Source.MEMORY, "memory", grafana_unit="bytes"),
     Metric("memory_block_delta", "mlx.memory.block.delta", "mlx_memory_block_delta_bytes", _G,
            "By", "Change of MLX active memory across the last run of a monitored block.",
-           Source.MEMORY, "memory", labels=("block",), grafana_unit="bytes"),
+           Source.MEMORY, "memory", labels=("block",), grafana_unit="bytes",
+           read_from="block_delta"),
     Metric("memory_block_peak", "mlx.memory.block.peak", "mlx_memory_block_peak_bytes", _G,
            "By", "MLX peak active memory during the last run of a monitored block.",
-           Source.MEMORY, "memory", labels=("block",), grafana_unit="bytes"),
+           Source.MEMORY, "memory", labels=("block",), grafana_unit="bytes",
+           read_from="block_peak"),
     # Training progress, stored by log_training_step.
     Metric("steps", "mlx.train.steps", "mlx_train_steps_total", _C, "{step}",
            "Training steps logged.", Source.STEP, "train", grafana_unit="ops"),
@@ -146,7 +178,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("last_step_timestamp", "mlx.train.last_step_timestamp",
            "mlx_train_last_step_timestamp_seconds", _G, "s",
            "Unix time of the last logged step (the monitor's start before the first).",
-           Source.STEP, "train", grafana_unit="dateTimeFromNow"),
+           Source.STEP, "train", grafana_unit="dateTimeFromNow", read_from="step_timestamp"),
     Metric("loss", "mlx.train.loss", "mlx_train_loss", _G, "1",
            "Training loss of the last step (NaN and inf are exported as they are).",
            Source.STEP, "train"),
@@ -158,22 +190,24 @@ METRICS: tuple[Metric, ...] = (
            "Learning rate of the last step.", Source.STEP, "train", grafana_unit="sci"),
     Metric("memory_allocated", "mlx.train.memory_allocated", "mlx_train_memory_allocated_bytes",
            _G, "By", "Memory the training loop reported (memory_allocated_mb).",
-           Source.STEP, "memory", grafana_unit="bytes"),
+           Source.STEP, "memory", grafana_unit="bytes", read_from="memory_allocated_mb",
+           scale=float(1 << 20)),
     Metric("reward", "mlx.train.reward", "mlx_train_reward", _H, "1",
            "Per-sample rewards (the rewards= argument), non-finite ones left out.",
-           Source.STEP, "rl", buckets=REWARD_BUCKETS),
+           Source.STEP, "rl", buckets=REWARD_BUCKETS, read_from="rewards"),
     Metric("tokens", "mlx.train.tokens", "mlx_train_tokens_total", _C, "{token}",
            "Generated tokens by kind: thinking (before the answer delimiter) or answer.",
            Source.STEP, "rl", labels=("kind",), grafana_unit="short"),
     Metric("step_duration", "mlx.train.step.duration", "mlx_train_step_duration_seconds", _H,
            "s", "Wall time of a training step (interval between calls unless step_time= is given).",
-           Source.STEP, "train", buckets=STEP_DURATION_BUCKETS, grafana_unit="s"),
+           Source.STEP, "train", buckets=STEP_DURATION_BUCKETS, grafana_unit="s",
+           read_from="durations"),
     Metric("custom", "mlx.train.custom", "mlx_train_custom", _G, "1",
            "Custom values passed to log_training_step as keywords, by sanitised name.",
            Source.STEP, "custom", labels=("name",)),
-    # Reported by the trainers' callbacks (mlx_otel.trainers), once
-    # every steps_per_report iterations; passed to log_training_step as keywords
-    # named after the key (labelled ones as "key/label value").
+    # Reported by trainer integrations (mlx_otel.trainers) once every
+    # steps_per_report iterations, as a TrainerReport keyed by these keys
+    # (labelled ones as a mapping of label values to numbers).
     Metric("validation_loss", "mlx.train.validation_loss", "mlx_train_validation_loss", _G, "1",
            "Validation loss of the last evaluation.", Source.TRAINER, "val"),
     Metric("validation_step", "mlx.train.validation_step", "mlx_train_validation_step", _G,
@@ -246,13 +280,16 @@ METRICS: tuple[Metric, ...] = (
            Source.EXPORTER, "exporter", labels=("task",)),
     Metric("run_finished", "mlx_otel.run.finished", "mlx_otel_run_finished", _G, "1",
            "1 once the run has ended cleanly (cleanup, with, end of training), else 0.",
-           Source.EXPORTER, "exporter"),
+           Source.EXPORTER, "exporter", read_from=None),  # served by the run's lifecycle
 )  # fmt: skip
 
 _BY_KEY = {m.key: m for m in METRICS}
 _BY_PROMETHEUS = {m.prometheus_name: m for m in METRICS}
 if len(_BY_KEY) != len(METRICS) or len(_BY_PROMETHEUS) != len(METRICS):
     raise RuntimeError("mlx_otel.catalog: metric keys and Prometheus names must be unique")
+if any(len(m.labels) > 1 for m in METRICS):
+    # A labelled value is read as {label value: number}: one label per metric.
+    raise RuntimeError("mlx_otel.catalog: a metric has at most one label besides the resource's")
 
 #: The kinds of ``mlx_otel_errors_total`` (a fixed set keeps its cardinality bounded).
 ERROR_KINDS: tuple[str, ...] = (

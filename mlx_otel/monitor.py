@@ -11,9 +11,10 @@ The monitor wires the parts; each does one thing:
 
 * :class:`~mlx_otel.pipeline.recorder.StepRecorder` is the training thread's
   side: it stores values, buffers samples and queues one record per step;
-* :class:`~mlx_otel.exporter.telemetry.Telemetry` serves the instruments of
-  the catalogue, read at scrape time from the recorder and from
-  :class:`~mlx_otel.exporter.memory_readings.MemoryReadings`;
+* :func:`~mlx_otel.exporter.instruments.build_instruments` serves every
+  instrument of the catalogue on a :class:`~mlx_otel.exporter.telemetry.Telemetry`,
+  read at scrape time from the part each metric names (the recorder,
+  :class:`~mlx_otel.exporter.memory_readings.MemoryReadings`, the ledger);
 * the :class:`~mlx_otel.pipeline.worker.BackgroundWorker` drains records and
   hands batches to the sinks (statistics, charts, WandB); the run's files
   are written by :func:`~mlx_otel.pipeline.run_files.write_run_files`;
@@ -32,29 +33,30 @@ import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlx_otel import shutdown
-from mlx_otel.catalog import ERROR_KINDS, by_key
+from mlx_otel.catalog import ERROR_KINDS, Source
 from mlx_otel.config import MonitorConfig, load_config
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.final_push import FinalPush
-from mlx_otel.exporter.histograms import BulkHistogram
+from mlx_otel.exporter.instruments import LedgerStore, build_instruments
 from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.exporter.otlp import otlp_reader
-from mlx_otel.exporter.telemetry import Reading, Telemetry
+from mlx_otel.exporter.telemetry import Telemetry
 from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
-from mlx_otel.numbers.memory import MemoryProfiler
-from mlx_otel.pipeline.recorder import MISSING, TRAINER_METRICS, StepRecorder
+from mlx_otel.pipeline.recorder import StepRecorder
 from mlx_otel.pipeline.run_end import Closer, RunEnd
 from mlx_otel.pipeline.run_files import RECORD_FILES, write_run_files
 from mlx_otel.pipeline.sink import Record, RunEnding, Sink
 from mlx_otel.pipeline.sinks import build_sinks
+from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
 from mlx_otel.pipeline.worker import BackgroundWorker
-from mlx_otel.records import GradientRecord, StepRecord
+from mlx_otel.records import GradientRecord, StepRecord, TrainerReport
 
-__all__ = ["MonitoringManager", "StepRecord", "TrainingMonitor"]
+__all__ = ["MonitoringManager", "StepRecord", "TrainerReport", "TrainingMonitor"]
 
 log = logging.getLogger("mlx_otel")
 
@@ -63,19 +65,6 @@ _DRAIN_BATCH = 128
 #: How long export_all waits for the worker before it writes the record so far
 #: (then it waits the rest of charts_timeout for the full export).
 _RECORD_FIRST_AFTER_S = 2.0
-
-
-def _trainer_reader(recorder: StepRecorder, metric: Any) -> Any:
-    """Read a trainer metric (``kl``, or ``clip_ratio/<bound>``) from the latest values."""
-    key = metric.key
-    if not metric.labels:
-        return lambda: () if (value := recorder.view.get(key)) is None else ((value, {}),)
-    prefix, label = f"{key}/", metric.labels[0]
-    return lambda: [
-        (value, {label: name[len(prefix) :]})
-        for name, value in recorder.view.items()
-        if name.startswith(prefix)
-    ]
 
 
 def _fresh_run_id() -> str:
@@ -119,7 +108,7 @@ class TrainingMonitor:
             monitoring.output_dir = Path(monitoring.output_dir) / f"rank_{self.rank}"
         self.output_dir = Path(monitoring.output_dir)
         self._unhealthy = False
-        self._layer_norms: dict[str, float] = {}
+        local_rank = self._local_rank()
 
         self.errors = ErrorLedger(ERROR_KINDS)
         self.memory_profiler = MemoryProfiler(
@@ -137,14 +126,18 @@ class TrainingMonitor:
             max_records=monitoring.queue_size * 8,
             reset_peak=trainer.reset_peak_each_step,
             strict=strict,
+            started=self.start_time,
         )
         self.memory = MemoryReadings(
             self.memory_profiler,
             threshold_bytes=trainer.memory_safety_threshold_mb * (1 << 20),
             step_peak=lambda: self.recorder.step_peak,
             ledger=self.errors,
+            # Host-level series (system memory) come from local rank 0 alone, so
+            # sums across the ranks of one host do not count the host twice.
+            report_host=not local_rank,
         )
-        self.telemetry = self._build_telemetry()
+        self.telemetry = self._build_telemetry(local_rank)
         self.lifecycle = RunLifecycle(
             self.telemetry,
             file_sd_dir=exporter.file_sd_dir,
@@ -156,12 +149,7 @@ class TrainingMonitor:
         )
         if otlp is not None:
             self.telemetry.add_reader(otlp)
-        # Histograms are folded in bulk (NumPy) and served beside the SDK's
-        # instruments: see mlx_otel.exporter.histograms for why.
-        self.histograms = (BulkHistogram(by_key("reward")), BulkHistogram(by_key("step_duration")))
-        self.telemetry.serve_histograms(self.histograms)
         self.telemetry.start()
-        self.recorder.fold_into(self.histograms[0].record_many, self.histograms[1].record_many)
         self.telemetry.before_collect(self._before_collect)
 
         self.wandb_logger = self._start_wandb()
@@ -209,18 +197,18 @@ class TrainingMonitor:
         shutdown.register(self)
 
     # -- wiring ----------------------------------------------------------------
-    def _build_telemetry(self) -> Telemetry:
+    def _local_rank(self) -> int | None:
+        """This process's rank on its host (the launcher's local rank), else its rank."""
+        local = os.environ.get("MLX_LOCAL_RANK", os.environ.get("LOCAL_RANK"))
+        if self.rank is not None and local and local.isdigit():
+            return int(local)
+        return self.rank
+
+    def _build_telemetry(self, local_rank: int | None) -> Telemetry:
         exporter = self.config.exporter
         port = exporter.port
-        local = os.environ.get("MLX_LOCAL_RANK", os.environ.get("LOCAL_RANK"))
-        local_rank = self.rank
-        if self.rank is not None and local and local.isdigit():
-            local_rank = int(local)
         if port and local_rank is not None:
             port += local_rank
-        # Host-level series (system memory) come from local rank 0 alone, so
-        # sums across the ranks of one host do not count the host twice.
-        reports_host = not local_rank
         caps = (exporter.max_layer_series, exporter.max_custom_metrics, exporter.max_memory_blocks)
         telemetry = Telemetry(
             run_id=self.run_id,
@@ -236,53 +224,22 @@ class TrainingMonitor:
             ),
             cardinality_limit=max(*caps, 64) + 8,
         )
-        recorder, memory, errors = self.recorder, self.memory, self.errors
-
-        def latest(key: str, scale: float = 1.0) -> Any:
-            def read() -> Reading:
-                value = recorder.view.get(key)
-                return () if value is None else ((value * scale, {}),)
-
-            return read
-
-        for key, source_key, scale in (
-            ("step", "step", 1.0),
-            ("loss", "loss", 1.0),
-            ("reward_mean", "reward_mean", 1.0),
-            ("grad_norm", "grad_norm", 1.0),
-            ("learning_rate", "learning_rate", 1.0),
-            ("memory_allocated", "memory_allocated_mb", float(1 << 20)),
-        ):
-            telemetry.observe(by_key(key), latest(source_key, scale))
-        telemetry.observe(by_key("steps"), lambda: ((recorder.steps, {}),))
-        telemetry.observe(
-            by_key("last_step_timestamp"),
-            lambda: ((recorder.view.get("step_timestamp", self.start_time), {}),),
+        recorder = self.recorder
+        # Histograms are folded in bulk (NumPy) and served beside the SDK's
+        # instruments: see mlx_otel.exporter.histograms for why.
+        self.histograms = build_instruments(
+            telemetry,
+            {
+                Source.STEP: recorder,
+                Source.TRAINER: recorder,
+                Source.GRADIENTS: recorder,
+                Source.MEMORY: self.memory,
+                Source.EXPORTER: LedgerStore(self.errors),
+            },
         )
-        for metric in TRAINER_METRICS.values():
-            telemetry.observe(metric, _trainer_reader(recorder, metric))
-        telemetry.observe(
-            by_key("tokens"), lambda: [(v, {"kind": k}) for k, v in recorder.tokens.items()]
+        recorder.fold_into(
+            {h.metric.read_from or "": h.record_many for h in self.histograms.values()}
         )
-        telemetry.observe(
-            by_key("custom"), lambda: [(v, {"name": k}) for k, v in recorder.custom_view.items()]
-        )
-        telemetry.observe(
-            by_key("layer_grad_norm"),
-            lambda: [(v, {"layer": k}) for k, v in self._layer_norms.items()],
-        )
-        telemetry.observe(
-            by_key("errors"), lambda: [(v, {"kind": k}) for k, v in errors.counts().items()]
-        )
-        telemetry.observe(
-            by_key("dropped_tasks"),
-            lambda: [(v, {"task": k}) for k, v in errors.dropped().items()],
-        )
-        for key in memory.KEYS:
-            if reports_host or not key.startswith("system_memory"):
-                telemetry.observe(by_key(key), memory.reader(key))
-        telemetry.observe(by_key("memory_block_delta"), lambda: memory.read_blocks("last_delta_bytes"))
-        telemetry.observe(by_key("memory_block_peak"), lambda: memory.read_blocks("last_peak_bytes"))
         return telemetry
 
     def _before_collect(self) -> None:
@@ -342,35 +299,21 @@ class TrainingMonitor:
                 self.errors.report_exception(sink.error_kind, f"the {sink.name} sink", exc)
 
     # -- the hot path ----------------------------------------------------------
-    if TYPE_CHECKING:  # the documented signature, for type checkers and IDEs
-
-        def log_training_step(
-            self,
-            step: int,
-            loss: float = ...,
-            reward: float = ...,
-            grad_norm: float = ...,
-            learning_rate: float = ...,
-            thinking_tokens: int = ...,
-            answer_tokens: int = ...,
-            memory_allocated_mb: float = ...,
-            rewards: Sequence[float] = ...,
-            step_time: float = ...,
-            **custom: float,
-        ) -> None: ...
-
-    def log_training_step(self, step: Any = MISSING, /, **custom: Any) -> None:  # type: ignore[no-redef]
+    def log_training_step(self, step: Any = MISSING, /, **custom: Any) -> None:
         """Record one training step; costs microseconds and never blocks.
 
-        ``log_training_step(step, loss=, reward=, grad_norm=, learning_rate=,
-        thinking_tokens=, answer_tokens=, memory_allocated_mb=, rewards=,
-        step_time=, **custom)``. Scalars may be Python, NumPy or MLX numbers
-        (0-d arrays too). Values that are not numbers are counted in
-        ``mlx_otel_errors_total`` and logged once per key; NaN and inf are
-        recorded as they are. Extra keywords become custom metrics
-        (``mlx_train_custom{name=...}``).
+        The keywords are :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`;
+        this docstring and the signature are made from them (module end).
         """
         self.recorder.record(step, custom)
+
+    def record_report(self, report: TrainerReport) -> None:
+        """Record a trainer integration's report (values by catalogue key) as one step.
+
+        What :mod:`mlx_otel.trainers` calls at each report of mlx-lm or
+        mlx-lm-lora; costs microseconds and never raises (unless ``strict``).
+        """
+        self.recorder.record_report(report)
 
     # -- the rest of the public API ----------------------------------------------
     def _step_due(self, step: Any, every: int) -> bool:
@@ -402,7 +345,7 @@ class TrainingMonitor:
             if self.strict:
                 raise
             return None
-        self._layer_norms = norms.per_layer  # replaced whole: the scrape sees one step
+        self.recorder.set_series("layer_grad_norm", norms.per_layer)
         # The global norm is mlx_train_grad_norm (a grad_norm= logged later wins).
         self.recorder.set_latest("grad_norm", norms.global_norm)
         if self.wandb_logger is not None or self.config.monitoring.generate_charts_every:
@@ -625,17 +568,36 @@ class TrainingMonitor:
 
 
 def _documented_signature() -> inspect.Signature:
+    """``log_training_step(self, step, *, loss=None, ..., **custom)`` from :data:`STEP_ARGUMENTS`."""
     P = inspect.Parameter
-    named = ["loss", "reward", "grad_norm", "learning_rate", "thinking_tokens",
-             "answer_tokens", "memory_allocated_mb", "rewards", "step_time"]  # fmt: skip
     return inspect.Signature(
         [P("self", P.POSITIONAL_OR_KEYWORD), P("step", P.POSITIONAL_OR_KEYWORD)]
-        + [P(name, P.KEYWORD_ONLY, default=None) for name in named]
-        + [P("custom", P.VAR_KEYWORD)]
+        + [
+            P(a.name, P.KEYWORD_ONLY, default=None, annotation=a.annotation)
+            for a in STEP_ARGUMENTS
+        ]
+        + [P("custom", P.VAR_KEYWORD, annotation=float)]
     )
 
 
+def _documented_doc() -> str:
+    """The docstring of ``log_training_step``, listing :data:`STEP_ARGUMENTS`."""
+    keywords = ", ".join(f"{a.name}=" for a in STEP_ARGUMENTS)
+    items = "\n".join(f"        * ``{a.name}``: {a.doc}" for a in STEP_ARGUMENTS)
+    return f"""Record one training step; costs microseconds and never blocks.
+
+        ``log_training_step(step, {keywords}, **custom)``. Scalars may be
+        Python, NumPy or MLX numbers (0-d arrays too). Values that are not
+        numbers are counted in ``mlx_otel_errors_total`` and logged once per
+        key; NaN and inf are recorded as they are. Extra keywords become
+        custom metrics (``mlx_train_custom{{name=...}}``).
+
+{items}
+        """
+
+
 # help() and IDEs that introspect show the real parameters.
+TrainingMonitor.log_training_step.__doc__ = _documented_doc()
 TrainingMonitor.log_training_step.__signature__ = _documented_signature()  # type: ignore[attr-defined]
 
 #: The seed's name for the monitor.

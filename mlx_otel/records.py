@@ -2,8 +2,11 @@
 
 The training thread builds a :class:`StepRecord` per ``log_training_step``
 call; the background worker hands batches of them to the sinks (statistics,
-files, WandB, charts). A :class:`MemoryReading` is MLX's counters at a step
-boundary. Nothing here imports another part of mlx_otel.
+files, WandB, charts). A trainer integration hands the monitor a
+:class:`TrainerReport` of catalogue keys instead of keywords, so a labelled
+value travels as a mapping, never inside a name. A :class:`MemoryReading` is
+MLX's counters at a step boundary. Nothing here imports another part of
+mlx_otel.
 
     >>> to_number(0.5), to_number("0.5"), to_number(None)
     (0.5, None, None)
@@ -14,11 +17,20 @@ boundary. Nothing here imports another part of mlx_otel.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["GradientRecord", "MemoryReading", "StepRecord", "to_number", "to_numbers"]
+__all__ = [
+    "GradientRecord",
+    "MemoryReading",
+    "StepRecord",
+    "TrainerReport",
+    "to_number",
+    "to_numbers",
+]
 
 #: NumPy kinds that are numbers: bool, signed and unsigned int, float.
 _NUMERIC_KINDS = frozenset("biuf")
@@ -47,6 +59,28 @@ class StepRecord(NamedTuple):
     #: Seconds since the previous step (or the step_time given), or None.
     duration: float | None
     memory: MemoryReading | None = None
+    #: Labelled catalogue values: key -> label value -> number
+    #: (``{"clip_ratio": {"low": 0.1}}``); the catalogue names their columns.
+    labelled: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+
+
+@dataclass
+class TrainerReport:
+    """What a trainer integration reports at one step, by catalogue key.
+
+    ``values`` holds unlabelled metrics (``loss``, ``kl``), ``labelled`` the
+    labelled ones as label value -> number (``clip_ratio: {"low": 0.1}``),
+    ``custom`` what the catalogue does not know (served as custom metrics).
+    Numbers are as the trainer gave them: the monitor counts what is not one.
+
+        >>> TrainerReport(12, values={"kl": 0.1}, labelled={"clip_ratio": {"low": 0.0}})
+        TrainerReport(step=12, values={'kl': 0.1}, labelled={'clip_ratio': {'low': 0.0}}, custom={})
+    """
+
+    step: Any
+    values: dict[str, Any] = field(default_factory=dict)
+    labelled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    custom: dict[str, Any] = field(default_factory=dict)
 
 
 class GradientRecord(NamedTuple):
@@ -63,6 +97,8 @@ def to_number(value: Any) -> float | None:
     bug, not a number), bytes, objects ``float()`` refuses, and arrays of more
     than one element. NaN and inf are numbers and are returned as they are.
     """
+    if value.__class__ is float:
+        return value  # type: ignore[no-any-return]
     if value is None or isinstance(value, (str, bytes)):
         return None
     if hasattr(value, "item") and getattr(value, "size", 1) == 1:

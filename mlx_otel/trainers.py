@@ -34,15 +34,15 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from mlx_otel.catalog import METRICS, Source
 from mlx_otel.config import load_config
 from mlx_otel.monitor import TrainingMonitor
+from mlx_otel.records import TrainerReport, to_number
 
-__all__ = ["MlxLmCallback", "MlxLmLoraCallback", "train_info_values"]
+__all__ = ["MlxLmCallback", "MlxLmLoraCallback", "train_info_report"]
 
 log = logging.getLogger("mlx_otel")
 
-#: Trainer keys that map one to one onto a catalogue key (log_training_step keyword).
+#: Trainer keys that map one to one onto a catalogue key.
 _SCALARS = {
     "train_loss": "loss",
     "learning_rate": "learning_rate",
@@ -50,21 +50,25 @@ _SCALARS = {
     "iterations_per_second": "iterations_per_second",
     "trained_tokens": "trained_tokens",
     # GRPO and the other RL trainers of mlx-lm-lora
-    "train_total_rewards_mean": "reward",
+    "train_total_rewards_mean": "reward_mean",
     "train_total_rewards_std": "reward_std",
     "train_grouped_rewards_mean": "grouped_reward_mean",
     "train_grouped_rewards_std": "grouped_reward_std",
     "train_kl": "kl",
     "train_kl_clip_ratio": "kl_clip_ratio",
     "train_hit_max_tokens_ratio": "hit_max_tokens_ratio",
-    "train_clip_ratio_low": "clip_ratio/low",
-    "train_clip_ratio_high": "clip_ratio/high",
-    "train_clip_ratio_total": "clip_ratio/total",
-    "train_average_generated_tokens": "generated_tokens/mean",
-    "train_max_generated_tokens": "generated_tokens/max",
-    "train_min_generated_tokens": "generated_tokens/min",
+    "val_loss": "validation_loss",
+    "val_time": "validation_duration",
 }
-_VAL_SCALARS = {"val_loss": "validation_loss", "val_time": "validation_duration"}
+#: Trainer keys that map onto a labelled catalogue metric: (key, label value).
+_LABELLED = {
+    "train_clip_ratio_low": ("clip_ratio", "low"),
+    "train_clip_ratio_high": ("clip_ratio", "high"),
+    "train_clip_ratio_total": ("clip_ratio", "total"),
+    "train_average_generated_tokens": ("generated_tokens", "mean"),
+    "train_max_generated_tokens": ("generated_tokens", "max"),
+    "train_min_generated_tokens": ("generated_tokens", "min"),
+}
 #: Per reward function: train_<name>_mean|std|coverage.
 _REWARD_FN_SUFFIXES = {
     "_mean": "reward_function_mean",
@@ -72,59 +76,49 @@ _REWARD_FN_SUFFIXES = {
     "_coverage": "reward_function_coverage",
 }
 _HANDLED_ELSEWHERE = frozenset({"iteration", "peak_memory"})
-_TRAINER_METRICS = {m.key: m for m in METRICS if m.source is Source.TRAINER}
 
 
-def _number(value: Any) -> Any:
-    """A Python number from MLX/NumPy scalars and 0-d arrays; anything else unchanged."""
-    if value.__class__ in (float, int):
-        return value
-    try:
-        if hasattr(value, "item") and getattr(value, "size", 1) == 1:
-            return value.item()
-    except Exception:  # not convertible: the monitor counts it as an invalid value
-        return value
-    return value
-
-
-def train_info_values(
-    info: Mapping[str, Any], *, reward_functions: frozenset[str] | set[str] = frozenset()
-) -> dict[str, Any]:
-    """Map a trainer's report onto ``log_training_step`` keywords.
+def train_info_report(
+    step: Any,
+    info: Mapping[str, Any],
+    *,
+    reward_functions: frozenset[str] | set[str] = frozenset(),
+) -> TrainerReport:
+    """Map a trainer's report onto a :class:`~mlx_otel.records.TrainerReport`.
 
     Known keys become catalogue metrics; per-reward-function keys
-    (``train_<fn>_mean``) become ``reward_function_mean/<fn>``; any other key
-    is passed under its own name and so becomes a custom metric.
+    (``train_<fn>_mean``) become ``reward_function_mean`` labelled ``<fn>``;
+    any other key keeps its own name and so becomes a custom metric. Values
+    stay as given (the monitor counts what is not a number).
 
-    >>> sorted(train_info_values({"train_loss": 1.5, "train_kl": 0.1, "x": 2}).items())
-    [('loss', 1.5), ('mlx_train_kl', 0.1), ('x', 2)]
+    >>> train_info_report(5, {"train_loss": 1.5, "train_kl": 0.1,
+    ...                       "train_clip_ratio_low": 0.0, "x": 2})
+    TrainerReport(step=5, values={'loss': 1.5, 'kl': 0.1}, labelled={'clip_ratio': {'low': 0.0}}, custom={'x': 2})
     """
-    values: dict[str, Any] = {}
+    report = TrainerReport(step)
     for key, value in info.items():
         if key in _HANDLED_ELSEWHERE:
             continue
-        value = _number(value)
-        target = _SCALARS.get(key) or _VAL_SCALARS.get(key)
-        if target is None and key.startswith("train_"):
+        if key in _SCALARS:
+            report.values[_SCALARS[key]] = value
+            continue
+        labelled = _LABELLED.get(key)
+        if labelled is None and key.startswith("train_"):
             for suffix, metric in _REWARD_FN_SUFFIXES.items():
                 name = key[len("train_") : -len(suffix)]
                 if key.endswith(suffix) and name in reward_functions:
-                    target = f"{metric}/{name}"
+                    labelled = (metric, name)
                     break
-        values[target or key] = value
-    return {_keyword(key): value for key, value in values.items()}
-
-
-def _keyword(key: str) -> str:
-    """The log_training_step keyword of a catalogue key (trainer metrics by Prometheus name)."""
-    base, sep, label = key.partition("/")
-    metric = _TRAINER_METRICS.get(base)
-    return key if metric is None else f"{metric.prometheus_name}{sep}{label}"
+        if labelled is None:
+            report.custom[key] = value
+        else:
+            report.labelled.setdefault(labelled[0], {})[labelled[1]] = value
+    return report
 
 
 def _reward_function_names(info: Mapping[str, Any]) -> set[str]:
     """Names of reward functions in a GRPO report (keys train_<fn>_mean/_std/_coverage)."""
-    known = set(_SCALARS)
+    known = set(_SCALARS) | set(_LABELLED)
     names = set()
     for key in info:
         if key.startswith("train_") and key.endswith("_coverage") and key not in known:
@@ -175,6 +169,7 @@ class MlxLmCallback:
         self._closed = False
         self._last_iteration: int | None = None
         self._pending_validation: dict[str, Any] = {}
+        self._pending_custom: dict[str, Any] = {}
         self._reward_functions: set[str] | None = None
         self._exported_at = 0
         self.monitor = monitor if monitor is not None else self._make_monitor(monitor_config, run_id)
@@ -283,56 +278,64 @@ class MlxLmCallback:
         value = self.trainer_config.get(key)
         return value if isinstance(value, int) and value > 0 else None
 
-    def _iterations_per_second(self, reported: Any, iteration: int) -> Any:
+    def _iterations_per_second(self, reported: float, iteration: int) -> float:
         # mlx-lm divides steps_per_report (not the iterations of the interval)
         # by the interval's time, overstating a short last interval.
         steps_per_report = self._config_int("steps_per_report")
         previous = self._last_iteration or 0
         if (
             steps_per_report is not None
-            and isinstance(reported, (int, float))
             and 0 < iteration - previous < steps_per_report
         ):
             return reported * (iteration - previous) / steps_per_report
         return reported
 
     def _train_report(self, info: Mapping[str, Any]) -> None:
-        iteration = int(_number(info.get("iteration", -1)))
+        number = to_number(info.get("iteration"))
+        iteration = int(number) if number is not None and math.isfinite(number) else -1
         if self._reward_functions is None:
             self._reward_functions = _reward_function_names(info)
-        values = train_info_values(info, reward_functions=self._reward_functions)
-        speed = _keyword("iterations_per_second")
-        if speed in values:
-            values[speed] = self._iterations_per_second(values[speed], iteration)
-        peak = _number(info.get("peak_memory"))
-        if isinstance(peak, (int, float)):
+        report = train_info_report(iteration, info, reward_functions=self._reward_functions)
+        values = report.values
+        speed = to_number(values.get("iterations_per_second"))
+        if speed is not None:
+            values["iterations_per_second"] = self._iterations_per_second(speed, iteration)
+        peak = to_number(info.get("peak_memory"))
+        if peak is not None:
             # The trainers report GB (1e9 bytes).
-            values[_keyword("trainer_peak_memory")] = peak * 1e9
+            values["trainer_peak_memory"] = peak * 1e9
         steps_per_report = self._config_int("steps_per_report")
         if steps_per_report is not None:
-            values[_keyword("steps_per_report")] = steps_per_report
+            values["steps_per_report"] = steps_per_report
         # Validation reported since the last report rides along (the trainers
         # validate just before a training iteration, so it is never far behind).
-        values.update(self._pending_validation)
-        self._pending_validation = {}
+        self._add_validation(report)
         self._last_iteration = iteration
-        self.monitor.log_training_step(iteration, **values)
+        self.monitor.record_report(report)
         iters = self._config_int("iters")
         if iters is not None and iteration >= iters:  # the trainer's last report
             self._end_of_training()
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
-        values = train_info_values(info)
-        iteration = _number(info.get("iteration"))
-        if isinstance(iteration, (int, float)) and math.isfinite(iteration):
-            values[_keyword("validation_step")] = int(iteration) - self.val_iteration_offset
-        self._pending_validation.update(values)
+        report = train_info_report(None, info)
+        iteration = to_number(info.get("iteration"))
+        if iteration is not None and math.isfinite(iteration):
+            report.values["validation_step"] = int(iteration) - self.val_iteration_offset
+        self._pending_validation.update(report.values)
+        self._pending_custom.update(report.custom)
+
+    def _add_validation(self, report: TrainerReport) -> None:
+        report.values.update(self._pending_validation)
+        report.custom.update(self._pending_custom)
+        self._pending_validation = {}
+        self._pending_custom = {}
 
     def _flush_validation(self) -> None:
         """A validation after the last training report is recorded at close."""
-        if self._pending_validation and self._last_iteration is not None:
-            values, self._pending_validation = self._pending_validation, {}
-            self.monitor.log_training_step(self._last_iteration, **values)
+        if (self._pending_validation or self._pending_custom) and self._last_iteration is not None:
+            report = TrainerReport(self._last_iteration)
+            self._add_validation(report)
+            self.monitor.record_report(report)
 
 
 class MlxLmLoraCallback(MlxLmCallback):
@@ -349,6 +352,6 @@ class MlxLmLoraCallback(MlxLmCallback):
     # mlx-lm-lora reports validation before iteration `it` as `it`.
     val_iteration_offset = 1
 
-    def _iterations_per_second(self, reported: Any, iteration: int) -> Any:
+    def _iterations_per_second(self, reported: float, iteration: int) -> float:
         return reported  # mlx-lm-lora divides the interval's own iterations
 

@@ -9,6 +9,7 @@ import pytest
 
 from mlx_otel.catalog import METRICS, Kind, Source, by_key, by_prometheus_name
 from mlx_otel.monitor import TrainingMonitor
+from mlx_otel.records import TrainerReport
 from tests.conftest import parse_exposition
 
 DESIGN_CONTRACT = {
@@ -31,10 +32,13 @@ def test_exporter_produces_exactly_the_catalogued_names(monitor: TrainingMonitor
     monitor.log_training_step(
         0, loss=1.0, reward=0.5, grad_norm=2.0, learning_rate=1e-3, thinking_tokens=3,
         answer_tokens=2, memory_allocated_mb=10.0, rewards=[0.1, 0.2], my_metric=1.0,
-        # What the trainer callbacks set (mlx_otel.trainers).
-        **{m.prometheus_name + ("/x" if m.labels else ""): 1.0
-           for m in METRICS if m.source is Source.TRAINER},
     )
+    # What the trainer integrations report (mlx_otel.trainers).
+    trainer = [m for m in METRICS if m.source is Source.TRAINER]
+    monitor.record_report(TrainerReport(
+        1, values={m.key: 1.0 for m in trainer if not m.labels},
+        labelled={m.key: {"x": 1.0} for m in trainer if m.labels},
+    ))  # fmt: skip
     monitor.log_training_step(1, loss=1.0)
     monitor.log_gradients(1, {"layers": [{"weight": mx.ones((2,))}]})
     monitor.errors.drop("charts")

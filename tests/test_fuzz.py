@@ -34,8 +34,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlx_otel.catalog import METRICS, Source
+from mlx_otel.catalog import METRICS, Source, by_key
 from mlx_otel.monitor import TrainingMonitor
+from mlx_otel.records import TrainerReport
 from tests import processes
 from tests.servers import find_binary
 
@@ -51,9 +52,11 @@ FUZZ = settings(
 COUNTED = ("invalid_value", "negative_count", "custom_metric_cap")
 NAMED = ("loss", "reward", "grad_norm", "learning_rate", "memory_allocated_mb", "step_time")
 RESERVED = {*NAMED, "step", "thinking_tokens", "answer_tokens", "rewards"}
-#: Keywords named after a trainer metric (``mlx_train_kl``, ``mlx_train_reward_fn_mean/NAME``)
-#: are the trainer callbacks' values, not custom metrics.
-TRAINER_NAMES = {m.prometheus_name for m in METRICS if m.source is Source.TRAINER}
+#: Catalogue keys a trainer integration reports (mlx_otel.trainers): plain and labelled.
+TRAINER_KEYS = sorted(
+    m.key for m in METRICS if m.source is Source.TRAINER and not m.labels
+) + ["loss", "reward_mean", "learning_rate"]
+LABELLED_KEYS = sorted(m.key for m in METRICS if m.source is Source.TRAINER and m.labels)
 FLOAT_MAX_INT = 2**1024  # ints from here on overflow float()
 
 
@@ -120,7 +123,7 @@ custom_names = st.one_of(
     st.sampled_from(["kl", "entropy", "Entropy Bonus!", "kl-div", "ü", "policy/clip", "x" * 500]),
     st.text(min_size=0, max_size=80),
     st.text(alphabet="abc_", min_size=1, max_size=4),
-).filter(lambda name: name not in RESERVED and name.partition("/")[0] not in TRAINER_NAMES)
+).filter(lambda name: name not in RESERVED)
 
 
 # -- an independent rule of what a number is ------------------------------
@@ -246,40 +249,46 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
     assert monitor.steps_logged == steps_before + 1
 
 
-trainer_keys = st.one_of(
-    st.sampled_from(sorted(TRAINER_NAMES)),
-    st.builds(lambda base, label: f"{base}/{label}", st.sampled_from(sorted(TRAINER_NAMES)),
-              st.text(max_size=80)),  # fmt: skip
-)
-
-
 @FUZZ
-@given(step=st.integers(0, 10**6), trainer=st.dictionaries(trainer_keys, values, max_size=8))
-def test_trainer_keywords_count_every_rejected_value_and_cap_labelled_series(
-    fuzzed: TrainingMonitor, step: int, trainer: dict[str, Any]
+@given(
+    step=st.integers(0, 10**6),
+    plain=st.dictionaries(st.sampled_from(TRAINER_KEYS), values, max_size=8),
+    labelled=st.dictionaries(
+        st.sampled_from(LABELLED_KEYS),
+        st.dictionaries(st.text(max_size=80), values, max_size=4),
+        max_size=3,
+    ),
+)
+def test_trainer_reports_count_every_rejected_value_and_cap_labelled_series(
+    fuzzed: TrainingMonitor, step: int, plain: dict[str, Any], labelled: dict[str, Any]
 ) -> None:
     """What the mlx-lm/mlx-lm-lora callbacks hand over, junk included."""
     monitor = fuzzed
     before = counted(monitor)
-    known = dict(monitor.recorder._trainer_keys)
-    labelled = {base: 0 for base in TRAINER_NAMES}
-    for key, stored in known.items():
-        base, _, label = key.partition("/")
-        labelled[base] += bool(label and stored)
+    steps_before = monitor.steps_logged
+    known = {key: dict(labels) for key, labels in monitor.recorder._labels.items()}
     expected = dict.fromkeys(COUNTED, 0)
-    for key, value in trainer.items():
-        if key not in known:
-            base, _, label = key.partition("/")
-            refused = bool(label) and labelled[base] >= MAX_CUSTOM
-            known[key] = "" if refused else key
-            labelled[base] += bool(label) and not refused
-            expected["custom_metric_cap"] += refused  # counted once per key
-        if known[key] and as_number(value) is None:
-            expected["invalid_value"] += 1
-    monitor.log_training_step(step, **trainer)
-    scrape_checked(monitor)
+    expected["invalid_value"] += sum(as_number(v) is None for v in plain.values())
+    for key, series in labelled.items():
+        labels = known.setdefault(key, {})
+        for label, value in series.items():
+            if label not in labels:
+                refused = sum(map(bool, labels.values())) >= MAX_CUSTOM
+                labels[label] = "" if refused or not label else label
+                if not label:
+                    expected["invalid_value"] += 1  # an empty label value, once
+                else:
+                    expected["custom_metric_cap"] += refused  # counted once per label value
+            if labels[label] and as_number(value) is None:
+                expected["invalid_value"] += 1
+    monitor.record_report(TrainerReport(step, values=plain, labelled=labelled))
+    families = scrape_checked(monitor)
     after = counted(monitor)
-    assert {k: after[k] - before[k] for k in COUNTED} == expected, trainer
+    assert {k: after[k] - before[k] for k in COUNTED} == expected, (plain, labelled)
+    assert monitor.steps_logged == steps_before + 1
+    for key in LABELLED_KEYS:
+        served = families.get(by_key(key).prometheus_name, [])
+        assert len(served) <= MAX_CUSTOM, f"{len(served)} series of {key}, cap {MAX_CUSTOM}"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -330,21 +339,21 @@ def test_thousands_of_custom_names_stay_under_the_custom_cap(fuzzed: TrainingMon
 
 def test_thousands_of_reward_functions_stay_under_the_series_cap(fuzzed: TrainingMonitor) -> None:
     """A GRPO run with a reward function per prompt must not flood Prometheus."""
-    metric = "mlx_train_reward_function_mean"
+    metric = by_key("reward_function_mean")
     before = counted(fuzzed)["custom_metric_cap"]
-    keys = [f"{metric}/fn_{i}" for i in range(500)]
-    fresh = [k for k in keys if k not in fuzzed.recorder._trainer_keys]
-    for start in range(0, len(keys), 50):
-        fuzzed.log_training_step(11, **{k: 0.5 for k in keys[start : start + 50]})
-    served = scrape_checked(fuzzed)[metric]
-    assert len(served) <= MAX_CUSTOM, f"{len(served)} series of {metric}, cap {MAX_CUSTOM}"
-    admitted = [k.partition("/")[2] for k in fresh if fuzzed.recorder._trainer_keys.get(k)]
+    names = [f"fn_{i}" for i in range(500)]
+    seen = dict(fuzzed.recorder._labels.get(metric.key, {}))
+    fresh = [n for n in names if n not in seen]
+    for start in range(0, len(names), 50):
+        series = {n: 0.5 for n in names[start : start + 50]}
+        fuzzed.record_report(TrainerReport(11, labelled={metric.key: series}))
+    served = scrape_checked(fuzzed)[metric.prometheus_name]
+    assert len(served) <= MAX_CUSTOM, f"{len(served)} series of {metric.key}, cap {MAX_CUSTOM}"
+    labels = fuzzed.recorder._labels[metric.key]
+    admitted = [n for n in fresh if labels.get(n)]
     assert {s.labels["reward_fn"] for s in served} >= set(admitted)
-    admitted_now = len(admitted)
-    taken = [k for k, v in fuzzed.recorder._trainer_keys.items()
-             if k.startswith(f"{metric}/") and k != f"{metric}/" and v]  # fmt: skip
-    assert len(taken) == MAX_CUSTOM  # the cap is reached, not passed
-    assert counted(fuzzed)["custom_metric_cap"] - before == len(fresh) - admitted_now > 0
+    assert sum(map(bool, labels.values())) == MAX_CUSTOM  # the cap is reached, not passed
+    assert counted(fuzzed)["custom_metric_cap"] - before == len(fresh) - len(admitted) > 0
 
 
 @FUZZ

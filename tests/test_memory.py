@@ -10,13 +10,15 @@ import mlx.core as mx
 import psutil
 import pytest
 
-from mlx_otel.numbers.memory import (
+from mlx_otel.exporter.mlx_memory import (
     OTHER_BLOCK,
     MemoryMonitor,
     MemoryProfiler,
     MemorySnapshot,
     read_system_memory,
 )
+from mlx_otel.numbers.leak import judge_leak
+from mlx_otel.numbers.memory_figures import judge_health
 
 MB = 1 << 20
 
@@ -433,3 +435,35 @@ def test_read_peak_and_reset_peak_see_through_block_resets() -> None:
     assert profiler.read_peak_bytes() >= 16 * MB
     profiler.reset_peak()
     assert profiler.read_peak_bytes() < 16 * MB
+
+
+# -- the judging alone, on figures (mlx_otel.numbers) ------------------------------
+
+
+def _window(active_mb: list[float]) -> list[MemorySnapshot]:
+    return [MemorySnapshot(step, float(step), mb, 0.0, mb, 0.0) for step, mb in enumerate(active_mb)]
+
+
+def test_judge_leak_on_plain_figures_tells_growth_from_a_jump() -> None:
+    criteria = {"min_snapshots": 10, "min_slope_mb_per_step": 0.5, "min_r_squared": 0.8}
+    growing = judge_leak(_window([100.0 + 2 * i for i in range(20)]), **criteria)
+    assert growing.detected and growing.slope_mb_per_step == pytest.approx(2.0)
+    assert growing.r_squared == pytest.approx(1.0) and growing.window_steps == 20
+    assert growing.slope_bytes_per_step == pytest.approx(2.0 * MB)
+    jump = judge_leak(_window([100.0] * 10 + [300.0] * 10), **criteria)
+    assert not jump.detected and "fits poorly" in jump.description
+    flat = judge_leak(_window([100.0] * 20), **criteria)
+    assert not flat.detected and flat.slope_mb_per_step == 0.0
+    short = judge_leak(_window([1.0, 2.0]), **criteria)
+    assert not short.detected and math.isnan(short.slope_mb_per_step)
+
+
+def test_judge_health_on_plain_figures() -> None:
+    snapshot = MemorySnapshot(1, 0.0, mlx_allocated_mb=300.0, mlx_cache_mb=500.0,
+                              mlx_peak_mb=400.0, mlx_limit_mb=1000.0)  # fmt: skip
+    healthy, message = judge_health(snapshot, alert_threshold_mb=900.0, limit_warning_fraction=0.9)
+    assert healthy and message.startswith("Memory healthy: MLX memory 800.0 MB")
+    healthy, message = judge_health(snapshot, alert_threshold_mb=700.0, limit_warning_fraction=0.8)
+    assert not healthy
+    assert "above the alert threshold of 700.0 MB" in message
+    assert "at 80.0% of the MLX memory limit" in message and "Most of it is cache." in message

@@ -225,7 +225,7 @@ def test_a_monitor_exports_over_grpc_the_series_it_serves(collector: RotelCollec
     monitor = TrainingMonitor(config, run_id=run_id, rank=3, serve=False)
     try:
         layers = {f"model.layers.{i}.mlp": float(i) for i in range(50)}
-        monitor._layer_norms = layers
+        monitor.recorder.set_series("layer_grad_norm", layers)
         for step in range(5):
             loss = float("nan") if step == 4 else 1.0 / (step + 1)
             monitor.log_training_step(step, loss=loss, rewards=[0.5, 0.7, float("inf")])

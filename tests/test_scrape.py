@@ -59,7 +59,7 @@ def test_served_series_equal_the_sdk_exporters_for_the_same_instruments() -> Non
             0, loss=0.25, reward=0.5, grad_norm=2.0, learning_rate=1e-3, thinking_tokens=7,
             answer_tokens=2, memory_allocated_mb=3.0, rewards=[0.1, 0.9], kl=0.01,
         )  # fmt: skip
-        monitor._layer_norms = {f"layers.{i}": float(i) / 3 for i in range(100)}
+        monitor.recorder.set_series("layer_grad_norm", {f"layers.{i}": float(i) / 3 for i in range(100)})
         ours = parse_exposition(monitor.telemetry.exposition())
         reference = parse_exposition(sdk_exposition(monitor))
     finally:

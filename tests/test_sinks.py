@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.numbers.memory import MemoryProfiler
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.pipeline.chart_sink import ChartSink
 from mlx_otel.pipeline.run_files import write_run_files
 from mlx_otel.pipeline.sink import RunEnding

@@ -15,10 +15,15 @@ plain colon for the site (the source stays as it is).
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from typing import Any
 
 import griffe
+
+#: Docstrings made at import time from a declaration (the keywords of
+#: log_training_step come from STEP_ARGUMENTS): read from the imported object.
+RUNTIME_DOCSTRINGS = (("mlx_otel.monitor", "TrainingMonitor.log_training_step"),)
 
 ROLE = re.compile(r":(?:class|func|meth|attr|mod|exc|data|obj):`(~?)([^`]+)`")
 
@@ -49,6 +54,13 @@ class PublicNames(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         if pkg.path != "mlx_otel":
             return
+        for module, qualname in RUNTIME_DOCSTRINGS:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            member = pkg[f"{module.removeprefix('mlx_otel.')}.{qualname}"]
+            if member.docstring is not None and obj.__doc__:
+                member.docstring.value = inspect.cleandoc(obj.__doc__)
         _rewrite(pkg)
         package = importlib.import_module("mlx_otel")
         for name in package.__all__:

@@ -208,7 +208,7 @@ def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading
     import numpy as np
     from tqdm import tqdm
 
-    from mlx_otel.numbers.memory import MemoryMonitor
+    from mlx_otel.exporter.mlx_memory import MemoryMonitor
 
     steps = trainer.settings.steps
     bar = tqdm(total=steps, unit="step", disable=args.no_progress, dynamic_ncols=True)

@@ -2,7 +2,8 @@
 
 A scrape reads a dozen memory gauges; :class:`MemoryReadings` reads MLX,
 psutil and the leak detector once for all of them (at most every 0.25 s),
-so a scrape costs one reading, not twelve.
+so a scrape costs one reading, not twelve. The values are kept under the
+catalogue's ``read_from`` names, where the instruments look them up.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.exporter.telemetry import Reading
-from mlx_otel.numbers.memory import MemoryProfiler
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
 
 __all__ = ["MemoryReadings"]
 
+#: Readings of the whole host, served by one process per host (see ``report_host``).
+_HOST_PREFIX = "system_memory"
+#: Block statistics by the labelled metric's ``read_from``.
+_BLOCK_FIELDS = {"block_delta": "last_delta_bytes", "block_peak": "last_peak_bytes"}
 
 
 class MemoryReadings:
@@ -26,20 +30,9 @@ class MemoryReadings:
 
     ``step_peak`` returns the last finished step's peak when the training
     thread measures one (``None`` otherwise: MLX's own peak is read).
+    ``report_host=False`` leaves out host-level readings (system memory), so
+    that sums over the ranks of one host do not count the host twice.
     """
-
-    KEYS = (
-        "memory_active",
-        "memory_cache",
-        "memory_peak",
-        "memory_limit",
-        "memory_threshold",
-        "system_memory_available",
-        "system_memory_total",
-        "process_resident_memory",
-        "memory_leak_slope",
-        "memory_leak_slope_per_step",
-    )
 
     def __init__(
         self,
@@ -48,17 +41,20 @@ class MemoryReadings:
         threshold_bytes: float,
         step_peak: Callable[[], int | None],
         ledger: ErrorLedger,
+        report_host: bool = True,
     ) -> None:
         self._profiler = profiler
         self._threshold_bytes = threshold_bytes
         self._step_peak = step_peak
         self._ledger = ledger
+        self._report_host = report_host
         self._values: dict[str, float] = {}
         self._blocks: dict[str, Any] = {}
         self._read_at = -math.inf
         self._lock = threading.Lock()
 
     def read_all(self) -> dict[str, float]:
+        """Every memory value by its catalogue name (read again after 0.25 s)."""
         with self._lock:
             now = time.monotonic()
             if now - self._read_at > 0.25:
@@ -66,10 +62,20 @@ class MemoryReadings:
                 self._read_at = now
             return self._values
 
+    def value(self, key: str) -> float | None:
+        """One memory value by its catalogue ``read_from`` name, or None if unreadable."""
+        return self.read_all().get(key)
+
+    def series(self, key: str) -> Mapping[str, float]:
+        """Block statistics by block name (``block_delta``, ``block_peak``)."""
+        self.read_all()
+        field = _BLOCK_FIELDS[key]
+        return {name: getattr(block, field) for name, block in self._blocks.items()}
+
     def _read(self) -> dict[str, float]:
         profiler = self._profiler
         # read_snapshot never raises: what cannot be read is NaN and left out.
-        snapshot = profiler.read_snapshot()
+        snapshot = profiler.read_snapshot(include_system=True)
         step_peak = self._step_peak()
         # With per-step resets, the last finished step's peak (not the running one's).
         peak = profiler.read_peak_bytes() if step_peak is None else step_peak
@@ -82,6 +88,8 @@ class MemoryReadings:
             "system_memory_total": snapshot.system_total_bytes,
             "process_resident_memory": snapshot.process_rss_bytes,
         }
+        if not self._report_host:
+            readings = {k: v for k, v in readings.items() if not k.startswith(_HOST_PREFIX)}
         values = {key: value for key, value in readings.items() if math.isfinite(value)}
         if len(values) < len(readings):
             missing = sorted(set(readings) - set(values))
@@ -96,14 +104,3 @@ class MemoryReadings:
         except Exception as exc:
             self._ledger.report_exception("collection", "leak detection", exc)
         return values
-
-    def read_blocks(self, attribute: str) -> Reading:
-        self.read_all()
-        return [(getattr(b, attribute), {"block": name}) for name, b in self._blocks.items()]
-
-    def reader(self, key: str) -> Callable[[], Reading]:
-        def read() -> Reading:
-            value = self.read_all().get(key)
-            return () if value is None else ((value, {}),)
-
-        return read

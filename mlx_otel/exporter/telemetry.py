@@ -52,6 +52,7 @@ from mlx_otel.catalog import RESOURCE_LABELS, Kind, Metric
 from mlx_otel.errors import PortInUseError
 from mlx_otel.exporter.endpoint import make_endpoint_server
 from mlx_otel.exporter.histograms import BulkHistogram, HistogramCollector
+from mlx_otel.records import to_number
 
 __all__ = ["Reading", "Telemetry"]
 
@@ -88,9 +89,8 @@ def _family(metric: Metric, read: Callable[[], Reading], resource: Mapping[str, 
     try:
         readings = read()
         for value, attributes in readings:
-            try:
-                number = float(value)
-            except (TypeError, ValueError, OverflowError):
+            number = to_number(value)
+            if number is None:
                 # Not a float (a huge int): skip the series, keep the family.
                 log.debug("mlx_otel: %s: unreadable value %r skipped", name, value)
                 continue
@@ -101,11 +101,9 @@ def _family(metric: Metric, read: Callable[[], Reading], resource: Mapping[str, 
 
 
 def _finite(value: Any) -> bool:
-    """Whether ``value`` is a finite float (False for NaN, inf and what is no float)."""
-    try:
-        return math.isfinite(value)
-    except (TypeError, OverflowError):
-        return False
+    """Whether ``value`` is a finite number (False for NaN, inf and what is no number)."""
+    number = to_number(value)
+    return number is not None and math.isfinite(number)
 
 
 class Telemetry:

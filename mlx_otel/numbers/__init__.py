@@ -1,5 +1,7 @@
-"""Plain numbers: statistics, memory snapshots and leak detection, gradient norms.
+"""Plain numbers: statistics, memory figures and leak detection, gradient norms.
 
-No exporter, no WandB, no charts: everything here can be used and tested on
-its own. The exporter and the pipeline consume what these modules compute.
+No exporter, no WandB, no charts, no reading of the machine (psutil, MLX's
+memory counters live with the exporter): everything here can be used and
+tested on figures given to it. The exporter and the pipeline consume what
+these modules compute.
 """

@@ -3,10 +3,16 @@
 :meth:`StepRecorder.record` is the body of ``log_training_step``. It costs
 microseconds: it keeps the step's values, appends the per-sample rewards and
 the step duration to bounded buffers and queues one plain tuple for the
-background worker. Everything slow happens elsewhere: :meth:`fold` records
-buffered samples into histograms (before each scrape and on the worker), and
-:meth:`drain` turns queued tuples into :class:`~mlx_otel.records.StepRecord`
-batches for the sinks.
+background worker. :meth:`StepRecorder.record_report` takes a trainer
+integration's :class:`~mlx_otel.records.TrainerReport` the same way.
+Everything slow happens elsewhere: :meth:`fold` records buffered samples into
+histograms (before each scrape and on the worker), and :meth:`drain` turns
+queued tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
+
+The recorder is also where the instruments read the values it holds
+(:meth:`StepRecorder.value`, :meth:`StepRecorder.series`), by the names the
+catalogue's ``read_from`` gives. The keywords of ``log_training_step`` are
+declared once, in :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`.
 """
 
 from __future__ import annotations
@@ -16,46 +22,43 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from mlx_otel.catalog import METRICS, Source
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.numbers.memory import MemoryProfiler
-from mlx_otel.records import MemoryReading, StepRecord, to_number, to_numbers
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.pipeline.samples import SampleBuffers
+from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
+from mlx_otel.records import MemoryReading, StepRecord, TrainerReport, to_number, to_numbers
 
-__all__ = ["MISSING", "TRAINER_METRICS", "StepRecorder"]
+__all__ = ["StepRecorder"]
 
-
-class _Missing:
-    """Marks an argument that was not passed (``None`` passed is an invalid value)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<not given>"
-
-
-MISSING: Any = _Missing()
 
 # Custom metric names become label values: keep them tidy and bounded.
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
 #: Keyword of log_training_step for a stored key, where the two differ.
-_ARGUMENT_NAMES = {"reward_mean": "reward"}
+_ARGUMENT_NAMES = {a.stored: a.name for a in STEP_ARGUMENTS if a.stored != a.name}
 #: Custom value types stored without conversion (bool is not one: it is
 #: checked; nor int: a huge int would overflow every float reader).
 _PLAIN_NUMBERS = frozenset({float})
 #: Largest step or token count recorded (floats hold integers exactly up to it).
 _MAX_INT = 2**53
-#: Catalogue metrics that trainer callbacks set by keyword, named by their Prometheus
-#: name (``mlx_train_kl=``, or ``mlx_train_clip_ratio/low=`` for a labelled one):
-#: stored among the step's values by their key (``kl``, ``clip_ratio/low``).
-TRAINER_METRICS = {m.prometheus_name: m for m in METRICS if m.source is Source.TRAINER}
-#: Samples folded into a histogram in one piece (about a millisecond of NumPy)
-#: before the interpreter is yielded to the training thread.
-_FOLD_CHUNK = 1 << 16
+#: Catalogue keys a trainer report may carry: the recorder's metrics that are
+#: neither histograms nor counted here (steps, tokens, custom, gradients).
+_REPORTABLE = {
+    m.key: m
+    for m in METRICS
+    if m.source in (Source.STEP, Source.TRAINER)
+    and m.read_from == m.key
+    and m.buckets is None
+    and m.key not in ("steps", "step", "tokens", "custom")
+}
+#: Label values longer than this are cut (they become Prometheus label values).
+_MAX_LABEL = 64
+_NO_LABELS: Mapping[str, Mapping[str, float]] = {}
 
 
 class StepRecorder:
@@ -76,6 +79,7 @@ class StepRecorder:
         reset_peak: bool = False,
         read_memory: bool = True,
         strict: bool = False,
+        started: float | None = None,
     ) -> None:
         self._ledger = ledger
         self._profiler = profiler
@@ -91,11 +95,10 @@ class StepRecorder:
         self._last_call: float | None = None
         # keyword -> sanitised custom name, or "" once refused
         self._custom_names: dict[str, str] = {}
-        # keyword -> stored key of a trainer metric ("kl", "clip_ratio/low"), or ""
-        self._trainer_keys: dict[str, str] = {}
+        # labelled catalogue key -> label value given -> label value stored, or "" once refused
+        self._labels: dict[str, dict[str, str]] = {}
         self._admitted_custom: frozenset[str] = frozenset()
-        self._reward_buffer: deque[Any] = deque()
-        self._duration_buffer: deque[float] = deque()
+        self.samples = SampleBuffers(ledger=ledger, max_samples=max_records)
         # Plain tuples in StepRecord's field order: a NamedTuple costs 0.3 µs
         # more to build on the training thread; drain() makes StepRecords.
         self._records: deque[tuple[Any, ...]] = deque()
@@ -103,24 +106,48 @@ class StepRecorder:
         # (those plus the steps not drained yet), rebuilt before each scrape.
         self._latest_lock = threading.Lock()
         self._latest: dict[str, float] = {}
+        if started is not None:  # the last step's time before the first step
+            self._latest["step_timestamp"] = started
         self._latest_custom: dict[str, float] = {}
+        self._latest_labelled: dict[str, dict[str, float]] = {}
         self.view: dict[str, float] = {}
         self.custom_view: dict[str, float] = {}
-        self._fold_lock = threading.Lock()
-        self._record_reward: Callable[[np.ndarray], None] | None = None
-        self._record_duration: Callable[[np.ndarray], None] | None = None
+        self.labelled_view: dict[str, dict[str, float]] = {}
+        # Labelled values stored outside steps (the layers' gradient norms).
+        self._series: dict[str, Mapping[str, float]] = {}
 
-    def fold_into(
-        self, rewards: Callable[[np.ndarray], None], durations: Callable[[np.ndarray], None]
-    ) -> None:
-        """Where :meth:`fold` records buffered rewards and step durations (finite
-        float64 arrays, e.g. :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
-        self._record_reward = rewards
-        self._record_duration = durations
+    def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
+        """Where :meth:`fold` records buffered samples, by buffer: ``rewards`` and
+        ``durations`` (finite float64 arrays, e.g.
+        :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
+        self.samples.fold_into(histograms["rewards"], histograms["durations"])
+
+    # -- what the instruments read ------------------------------------------------
+    def value(self, key: str) -> float | None:
+        """The latest value stored under ``key`` (a catalogue ``read_from``), or None."""
+        if key == "steps":
+            return self.steps
+        return self.view.get(key)
+
+    def series(self, key: str) -> Mapping[str, float]:
+        """The latest labelled values under ``key``: label value -> number."""
+        if key == "tokens":
+            return self.tokens
+        if key == "custom":
+            return self.custom_view
+        stored = self._series.get(key)
+        return stored if stored is not None else self.labelled_view.get(key, {})
+
+    def set_series(self, key: str, values: Mapping[str, float]) -> None:
+        """Replace labelled values that do not come from a step (layer gradient norms)."""
+        self._series[key] = values  # replaced whole: a scrape sees one version
 
     # -- the hot path ----------------------------------------------------------
     def record(self, step: Any, custom: dict[str, Any]) -> None:
-        """One ``log_training_step(step, **custom)`` call; named arguments are popped."""
+        """One ``log_training_step(step, **custom)`` call; named arguments are popped.
+
+        The names popped here are those of :data:`STEP_ARGUMENTS` (a test holds them equal).
+        """
         # The parameters are taken from **custom on purpose: CPython matches
         # every extra keyword against each named parameter, which cost more
         # (about 1 µs for 13 custom metrics) than popping them here.
@@ -188,9 +215,10 @@ class StepRecorder:
             else:
                 duration = None
             self._last_call = now
+            samples = self.samples
             if duration is not None:
                 values["step_time"] = duration
-                self._buffer_sample(self._duration_buffer, duration, "step_duration")
+                samples.add(samples.durations, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
                 # Copy now: the caller may reuse its list or buffer next step. A
@@ -199,17 +227,16 @@ class StepRecorder:
                 # full collection (which holds the interpreter) longer.
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
-                    self._buffer_sample(self._reward_buffer, chunk, "rewards")
+                    samples.add(samples.rewards, chunk, "rewards")
+            # _queue(), inlined: a call costs about 0.1 µs on this path.
             memory = None
             if self._read_memory:
-                # MLX's counters at the step boundary, for leak detection; the
-                # profiler carries the peak across MemoryMonitor blocks.
                 memory = self._profiler.end_step(reset_peak=self._reset_peak)
                 self.step_peak = memory[2]
             self.steps += 1
             self._buffer(
                 self._records,
-                (step, time.time(), values, custom, chunk, duration, memory),
+                (step, time.time(), values, custom, chunk, duration, memory, _NO_LABELS),
                 "step_record",
             )
         except Exception as exc:  # monitoring never kills training
@@ -217,42 +244,78 @@ class StepRecorder:
                 raise
             self._ledger.report_exception("invalid_value", "log_training_step", exc)
 
+    def record_report(self, report: TrainerReport) -> None:
+        """One trainer report: a step whose values come by catalogue key.
+
+        Values that are not numbers are counted as from ``log_training_step``;
+        each labelled metric admits at most ``max_custom`` label values.
+        """
+        try:
+            now = time.perf_counter()
+            values: dict[str, float] = {}
+            for key, value in report.values.items():
+                metric = _REPORTABLE.get(key)
+                if metric is None or metric.labels:
+                    raise ValueError(f"{key!r} is no unlabelled metric a trainer reports")
+                self._store_slow(values, key, value)
+            labelled: dict[str, dict[str, float]] = {}
+            for key, series in report.labelled.items():
+                metric = _REPORTABLE.get(key)
+                if metric is None or not metric.labels:
+                    raise ValueError(f"{key!r} is no labelled metric a trainer reports")
+                stored = self._labelled_slow(key, series)
+                if stored:
+                    labelled[key] = stored
+            custom = self._custom_slow(report.custom, values) if report.custom else {}
+            step = report.step
+            if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
+                step = self._to_step(step)
+            duration = None if self._last_call is None else now - self._last_call
+            self._last_call = now
+            if duration is not None:
+                values["step_time"] = duration
+                self.samples.add(self.samples.durations, duration, "step_duration")
+            self._queue(step, values, custom, None, duration, labelled)
+        except Exception as exc:  # monitoring never kills training
+            if self.strict:
+                raise
+            self._ledger.report_exception("invalid_value", "trainer report", exc)
+
+    def _queue(
+        self,
+        step: int,
+        values: dict[str, float],
+        custom: dict[str, float],
+        chunk: Any,
+        duration: float | None,
+        labelled: Mapping[str, Mapping[str, float]],
+    ) -> None:
+        """Count the step and queue it for the worker."""
+        memory = None
+        if self._read_memory:
+            # MLX's counters at the step boundary, for leak detection; the
+            # profiler carries the peak across MemoryMonitor blocks.
+            memory = self._profiler.end_step(reset_peak=self._reset_peak)
+            self.step_peak = memory[2]
+        self.steps += 1
+        self._buffer(
+            self._records,
+            (step, time.time(), values, custom, chunk, duration, memory, labelled),
+            "step_record",
+        )
+
     def _buffer(self, buffer: deque[Any], item: Any, task: str) -> None:
         if len(buffer) >= self._max_records:
             buffer.popleft()
             self._ledger.drop(task)
         buffer.append(item)
 
-    def _buffer_sample(self, buffer: deque[Any], item: Any, task: str) -> None:
-        # Histogram samples must stay exact: a full buffer is first folded in
-        # part. When the worker holds the fold lock (it may be waiting for the
-        # interpreter in the middle of a piece), the buffer may grow to twice
-        # its bound; beyond that the new sample is dropped and counted. Only a
-        # holder of the fold lock pops these buffers.
-        size = len(buffer)
-        full = size >= self._max_records and not self._fold_inline()
-        if full and size >= 2 * self._max_records:
-            self._ledger.drop(task)
-            return
-        buffer.append(item)
-
     # -- validation (off the fast path) -----------------------------------------
     def _custom_slow(self, custom: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
-        """Admit new custom keywords and convert values that are not plain numbers.
-
-        Trainer metrics (keywords named after a catalogue metric, see
-        :data:`TRAINER_METRICS`) go to ``values`` instead.
-        """
+        """Admit new custom keywords and convert values that are not plain numbers."""
         checked: dict[str, float] = {}
         names = self._custom_names
         for key, value in custom.items():
-            if key.partition("/")[0] in TRAINER_METRICS:
-                stored = self._trainer_keys.get(key)
-                if stored is None:
-                    stored = self._admit_trainer(key)
-                if stored and (number := self._to_float(key, value)) is not None:
-                    values[stored] = number
-                continue
             name = names.get(key)
             if name is None:
                 name = self._admit_custom(key)
@@ -328,22 +391,33 @@ class StepRecorder:
         self._custom_names[key] = stored
         return stored
 
-    def _admit_trainer(self, key: str) -> str:
-        """The stored key of a trainer metric; each metric's label values share the cap."""
-        base, _, label = key.partition("/")
-        metric = TRAINER_METRICS[base]
-        stored = f"{metric.key}/{label[:64]}" if label else metric.key
-        labelled = sum(1 for v in self._trainer_keys.values() if v.startswith(f"{metric.key}/"))
-        if label and labelled >= self._max_custom:
+    def _labelled_slow(self, key: str, series: Mapping[Any, Any]) -> dict[str, float]:
+        """The admitted label values of a labelled metric, as numbers."""
+        labels = self._labels.setdefault(key, {})
+        stored: dict[str, float] = {}
+        for label, value in series.items():
+            name = labels.get(label)
+            if name is None:
+                name = self._admit_label(key, labels, label)
+            if name and (number := self._to_float(f"{key}/{name}", value)) is not None:
+                stored[name] = number
+        return stored
+
+    def _admit_label(self, key: str, labels: dict[str, str], label: Any) -> str:
+        """The stored label value of a labelled metric, or "" beyond the cap (per metric)."""
+        name = str(label)[:_MAX_LABEL]
+        if not name:  # Prometheus reads an empty label value as no label at all
+            self._reject(f"{key}/", label, "invalid_value")
+        elif sum(1 for v in labels.values() if v) >= self._max_custom:
             self._ledger.report(
                 "custom_metric_cap",
-                key,
-                f"{key!r} not exported: the cap of {self._max_custom} series per metric is "
-                "reached (raise exporter.max_custom_metrics)",
+                f"{key}/{name}",
+                f"{key}={name!r} not exported: the cap of {self._max_custom} series per metric "
+                "is reached (raise exporter.max_custom_metrics)",
             )
-            stored = ""
-        self._trainer_keys[key] = stored
-        return stored
+            name = ""
+        labels[label] = name
+        return name
 
     def _reject(self, key: str, value: Any, kind: str) -> None:
         key = _ARGUMENT_NAMES.get(key, key)
@@ -358,7 +432,13 @@ class StepRecorder:
         self._ledger.report(kind, key, message)
 
     # -- off the training thread -------------------------------------------------
-    def _apply(self, latest: dict[str, float], custom: dict[str, float], fields: Any) -> None:
+    def _apply(
+        self,
+        latest: dict[str, float],
+        custom: dict[str, float],
+        labelled: dict[str, dict[str, float]],
+        fields: Any,
+    ) -> None:
         """Fold one queued step into latest-values mappings."""
         latest.update(fields[2])
         latest["step"] = fields[0]
@@ -367,16 +447,20 @@ class StepRecorder:
             names = self._custom_names
             for key, value in fields[3].items():
                 custom[names[key]] = value
+        for key, series in fields[7].items():
+            labelled.setdefault(key, {}).update(series)
 
     def refresh_view(self) -> None:
         """Latest values for a scrape: what was drained plus the steps still queued."""
         with self._latest_lock:
             view = dict(self._latest)
             custom = dict(self._latest_custom)
+            labelled = {k: dict(v) for k, v in self._latest_labelled.items()}
             for fields in list(self._records):
-                self._apply(view, custom, fields)
+                self._apply(view, custom, labelled, fields)
         self.view = view
         self.custom_view = custom
+        self.labelled_view = labelled
 
     def set_latest(self, key: str, value: float) -> None:
         """Store a value that does not come from a step (the global gradient norm)."""
@@ -403,97 +487,18 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                self._apply(self._latest, self._latest_custom, fields)
-                step, stamp, values, custom, rewards, duration, memory = fields
+                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields)
+                step, stamp, values, custom, rewards, duration, memory, labelled = fields
                 if custom:
                     custom = {names[key]: float(value) for key, value in custom.items()}
                 batch.append(
                     StepRecord(
                         step, stamp, values, custom, rewards, duration,
-                        None if memory is None else MemoryReading(*memory),
+                        None if memory is None else MemoryReading(*memory), labelled,
                     )  # fmt: skip
                 )
         return batch
 
     def fold(self) -> None:
-        """Fold buffered samples into the histograms, in bounded NumPy pieces."""
-        if self._record_reward is None or self._record_duration is None:
-            return
-        with self._fold_lock:
-            self._fold_durations()
-        left = len(self._reward_buffer)  # what is buffered now; later samples wait
-        while left:
-            # The lock is held for one piece at a time, so that a training
-            # thread with a full buffer can fold a piece itself in between.
-            with self._fold_lock:
-                taken = self._fold_rewards(left)
-            left -= taken
-            if not taken:
-                break
-            if left:
-                time.sleep(0)  # let the training thread run between pieces
-
-    def _fold_inline(self) -> bool:
-        """On the training thread, when a sample buffer is full: fold one piece now.
-
-        A worker that cannot keep up (a flood of steps holds the interpreter)
-        would otherwise make the buffers drop samples. One piece costs tens of
-        microseconds; if the worker is folding at this moment, nothing is done
-        (the caller drops and counts the oldest entry instead).
-        """
-        if self._record_reward is None or not self._fold_lock.acquire(blocking=False):
-            return False
-        try:
-            self._fold_durations()
-            self._fold_rewards(len(self._reward_buffer))
-        finally:
-            self._fold_lock.release()
-        return True
-
-    def _fold_durations(self) -> None:
-        durations = self._duration_buffer
-        count = len(durations)
-        if not count or self._record_duration is None:
-            return
-        values = np.fromiter((durations.popleft() for _ in range(count)), np.float64, count)
-        finite = np.isfinite(values)
-        self._count_fold_errors(count - int(np.count_nonzero(finite)), 0)
-        values = values[finite]
-        negative = values < 0  # a step_time= below zero
-        self._count_fold_errors(0, int(np.count_nonzero(negative)))
-        self._record_duration(values[~negative])
-
-    def _fold_rewards(self, limit: int) -> int:
-        """Fold up to about _FOLD_CHUNK samples from at most ``limit`` chunks; returns chunks taken."""
-        buffer = self._reward_buffer
-        pieces = []
-        size = taken = invalid = 0
-        while taken < limit and buffer and size < _FOLD_CHUNK:
-            taken += 1
-            # A list is copied unchecked on the training thread: text,
-            # None or huge ints inside are found here.
-            chunk = to_numbers(buffer.popleft())
-            if chunk is None:
-                invalid += 1
-                continue
-            pieces.append(chunk)
-            size += chunk.size
-        non_finite = 0
-        if pieces and self._record_reward is not None:
-            values = np.concatenate(pieces)
-            finite = np.isfinite(values)
-            non_finite = values.size - int(np.count_nonzero(finite))
-            self._record_reward(values[finite])
-        self._count_fold_errors(non_finite, invalid)
-        return taken
-
-    def _count_fold_errors(self, non_finite: int, invalid: int) -> None:
-        if non_finite:
-            self._ledger.count("non_finite", non_finite)
-        if invalid:
-            self._ledger.report(
-                "invalid_value", "rewards", "rewards or step_time that are not numbers "
-                "(text, None, negative durations, huge ints) are left out of the histograms",
-            )
-            if invalid > 1:
-                self._ledger.count("invalid_value", invalid - 1)
+        """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
+        self.samples.fold()

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from mlx_otel.catalog import custom_key
+from mlx_otel.catalog import by_key, custom_key
 from mlx_otel.records import GradientRecord, StepRecord
 
 __all__ = ["Record", "RunEnding", "Sink", "seconds_left", "step_values"]
@@ -72,8 +72,12 @@ _MEMORY_FIELDS = ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
 
 
 def step_values(record: StepRecord, *, memory: bool) -> dict[str, float]:
-    """A step's values under the names statistics, CSV and WandB use."""
+    """A step's values under the names statistics and CSV use (the catalogue's columns)."""
     values = dict(record.values)
+    for key, series in record.labelled.items():
+        metric = by_key(key)
+        for label, value in series.items():
+            values[metric.column(label)] = value
     for name, value in record.custom.items():
         values[custom_key(name)] = value
     if memory and record.memory is not None:

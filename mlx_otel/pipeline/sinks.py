@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.numbers.memory import MemoryProfiler
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.pipeline.chart_sink import ChartSink
 from mlx_otel.pipeline.sink import RunEnding, Sink
 from mlx_otel.pipeline.statistics_sink import StatisticsSink

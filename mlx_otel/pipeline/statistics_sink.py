@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.numbers.memory import MemoryProfiler
+from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 from mlx_otel.pipeline.sink import Record, step_values
 from mlx_otel.records import GradientRecord, to_numbers

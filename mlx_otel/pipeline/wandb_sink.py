@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mlx_otel.catalog import METRICS, Source, wandb_key
+from mlx_otel.catalog import METRICS, Source, by_key, wandb_key
 from mlx_otel.pipeline.sink import Record, seconds_left, step_values
 from mlx_otel.records import GradientRecord, to_numbers
 
@@ -52,6 +52,10 @@ class WandBSink:
                 self.logger.log_gradients(dict(record.per_layer), step=record.step)
                 continue
             values = step_values(record, memory=self._log_memory)
+            for key, series in record.labelled.items():  # rl/clip_ratio/low
+                metric = by_key(key)
+                for label in series:
+                    values[metric.wandb_name(label)] = values.pop(metric.column(label))
             for key in _TRAINER_KEYS.intersection(values):
                 values[wandb_key(key)] = values.pop(key)  # rl/kl, beside the user's custom/kl
             self.logger.log_metrics(values, step=record.step)

@@ -1,12 +1,12 @@
-"""MLX and process memory: snapshots, health checks, leak detection, block stats.
+"""MLX and process memory, read where it lives: the profiler, blocks and cleanup.
 
-Plain Python and plain numbers: the telemetry layer reads the objects defined
-here (``MemoryProfiler.latest``, ``leak_report()``, ``block_stats()``,
-``read_snapshot()``) when Prometheus scrapes, and knows how to turn them into
-gauges. Nothing in this module imports OpenTelemetry or Prometheus.
+:class:`MemoryProfiler` reads MLX's counters (and psutil, at scrape time),
+keeps the snapshot history, carries MLX's one process-wide peak counter across
+:class:`MemoryMonitor` blocks, and frees memory on request. The judging is
+plain numbers (:mod:`mlx_otel.numbers.leak`, :mod:`mlx_otel.numbers.memory_figures`);
+the exporter's memory readings turn what is read here into gauges.
 
-Units: "MB" means mebibytes (2**20 bytes), as MLX users usually mean it;
-every MB figure also has a ``*_bytes`` accessor for the exporters.
+Units: "MB" means mebibytes (2**20 bytes), as MLX users usually mean it.
 
 Example::
 
@@ -24,17 +24,24 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from itertools import pairwise
 from types import TracebackType
 
 import mlx.core as mx
-import numpy as np
 import psutil
+
+from mlx_otel.numbers.leak import LeakReport, judge_leak
+from mlx_otel.numbers.memory_figures import (
+    NAN,
+    BlockStats,
+    MemorySnapshot,
+    SystemMemory,
+    judge_health,
+    to_bytes,
+    to_mb,
+)
 
 __all__ = [
     "OTHER_BLOCK",
@@ -49,53 +56,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MB = float(1 << 20)
-_NAN = float("nan")
-
 #: Block name that collects every name beyond ``MemoryProfiler.max_blocks``.
 OTHER_BLOCK = "other"
 
-
-def _to_mb(num_bytes: float) -> float:
-    return num_bytes / _MB
-
-
-def _to_bytes(mb: float) -> float:
-    # Division by 2**20 is exact in binary floating point, so this round trip is too.
-    return mb * _MB
-
-
-@dataclass(frozen=True)
-class SystemMemory:
-    """Process and system memory as psutil sees it, in MB (NaN when unreadable).
-
-    Cheap enough for a Prometheus scrape, too dear for every training step
-    (about 35 µs together), which is why it is kept apart from MLX's counters.
-
-    Example::
-
-        system = read_system_memory()
-        print(f"RSS {system.process_rss_mb:.0f} MB")
-    """
-
-    process_rss_mb: float
-    system_available_mb: float
-    system_total_mb: float
-
-    @property
-    def process_rss_bytes(self) -> float:
-        return _to_bytes(self.process_rss_mb)
-
-    @property
-    def system_available_bytes(self) -> float:
-        return _to_bytes(self.system_available_mb)
-
-    @property
-    def system_total_bytes(self) -> float:
-        return _to_bytes(self.system_total_mb)
-
-
-_UNREADABLE_SYSTEM = SystemMemory(_NAN, _NAN, _NAN)
+_UNREADABLE_SYSTEM = SystemMemory(NAN, NAN, NAN)
 _process: psutil.Process | None = None
 
 
@@ -110,168 +74,20 @@ def read_system_memory() -> SystemMemory:
         read_system_memory().system_available_mb
     """
     global _process
-    rss = available = total = _NAN
+    rss = available = total = NAN
     try:
         if _process is None:
             # Creating a Process costs more than reading it; keep one.
             _process = psutil.Process()
-        rss = _to_mb(_process.memory_info().rss)
+        rss = to_mb(_process.memory_info().rss)
     except Exception:  # psutil raises many types (AccessDenied, OSError, ...)
         logger.debug("psutil could not read the process RSS", exc_info=True)
     try:
         vm = psutil.virtual_memory()
-        available, total = _to_mb(vm.available), _to_mb(vm.total)
+        available, total = to_mb(vm.available), to_mb(vm.total)
     except Exception:
         logger.debug("psutil could not read system memory", exc_info=True)
     return SystemMemory(rss, available, total)
-
-
-@dataclass(frozen=True)
-class MemorySnapshot:
-    """One reading of MLX, process and system memory, in MB.
-
-    ``mlx_allocated_mb`` is MLX *active* memory (bytes held by live arrays);
-    the name is kept from the original monitoring spec and ``mlx_active_mb``
-    is its clearer alias. Cache is freed memory MLX keeps for reuse; peak is
-    the highest active memory since the last reset (MLX does not count the
-    cache in its peak). Fields that could not be read are NaN.
-
-    Example::
-
-        snapshot = profiler.take_snapshot(step=10)
-        print(f"Allocated: {snapshot.mlx_allocated_mb:.1f}MB")
-    """
-
-    step: int | None
-    timestamp: float
-    mlx_allocated_mb: float
-    mlx_cache_mb: float
-    mlx_peak_mb: float
-    mlx_limit_mb: float
-    process_rss_mb: float = _NAN
-    system_available_mb: float = _NAN
-    system_total_mb: float = _NAN
-
-    @property
-    def mlx_active_mb(self) -> float:
-        """MLX active memory in MB (same value as ``mlx_allocated_mb``)."""
-        return self.mlx_allocated_mb
-
-    @property
-    def mlx_total_mb(self) -> float:
-        """Active plus cache: what MLX holds from the system."""
-        return self.mlx_allocated_mb + self.mlx_cache_mb
-
-    @property
-    def mlx_active_bytes(self) -> float:
-        return _to_bytes(self.mlx_allocated_mb)
-
-    @property
-    def mlx_cache_bytes(self) -> float:
-        return _to_bytes(self.mlx_cache_mb)
-
-    @property
-    def mlx_peak_bytes(self) -> float:
-        return _to_bytes(self.mlx_peak_mb)
-
-    @property
-    def mlx_limit_bytes(self) -> float:
-        return _to_bytes(self.mlx_limit_mb)
-
-    @property
-    def process_rss_bytes(self) -> float:
-        return _to_bytes(self.process_rss_mb)
-
-    @property
-    def system_available_bytes(self) -> float:
-        return _to_bytes(self.system_available_mb)
-
-    @property
-    def system_total_bytes(self) -> float:
-        return _to_bytes(self.system_total_mb)
-
-
-@dataclass(frozen=True)
-class LeakReport:
-    """Outcome of a leak check over the last snapshots.
-
-    ``slope_mb_per_step`` is the least-squares slope of MLX active memory
-    against the step number, ``r_squared`` the fit quality (1 = a straight
-    line), ``window_steps`` the number of snapshots judged. NaN slopes mean
-    there was nothing to fit yet.
-
-    Example::
-
-        report = profiler.leak_report()
-        if report.detected:
-            print(report.description)
-    """
-
-    detected: bool
-    slope_mb_per_step: float
-    slope_mb_per_second: float
-    r_squared: float
-    window_steps: int
-    description: str
-    growth_mb: float = _NAN
-    rising_subwindows: int = 0
-    subwindows: int = 0
-
-    @property
-    def slope_bytes_per_step(self) -> float:
-        return _to_bytes(self.slope_mb_per_step)
-
-    @property
-    def slope_bytes_per_second(self) -> float:
-        return _to_bytes(self.slope_mb_per_second)
-
-
-@dataclass(frozen=True)
-class BlockStats:
-    """Memory use of one named block (see :class:`MemoryMonitor`), in MB.
-
-    ``last_delta_mb`` is the change of active memory across the last run
-    (positive: the block left arrays alive), ``last_peak_mb`` the highest
-    active memory during it (absolute, so it includes what was held before
-    the block), ``calls`` how many runs were recorded.
-
-    Example::
-
-        stats = profiler.block_stats()["forward_backward"]
-        print(stats.last_delta_mb, stats.last_peak_mb, stats.calls)
-    """
-
-    last_delta_mb: float
-    last_peak_mb: float
-    calls: int
-    max_peak_mb: float
-    total_delta_mb: float
-
-    @property
-    def last_delta_bytes(self) -> float:
-        return _to_bytes(self.last_delta_mb)
-
-    @property
-    def last_peak_bytes(self) -> float:
-        return _to_bytes(self.last_peak_mb)
-
-
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope and r² of y against x (closed form).
-
-    A constant y has no trend to explain: slope 0 and r² 0.
-    """
-    dx = x - x.mean()
-    dy = y - y.mean()
-    sxx = float(dx @ dx)
-    syy = float(dy @ dy)
-    if sxx == 0.0:
-        return _NAN, 0.0
-    sxy = float(dx @ dy)
-    slope = sxy / sxx
-    if syy == 0.0:
-        return slope, 0.0
-    return slope, (sxy * sxy) / (sxx * syy)
 
 
 class MemoryProfiler:
@@ -426,13 +242,13 @@ class MemoryProfiler:
             profiler.read_snapshot().mlx_cache_mb
         """
         try:
-            active = _to_mb(mx.get_active_memory())
-            cache = _to_mb(mx.get_cache_memory())
-            peak = _to_mb(self.read_peak_bytes())
-            limit = _to_mb(mx.get_memory_limit())
+            active = to_mb(mx.get_active_memory())
+            cache = to_mb(mx.get_cache_memory())
+            peak = to_mb(self.read_peak_bytes())
+            limit = to_mb(mx.get_memory_limit())
         except Exception:  # a broken MLX build must not stop the training loop
             logger.warning("could not read MLX memory counters", exc_info=True)
-            active = cache = peak = limit = _NAN
+            active = cache = peak = limit = NAN
         system = read_system_memory() if include_system else _UNREADABLE_SYSTEM
         return MemorySnapshot(
             step=step,
@@ -506,13 +322,13 @@ class MemoryProfiler:
         snapshot = MemorySnapshot(
             step=step,
             timestamp=timestamp,
-            mlx_allocated_mb=_to_mb(active_bytes),
-            mlx_cache_mb=_to_mb(cache_bytes),
-            mlx_peak_mb=_to_mb(peak_bytes),
-            mlx_limit_mb=_to_mb(mx.get_memory_limit()),
-            process_rss_mb=_NAN,
-            system_available_mb=_NAN,
-            system_total_mb=_NAN,
+            mlx_allocated_mb=to_mb(active_bytes),
+            mlx_cache_mb=to_mb(cache_bytes),
+            mlx_peak_mb=to_mb(peak_bytes),
+            mlx_limit_mb=to_mb(mx.get_memory_limit()),
+            process_rss_mb=NAN,
+            system_available_mb=NAN,
+            system_total_mb=NAN,
         )
         with self._lock:
             self._snapshots.append(snapshot)
@@ -532,7 +348,7 @@ class MemoryProfiler:
 
     @property
     def alert_threshold_bytes(self) -> float:
-        return _to_bytes(self.alert_threshold_mb)
+        return to_bytes(self.alert_threshold_mb)
 
     # -- health ---------------------------------------------------------------
 
@@ -549,66 +365,18 @@ class MemoryProfiler:
                 logger.warning(message)
         """
         snap = self.read_snapshot(self.latest.step if self.latest else None)
-        used = snap.mlx_total_mb
-        limit = snap.mlx_limit_mb
-        limit_share = used / limit if limit > 0 else _NAN
-        figures = (
-            f"MLX memory {used:.1f} MB (active {snap.mlx_active_mb:.1f} MB + cache "
-            f"{snap.mlx_cache_mb:.1f} MB), peak {snap.mlx_peak_mb:.1f} MB, "
-            f"limit {limit:.1f} MB, alert threshold {self.alert_threshold_mb:.1f} MB, "
-            f"process RSS {snap.process_rss_mb:.1f} MB, "
-            f"system available {snap.system_available_mb:.1f} MB"
+        return judge_health(
+            snap,
+            alert_threshold_mb=self.alert_threshold_mb,
+            limit_warning_fraction=self.limit_warning_fraction,
         )
-        problems = []
-        if used > self.alert_threshold_mb:
-            problems.append(f"above the alert threshold of {self.alert_threshold_mb:.1f} MB")
-        if limit > 0 and used >= self.limit_warning_fraction * limit:
-            problems.append(
-                f"at {100 * limit_share:.1f}% of the MLX memory limit "
-                f"(warning from {100 * self.limit_warning_fraction:.0f}%)"
-            )
-        if not problems:
-            return True, f"Memory healthy: {figures}."
-        advice = (
-            "Free the cache with aggressive_cleanup() (gc.collect + mx.clear_cache) "
-            "or cap it with mx.set_cache_limit, lower the batch size or sequence "
-            "length, or set a ceiling with mx.set_memory_limit."
-        )
-        if snap.mlx_cache_mb > snap.mlx_active_mb:
-            advice = "Most of it is cache. " + advice
-        return False, f"Memory unhealthy, {' and '.join(problems)}: {figures}. {advice}"
 
     # -- leaks ----------------------------------------------------------------
 
     def leak_report(self) -> LeakReport:
-        """Decide whether MLX active memory is leaking over the last window.
-
-        The method, and why:
-
-        1. Only *active* memory is fitted. Cache growth is MLX reusing freed
-           buffers; it is bounded by ``mx.set_cache_limit`` and returned by
-           ``mx.clear_cache()``, so it is not a leak.
-        2. Least-squares slope of active MB against the step (snapshot order
-           when steps are missing or go backwards) over the last
-           ``leak_detection_window`` snapshots, at least
-           ``min_leak_snapshots`` of them. A leak needs a slope of at least
-           ``min_leak_slope_mb_per_step``; a sawtooth of arrays freed every
-           step has no slope.
-        3. The line must fit: r² >= ``min_leak_r_squared`` (0.8). A one-time
-           step change (a new, larger batch shape that stays allocated) is
-           explained by a line to at most r² = 3p(1-p) <= 0.75, p being where
-           in the window the jump falls, so it fails this test wherever it is.
-        4. The growth must be sustained: the window is cut into four
-           consecutive sub-windows and the mean must rise from each one to
-           the next by at least half of what the minimum slope implies. A
-           single jump raises at most two of the three transitions (the one
-           it falls in and, when it lands inside a sub-window, the next),
-           so it cannot pass even where noise lifts its r².
-
-        A jump and a slow leak in the same window can hide the leak until
-        the jump leaves the window; a handful of large discrete jumps per
-        window looks like new shapes, not a leak. Prometheus' own
-        ``predict_linear`` alert on the exported slope sees the longer run.
+        """Decide whether MLX active memory is leaking over the last
+        ``leak_detection_window`` snapshots (see :func:`~mlx_otel.numbers.leak.judge_leak`
+        for the method and why).
 
         Example::
 
@@ -620,7 +388,12 @@ class MemoryProfiler:
             if self._leak_cache is not None and self._leak_cache[0] == version:
                 return self._leak_cache[1]
             window = list(self._snapshots)[-self.leak_detection_window :]
-        report = self._judge_leak(window)
+        report = judge_leak(
+            window,
+            min_snapshots=self.min_leak_snapshots,
+            min_slope_mb_per_step=self.min_leak_slope_mb_per_step,
+            min_r_squared=self.min_leak_r_squared,
+        )
         with self._lock:
             self._leak_cache = (version, report)
         return report
@@ -634,93 +407,6 @@ class MemoryProfiler:
         """
         report = self.leak_report()
         return report.detected, report.description
-
-    def _judge_leak(self, window: list[MemorySnapshot]) -> LeakReport:
-        window = [s for s in window if math.isfinite(s.mlx_allocated_mb)]
-        n = len(window)
-        if n < self.min_leak_snapshots:
-            return LeakReport(
-                detected=False,
-                slope_mb_per_step=_NAN,
-                slope_mb_per_second=_NAN,
-                r_squared=_NAN,
-                window_steps=n,
-                description=(
-                    f"Not enough memory snapshots to judge a leak: {n} of "
-                    f"{self.min_leak_snapshots} needed."
-                ),
-            )
-        y = np.fromiter((s.mlx_allocated_mb for s in window), dtype=np.float64, count=n)
-        steps = [s.step for s in window if s.step is not None]
-        if len(steps) == n and all(b >= a for a, b in pairwise(steps)) and steps[-1] != steps[0]:
-            x = np.array(steps, dtype=np.float64)
-            unit = "step"
-        else:
-            # Without usable step numbers, snapshot order stands in for time in steps.
-            x = np.arange(n, dtype=np.float64)
-            unit = "snapshot"
-        slope, r2 = _fit_line(x, y)
-        t = np.fromiter((s.timestamp for s in window), dtype=np.float64, count=n)
-        slope_s, _ = _fit_line(t - t[0], y)
-        growth = slope * (x[-1] - x[0]) if math.isfinite(slope) else _NAN
-
-        # Sustained growth: the mean must rise between every pair of consecutive
-        # sub-windows. Four of them (three transitions) are needed for the
-        # one-jump argument; fewer only when too few snapshots are allowed.
-        k = max(2, min(4, n // 2))
-        bounds = np.linspace(0, n, k + 1).astype(int)
-        means = [(x[a:b].mean(), y[a:b].mean()) for a, b in pairwise(bounds)]
-        rising = sum(
-            1
-            for (x0, y0), (x1, y1) in pairwise(means)
-            if y1 - y0 >= 0.5 * self.min_leak_slope_mb_per_step * (x1 - x0)
-        )
-        transitions = k - 1
-
-        span = f"over the last {n} snapshots"
-        if unit == "step":
-            span += f" (steps {int(x[0])}-{int(x[-1])})"
-        fit = f"{slope:.2f} MB/{unit} (r²={r2:.2f}, {growth:+.1f} MB)"
-        if not (slope >= self.min_leak_slope_mb_per_step):
-            detected = False
-            description = (
-                f"No memory leak: MLX active memory trend {fit} {span}, below "
-                f"{self.min_leak_slope_mb_per_step:.2f} MB/{unit}."
-            )
-        elif r2 < self.min_leak_r_squared:
-            detected = False
-            description = (
-                f"No memory leak: MLX active memory trend {fit} {span}, but a line "
-                f"fits poorly (r² below {self.min_leak_r_squared:.2f}): a one-time "
-                f"jump such as a new batch shape, or noise, not steady growth."
-            )
-        elif rising < transitions:
-            detected = False
-            description = (
-                f"No memory leak: MLX active memory trend {fit} {span}, but it rose "
-                f"in only {rising} of {transitions} sub-window transitions: a step "
-                f"change, not sustained growth."
-            )
-        else:
-            detected = True
-            description = (
-                f"Memory leak suspected: MLX active memory grows {fit} {span}, "
-                f"rising in every sub-window ({slope_s:.2f} MB/s). Look for arrays "
-                f"kept alive across steps: mx.array losses or metrics appended to "
-                f"lists (log float(x) or x.item() instead), caches keyed by step, "
-                f"references to old gradients or graphs."
-            )
-        return LeakReport(
-            detected=detected,
-            slope_mb_per_step=slope,
-            slope_mb_per_second=slope_s,
-            r_squared=r2,
-            window_steps=n,
-            description=description,
-            growth_mb=growth,
-            rising_subwindows=rising,
-            subwindows=k,
-        )
 
     # -- cleanup --------------------------------------------------------------
 
@@ -739,7 +425,7 @@ class MemoryProfiler:
         gc.collect()
         mx.clear_cache()
         after = mx.get_active_memory() + mx.get_cache_memory()
-        freed = max(0.0, _to_mb(before - after))
+        freed = max(0.0, to_mb(before - after))
         self.cleanups += 1
         self.last_cleanup_freed_mb = freed
         return freed
@@ -779,8 +465,8 @@ class MemoryProfiler:
         peak = max(watermark[0], mx.get_peak_memory())
         with contextlib.suppress(ValueError):  # exited twice: already unregistered
             self._open_block_peaks.remove(watermark)
-        delta_mb = _to_mb(end_active - start_active)
-        peak_mb = _to_mb(peak)
+        delta_mb = to_mb(end_active - start_active)
+        peak_mb = to_mb(peak)
         with self._lock:
             key = self._block_key(name)
             if key != name:
@@ -819,8 +505,8 @@ class MemoryMonitor:
             raise ValueError(f"block name must be a non-empty string, got {name!r}")
         self.profiler = profiler
         self.name = name
-        self.delta_mb = _NAN
-        self.peak_mb = _NAN
+        self.delta_mb = NAN
+        self.peak_mb = NAN
         self._start_active = 0
         self._watermark: list[int] | None = None
 

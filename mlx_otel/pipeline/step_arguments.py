@@ -1,0 +1,54 @@
+"""The keywords of ``log_training_step``, declared once.
+
+The monitor's signature and docstring, the recorder's unrolled checks and
+the error messages all come from :data:`STEP_ARGUMENTS` (a test holds the
+recorder's checks to it), so a keyword is added here and where it is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MISSING", "STEP_ARGUMENTS", "StepArgument"]
+
+
+class _Missing:
+    """Marks an argument that was not passed (``None`` passed is an invalid value)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class StepArgument:
+    """One keyword of ``log_training_step``: its name, where it is stored, its type."""
+
+    name: str
+    #: The key among a step's values (statistics name, CSV column).
+    stored: str
+    #: The type shown in the documented signature.
+    annotation: Any
+    doc: str
+
+
+#: The keywords of ``log_training_step`` besides ``step`` and custom metrics, in order.
+STEP_ARGUMENTS: tuple[StepArgument, ...] = (
+    StepArgument("loss", "loss", float, "training loss (NaN and inf are exported as they are)"),
+    StepArgument("reward", "reward_mean", float, "mean reward of the step"),
+    StepArgument("grad_norm", "grad_norm", float, "global gradient norm"),
+    StepArgument("learning_rate", "learning_rate", float, "learning rate"),
+    StepArgument("thinking_tokens", "thinking_tokens", int, "thinking tokens generated"),
+    StepArgument("answer_tokens", "answer_tokens", int, "answer tokens generated"),
+    StepArgument("memory_allocated_mb", "memory_allocated_mb", float,
+                 "memory the loop measured, in MiB"),  # fmt: skip
+    StepArgument("rewards", "rewards", Sequence[float], "per-sample rewards (a histogram)"),
+    StepArgument("step_time", "step_time", float,
+                 "the step's duration in seconds (else the interval between calls)"),  # fmt: skip
+)

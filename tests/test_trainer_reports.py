@@ -1,0 +1,124 @@
+"""A trainer's report, from the callback to every place it shows, without a trainer.
+
+The callbacks of :mod:`mlx_otel.trainers` are fed the dictionaries mlx-lm-lora
+hands them (GRPO: rewards, KL, clip ratios, completion lengths, one entry per
+reward function); the monitor serves, writes and logs them under the names
+the catalogue gives: the Prometheus series with its label, the CSV column,
+the WandB key. The real trainers run in tests/test_trainers.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mlx_otel import TrainingMonitor
+from mlx_otel.records import TrainerReport
+from mlx_otel.trainers import MlxLmCallback, MlxLmLoraCallback, train_info_report
+from tests.conftest import parse_exposition, sample
+from tests.wandb_records import read_run
+
+GRPO_REPORT = {
+    "iteration": 2, "train_loss": 0.5, "learning_rate": 1e-5, "tokens_per_second": 40.0,
+    "iterations_per_second": 2.0, "trained_tokens": 120, "peak_memory": 0.002,
+    "train_total_rewards_mean": 0.75, "train_total_rewards_std": 0.25,
+    "train_grouped_rewards_mean": 0.75, "train_grouped_rewards_std": 0.125, "train_kl": 0.03125,
+    "train_kl_clip_ratio": 0.0, "train_hit_max_tokens_ratio": 0.5,
+    "train_clip_ratio_low": 0.01, "train_clip_ratio_high": 0.02, "train_clip_ratio_total": 0.03,
+    "train_average_generated_tokens": 4.5, "train_max_generated_tokens": 6,
+    "train_min_generated_tokens": 3, "train_digits_mean": 0.5, "train_digits_std": 0.1,
+    "train_digits_coverage": 1.0, "train_chosen_reward": 0.25,
+}  # fmt: skip
+
+
+def test_a_report_maps_onto_catalogue_keys_labels_and_custom_names() -> None:
+    report = train_info_report(2, GRPO_REPORT, reward_functions={"digits"})
+    assert report.values["loss"] == 0.5 and report.values["reward_mean"] == 0.75
+    assert report.values["kl"] == 0.03125 and report.values["trained_tokens"] == 120
+    assert report.labelled == {
+        "clip_ratio": {"low": 0.01, "high": 0.02, "total": 0.03},
+        "generated_tokens": {"mean": 4.5, "max": 6, "min": 3},
+        "reward_function_mean": {"digits": 0.5},
+        "reward_function_std": {"digits": 0.1},
+        "reward_function_coverage": {"digits": 1.0},
+    }
+    assert report.custom == {"train_chosen_reward": 0.25}
+    assert "iteration" not in report.values and "peak_memory" not in report.values
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[Any, float]]]:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    out = tmp_path_factory.mktemp("trainer_reports")
+    monitor = TrainingMonitor({
+        "monitoring": {"use_wandb": True, "wandb_mode": "offline", "output_dir": str(out),
+                       "generate_charts_every": 0},
+        "exporter": {"port": 0},
+    }, run_id="grpo_reports", serve=False)  # fmt: skip
+    callback = MlxLmLoraCallback(config={"steps_per_report": 2}, monitor=monitor)
+    callback.on_val_loss_report({"iteration": 2, "val_loss": 1.25, "val_time": 0.5})
+    callback.on_train_loss_report(GRPO_REPORT)
+    callback.on_train_loss_report({**GRPO_REPORT, "iteration": 4, "train_kl": 0.0625})
+    samples = parse_exposition(monitor.telemetry.exposition())
+    callback.close()  # the callback did not make the monitor: it exports, the owner cleans up
+    monitor.export_all()
+    monitor.cleanup()
+    yield out, samples
+
+
+def test_reports_are_served_under_their_catalogue_series(
+    reported: tuple[Path, dict[Any, float]],
+) -> None:
+    _, samples = reported
+
+    def value(series: str, /, **labels: str) -> float:
+        return sample(samples, series, run_id="grpo_reports", **labels)
+
+    assert value("mlx_train_step") == 4 and value("mlx_train_steps_total") == 2
+    assert value("mlx_train_loss") == 0.5 and value("mlx_train_reward_mean") == 0.75
+    assert value("mlx_train_kl") == 0.0625
+    assert value("mlx_train_clip_ratio", bound="high") == 0.02
+    assert value("mlx_train_generated_tokens", stat="max") == 6
+    assert value("mlx_train_reward_function_coverage", reward_fn="digits") == 1.0
+    assert value("mlx_train_trainer_peak_memory_bytes") == pytest.approx(2e6)
+    assert value("mlx_train_steps_per_report") == 2
+    assert value("mlx_train_validation_loss") == 1.25
+    assert value("mlx_train_validation_step") == 1  # mlx-lm-lora's validation before it 2
+    assert value("mlx_train_custom", name="train_chosen_reward") == 0.25
+
+
+def test_reports_reach_the_csv_and_wandb_under_the_catalogue_names(
+    reported: tuple[Path, dict[Any, float]],
+) -> None:
+    out, _ = reported
+    frame = pd.read_csv(out / "training_metrics.csv")
+    assert frame["step"].tolist() == [2, 4]
+    assert frame["kl"].tolist() == [0.03125, 0.0625]
+    assert frame["clip_ratio/low"].tolist() == [0.01, 0.01]
+    assert frame["reward_function_mean/digits"].tolist() == [0.5, 0.5]
+    assert frame["custom/train_chosen_reward"].tolist() == [0.25, 0.25]
+    rows = read_run(out / "wandb").by_step()
+    assert rows[4]["rl/kl"] == 0.0625 and rows[4]["train/loss"] == 0.5
+    assert rows[2]["rl/clip_ratio/total"] == 0.03
+    assert rows[2]["rl/reward_function_std/digits"] == 0.1
+    assert rows[2]["val/validation_loss"] == 1.25
+    assert rows[2]["custom/train_chosen_reward"] == 0.25
+
+
+def test_a_loss_that_is_no_number_is_counted_and_the_report_still_recorded(tmp_path: Path) -> None:
+    monitor = TrainingMonitor({"monitoring": {"output_dir": str(tmp_path)}}, serve=False)
+    try:
+        callback = MlxLmCallback(config={}, monitor=monitor)
+        callback.on_train_loss_report({"iteration": 3, "train_loss": "nan?", "learning_rate": 1e-4})
+        monitor.record_report(TrainerReport(4, values={"kl": 0.5}))
+        samples = parse_exposition(monitor.telemetry.exposition())
+        assert monitor.error_counts() == {"invalid_value": 1}
+        assert sample(samples, "mlx_train_learning_rate") == 1e-4
+        assert sample(samples, "mlx_train_kl") == 0.5 and monitor.steps_logged == 2
+    finally:
+        monitor.cleanup()
