@@ -45,8 +45,9 @@ from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.integrations.wandb_thread import start_background_wandb
-from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
+from mlx_otel.numbers.gradients import GradientNorms
 from mlx_otel.pipeline.dispatch import Dispatcher
+from mlx_otel.pipeline.gradients import GradientLog
 from mlx_otel.pipeline.recorder import StepRecorder
 from mlx_otel.pipeline.run_end import Closer, RunEnd
 from mlx_otel.pipeline.run_export import RunExport, RunFiles
@@ -179,6 +180,11 @@ class TrainingMonitor:
             begin=self.lifecycle.mark_finished,
             ending=ending,
         )
+        forward = self.wandb_logger is not None or monitoring.generate_charts_every
+        self.gradients = GradientLog(
+            self.recorder, ledger=self.errors, max_series=exporter.max_layer_series,
+            forward=self._forward_gradients if forward else None, strict=strict,
+        )  # fmt: skip
         if monitoring.export_every_seconds:
             job = self.files.periodic(monitoring.export_every_seconds, due=self._record_due)
             self.worker.add_periodic("periodic_export", job)
@@ -218,6 +224,9 @@ class TrainingMonitor:
     def _record_due(self) -> bool:
         """Whether the periodic record is written: steps logged and the end not begun."""
         return bool(self.recorder.steps) and not self._end.begun
+
+    def _forward_gradients(self, record: GradientRecord) -> None:
+        self.worker.submit("gradients", lambda: self.dispatcher.dispatch([record]))
 
     def _worker_error(self, task: str, exc: BaseException) -> None:
         self.errors.report("worker", task, f"background task {task!r} failed: {exc!r}")
@@ -262,20 +271,7 @@ class TrainingMonitor:
         """
         if not self._step_due(step, self.config.monitoring.log_gradients_every):
             return None  # layer norms cost ~3% of a small step; users may thin them out
-        try:
-            norms = layer_grad_norms(grads, max_series=self.config.exporter.max_layer_series)
-        except Exception as exc:
-            self.errors.report_exception("invalid_value", "log_gradients", exc)
-            if self.strict:
-                raise
-            return None
-        self.recorder.set_series("layer_grad_norm", norms.per_layer)
-        # The global norm is mlx_train_grad_norm (a grad_norm= logged later wins).
-        self.recorder.set_latest("grad_norm", norms.global_norm)
-        if self.wandb_logger is not None or self.config.monitoring.generate_charts_every:
-            record = GradientRecord(step, norms.per_layer)
-            self.worker.submit("gradients", lambda: self.dispatcher.dispatch([record]))
-        return norms
+        return self.gradients.log(step, grads)
 
     def log_samples(
         self,
