@@ -175,7 +175,7 @@ class TrainingMonitor:
         self._end = RunEnd(
             worker=self.worker,
             closers=closers,
-            export=self.files.export,
+            export=lambda deadline: self._export(deadline),
             on_error=lambda kind, what, exc: self.errors.report_exception(kind, what, exc),
             begin=self.lifecycle.mark_finished,
             ending=ending,
@@ -337,7 +337,11 @@ class TrainingMonitor:
         chart process), then at most as long for the charts; files are
         written atomically. Failures are reported and counted, never raised.
         """
-        return self.files.export(time.monotonic() + self._end_budget())
+        return self._export(time.monotonic() + self._end_budget())
+
+    def _export(self, deadline: float) -> dict[str, Path]:
+        """The run's files by ``deadline`` (what the end of a run writes)."""
+        return self.files.export(deadline)
 
     def _end_budget(self) -> float:
         """Seconds the configuration allows the end of a run (files, charts, WandB, last scrape)."""

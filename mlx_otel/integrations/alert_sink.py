@@ -324,7 +324,9 @@ class AlertSink:
     ) -> dict[str, Any] | None:
         """The first received alert for which ``predicate`` holds, waiting up to ``timeout``.
 
-        >>> sink.wait_for(lambda a: a["labels"]["alertname"] == "MLXTrainingStalled")  # doctest: +SKIP
+        ``None`` when none arrived in time. For one alert by name::
+
+            sink.wait_for(lambda a: a["labels"]["alertname"] == "MLXTrainingStalled")
         """
         deadline = time.monotonic() + timeout
         with self._changed:

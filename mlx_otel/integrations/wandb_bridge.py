@@ -56,6 +56,7 @@ from mlx_otel.integrations.wandb_start import (
     announce_offline,
     has_wandb_credentials,
     import_wandb,
+    logger_settings,
     resolve_mode,
 )
 from mlx_otel.records import to_number
@@ -212,21 +213,7 @@ class EnhancedWandBLogger(RunMedia):
         False
         """
 
-        def get(key: str, default: Any = None) -> Any:
-            if isinstance(monitoring, Mapping):
-                return monitoring.get(key, default)
-            return getattr(monitoring, key, default)
-
-        kwargs: dict[str, Any] = {
-            "project": get("wandb_project") or "mlx-rl-trainer",
-            "name": get("wandb_run_name"),
-            "entity": get("wandb_entity"),
-            "mode": get("wandb_mode") if get("use_wandb", True) else "disabled",
-            "dir": get("wandb_dir"),
-            "log_samples_every": get("log_samples_every", 5),
-            "max_logged_samples": get("max_logged_samples", 20),
-        }
-        kwargs.update(overrides)
+        kwargs = {**logger_settings(monitoring), **overrides}
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ state

@@ -13,12 +13,19 @@ import logging
 import netrc
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["announce_offline", "has_wandb_credentials", "import_wandb", "resolve_mode"]
+__all__ = [
+    "announce_offline",
+    "has_wandb_credentials",
+    "import_wandb",
+    "logger_settings",
+    "resolve_mode",
+]
 
 # One logger for every WandB module, so a user silences or raises them at once.
 logger = logging.getLogger("mlx_otel.integrations.wandb_bridge")
@@ -91,6 +98,29 @@ def resolve_mode(mode: str | None) -> str:
     if mode not in {"online", "offline", "disabled"}:
         raise ValueError(f"mode must be 'online', 'offline' or 'disabled', not {mode!r}")
     return mode
+
+
+def logger_settings(monitoring: Any) -> dict[str, Any]:
+    """The logger's arguments from the seed's ``monitoring:`` keys (a mapping or an object).
+
+    >>> logger_settings({"use_wandb": False, "wandb_project": "p"})["mode"]
+    'disabled'
+    """
+
+    def get(key: str, default: Any = None) -> Any:
+        if isinstance(monitoring, Mapping):
+            return monitoring.get(key, default)
+        return getattr(monitoring, key, default)
+
+    return {
+        "project": get("wandb_project") or "mlx-rl-trainer",
+        "name": get("wandb_run_name"),
+        "entity": get("wandb_entity"),
+        "mode": get("wandb_mode") if get("use_wandb", True) else "disabled",
+        "dir": get("wandb_dir"),
+        "log_samples_every": get("log_samples_every", 5),
+        "max_logged_samples": get("max_logged_samples", 20),
+    }
 
 
 def announce_offline(where: Path | None, *, asked: bool) -> None:
