@@ -23,6 +23,7 @@ _LAZY = {
     "MemorySnapshot": "mlx_otel.exporter.mlx_memory",
     "LeakReport": "mlx_otel.exporter.mlx_memory",
     "EnhancedWandBLogger": "mlx_otel.integrations.wandb_bridge",
+    "AlertSink": "mlx_otel.integrations.alert_sink",
     "GradientNorms": "mlx_otel.numbers.gradients",
     "layer_grad_norms": "mlx_otel.numbers.gradients",
 }
@@ -41,6 +42,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 __all__ = [
+    "AlertSink",
     "ChartGenerator",
     "ComprehensiveStatsCollector",
     "ConfigError",

@@ -15,9 +15,10 @@ The monitor wires the parts; each does one thing:
   instrument of the catalogue on a :class:`~mlx_otel.exporter.telemetry.Telemetry`,
   read at scrape time from the part each metric names (the recorder,
   :class:`~mlx_otel.exporter.memory_readings.MemoryReadings`, the ledger);
-* the :class:`~mlx_otel.pipeline.worker.BackgroundWorker` drains records and
-  hands batches to the sinks (statistics, charts, WandB); the run's files
-  are written by :func:`~mlx_otel.pipeline.run_files.write_run_files`;
+* the :class:`~mlx_otel.pipeline.worker.BackgroundWorker` runs a
+  :class:`~mlx_otel.pipeline.dispatch.Dispatcher` that hands batches of
+  records to the sinks (statistics, charts, WandB); the run's files are
+  written by :class:`~mlx_otel.pipeline.run_export.RunExport`;
 * :class:`~mlx_otel.pipeline.run_end.RunEnd` is the one way the run ends
   (``with``, ``cleanup()``, SIGTERM, the exit hook, a trainer's last report);
 * one :class:`~mlx_otel.errors.ErrorLedger` counts what every part refused.
@@ -25,11 +26,8 @@ The monitor wires the parts; each does one thing:
 
 from __future__ import annotations
 
-import inspect
 import logging
-import os
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -38,45 +36,30 @@ from typing import Any
 from mlx_otel import shutdown
 from mlx_otel.catalog import ERROR_KINDS, Source
 from mlx_otel.config import MonitorConfig, load_config
+from mlx_otel.config.identity import env_rank, local_rank, resolve_run_id
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.final_push import FinalPush
+from mlx_otel.exporter.from_config import telemetry_from_config
 from mlx_otel.exporter.instruments import LedgerStore, build_instruments
 from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
-from mlx_otel.exporter.otlp import otlp_reader
-from mlx_otel.exporter.telemetry import Telemetry
-from mlx_otel.numbers.gradients import GradientNorms, layer_grad_norms
+from mlx_otel.integrations.wandb_thread import start_background_wandb
+from mlx_otel.numbers.gradients import GradientNorms
+from mlx_otel.pipeline.dispatch import Dispatcher
+from mlx_otel.pipeline.gradients import GradientLog
 from mlx_otel.pipeline.recorder import StepRecorder
 from mlx_otel.pipeline.run_end import Closer, RunEnd
-from mlx_otel.pipeline.run_files import RECORD_FILES, write_run_files
-from mlx_otel.pipeline.sink import Record, RunEnding, Sink
+from mlx_otel.pipeline.run_export import RunExport, RunFiles
+from mlx_otel.pipeline.sink import RunEnding, Sink
 from mlx_otel.pipeline.sinks import build_sinks
-from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
+from mlx_otel.pipeline.step_arguments import MISSING, documented_doc, documented_signature
 from mlx_otel.pipeline.worker import BackgroundWorker
 from mlx_otel.records import GradientRecord, StepRecord, TrainerReport
 
 __all__ = ["MonitoringManager", "StepRecord", "TrainerReport", "TrainingMonitor"]
 
 log = logging.getLogger("mlx_otel")
-
-#: Step records handed to the sinks at once; samples are folded between batches.
-_DRAIN_BATCH = 128
-#: How long export_all waits for the worker before it writes the record so far
-#: (then it waits the rest of charts_timeout for the full export).
-_RECORD_FIRST_AFTER_S = 2.0
-
-
-def _fresh_run_id() -> str:
-    return time.strftime("run_%Y%m%d_%H%M%S_") + uuid.uuid4().hex[:6]
-
-
-def _env_rank() -> int | None:
-    for name in ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "RANK"):
-        value = os.environ.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
 
 
 class TrainingMonitor:
@@ -97,8 +80,8 @@ class TrainingMonitor:
         serve: bool | None = None,
     ) -> None:
         self.config = load_config(config)
-        self.run_id = run_id or _fresh_run_id()
-        self.rank = _env_rank() if rank is None else rank
+        self.run_id = resolve_run_id(run_id)  # else $MLX_OTEL_RUN_ID, else a fresh one
+        self.rank = env_rank() if rank is None else rank
         self.strict = strict
         self.start_time = time.time()
         exporter, trainer = self.config.exporter, self.config.trainer
@@ -108,7 +91,7 @@ class TrainingMonitor:
             monitoring.output_dir = Path(monitoring.output_dir) / f"rank_{self.rank}"
         self.output_dir = Path(monitoring.output_dir)
         self._unhealthy = False
-        local_rank = self._local_rank()
+        host_rank = local_rank(self.rank)
 
         self.errors = ErrorLedger(ERROR_KINDS)
         self.memory_profiler = MemoryProfiler(
@@ -135,24 +118,25 @@ class TrainingMonitor:
             ledger=self.errors,
             # Host-level series (system memory) come from local rank 0 alone, so
             # sums across the ranks of one host do not count the host twice.
-            report_host=not local_rank,
+            report_host=not host_rank,
         )
-        self.telemetry = self._build_telemetry(local_rank)
+        self.telemetry = telemetry_from_config(
+            exporter, run_id=self.run_id, rank=self.rank, local_rank=host_rank,
+            on_otlp_failure=lambda m: self.errors.report("otlp", "otlp", m),
+        )  # fmt: skip
+        self._serve_catalogue()
         self.lifecycle = RunLifecycle(
             self.telemetry,
             file_sd_dir=exporter.file_sd_dir,
             grace_seconds=exporter.finish_grace_seconds,
             on_error=lambda what, exc: self.errors.report_exception("export", what, exc),
         )
-        otlp = otlp_reader(
-            exporter, self.telemetry, on_failure=lambda m: self.errors.report("otlp", "otlp", m)
-        )
-        if otlp is not None:
-            self.telemetry.add_reader(otlp)
         self.telemetry.start()
         self.telemetry.before_collect(self._before_collect)
 
-        self.wandb_logger = self._start_wandb()
+        self.wandb_logger = start_background_wandb(
+            self.config, self.run_id, self.output_dir, on_error=self.errors.count
+        )
         ending = RunEnding()
         built = build_sinks(
             self.config,
@@ -170,11 +154,20 @@ class TrainingMonitor:
             on_drop=self.errors.drop,
             on_error=self._worker_error,
         )
+        self.dispatcher = Dispatcher(
+            self.recorder, self.sinks, on_error=self.errors.report_exception
+        )
+        self.files = RunExport(
+            worker=self.worker,
+            stats=self.statistics.stats,
+            charts=self.charts,
+            files=RunFiles(self.output_dir, self.run_id, self.start_time, self.rank),
+            charts_timeout=monitoring.charts_timeout,
+            ledger=self.errors,
+            strict=strict,
+        )
         self.worker.add_periodic("fold", self.recorder.fold)
-        self.worker.add_periodic("records", self._drain_records)
-        self._last_export = time.monotonic()
-        if monitoring.export_every_seconds:
-            self.worker.add_periodic("periodic_export", self._periodic_export)
+        self.worker.add_periodic("records", self.dispatcher.drain)
         closers: list[Closer] = list(self.sinks)
         if exporter.pushgateway_url:
             closers.append(FinalPush(self.telemetry, exporter.pushgateway_url))
@@ -187,6 +180,14 @@ class TrainingMonitor:
             begin=self.lifecycle.mark_finished,
             ending=ending,
         )
+        forward = self.wandb_logger is not None or monitoring.generate_charts_every
+        self.gradients = GradientLog(
+            self.recorder, ledger=self.errors, max_series=exporter.max_layer_series,
+            forward=self._forward_gradients if forward else None, strict=strict,
+        )  # fmt: skip
+        if monitoring.export_every_seconds:
+            job = self.files.periodic(monitoring.export_every_seconds, due=self._record_due)
+            self.worker.add_periodic("periodic_export", job)
 
         self.endpoint: str | None = None
         if serve if serve is not None else exporter.enabled:
@@ -197,38 +198,13 @@ class TrainingMonitor:
         shutdown.register(self)
 
     # -- wiring ----------------------------------------------------------------
-    def _local_rank(self) -> int | None:
-        """This process's rank on its host (the launcher's local rank), else its rank."""
-        local = os.environ.get("MLX_LOCAL_RANK", os.environ.get("LOCAL_RANK"))
-        if self.rank is not None and local and local.isdigit():
-            return int(local)
-        return self.rank
-
-    def _build_telemetry(self, local_rank: int | None) -> Telemetry:
-        exporter = self.config.exporter
-        port = exporter.port
-        if port and local_rank is not None:
-            port += local_rank
-        caps = (exporter.max_layer_series, exporter.max_custom_metrics, exporter.max_memory_blocks)
-        telemetry = Telemetry(
-            run_id=self.run_id,
-            rank=self.rank,
-            host=exporter.host,
-            port=port,
-            certfile=exporter.certfile,
-            keyfile=exporter.keyfile,
-            basic_auth=(
-                (exporter.basic_auth_username, exporter.basic_auth_password.get_secret_value())
-                if exporter.basic_auth_username and exporter.basic_auth_password
-                else None
-            ),
-            cardinality_limit=max(*caps, 64) + 8,
-        )
+    def _serve_catalogue(self) -> None:
+        """Every instrument of the catalogue, read from the part its entry names."""
         recorder = self.recorder
         # Histograms are folded in bulk (NumPy) and served beside the SDK's
         # instruments: see mlx_otel.exporter.histograms for why.
         self.histograms = build_instruments(
-            telemetry,
+            self.telemetry,
             {
                 Source.STEP: recorder,
                 Source.TRAINER: recorder,
@@ -240,63 +216,20 @@ class TrainingMonitor:
         recorder.fold_into(
             {h.metric.read_from or "": h.record_many for h in self.histograms.values()}
         )
-        return telemetry
 
     def _before_collect(self) -> None:
         self.recorder.refresh_view()
         self.recorder.fold()
 
-    def _start_wandb(self) -> Any:
-        monitoring = self.config.monitoring
-        if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
-            return None
-        from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
-        from mlx_otel.integrations.wandb_thread import BackgroundWandB
+    def _record_due(self) -> bool:
+        """Whether the periodic record is written: steps logged and the end not begun."""
+        return bool(self.recorder.steps) and not self._end.begun
 
-        def start() -> EnhancedWandBLogger:
-            return EnhancedWandBLogger.from_config(
-                monitoring,
-                name=monitoring.wandb_run_name or self.run_id,
-                config={"run_id": self.run_id, **self.config.model_dump(mode="json")},
-                dir=str(self.output_dir),
-                on_error=lambda kind: self.errors.count("wandb"),
-            )
-
-        # wandb.init waits for the server: it runs on WandB's own thread, and so
-        # does every later call, so neither this constructor nor the worker waits.
-        return BackgroundWandB(
-            start,
-            finish_timeout=monitoring.wandb_finish_timeout,
-            on_error=lambda kind: self.errors.count("wandb"),
-        )
+    def _forward_gradients(self, record: GradientRecord) -> None:
+        self.worker.submit("gradients", lambda: self.dispatcher.dispatch([record]))
 
     def _worker_error(self, task: str, exc: BaseException) -> None:
         self.errors.report("worker", task, f"background task {task!r} failed: {exc!r}")
-
-    def _drain_records(self) -> None:
-        # In bounded batches, folding samples between them, so a worker that
-        # fell behind keeps the histograms current and their buffers from
-        # overflowing; a sink that wants the whole drain gets it once.
-        pending = self.recorder.pending
-        drained: list[Record] = []
-        batched = [sink for sink in self.sinks if not sink.whole_drain]
-        while pending > 0:
-            batch = self.recorder.drain(min(pending, _DRAIN_BATCH))
-            if not batch:
-                break
-            pending -= len(batch)
-            self._dispatch(batch, batched)
-            self.recorder.fold()
-            drained.extend(batch)
-        if drained:
-            self._dispatch(drained, [sink for sink in self.sinks if sink.whole_drain])
-
-    def _dispatch(self, batch: Sequence[Record], sinks: Sequence[Sink] | None = None) -> None:
-        for sink in self.sinks if sinks is None else sinks:
-            try:
-                sink.handle(batch)
-            except Exception as exc:  # one sink failing must not starve the others
-                self.errors.report_exception(sink.error_kind, f"the {sink.name} sink", exc)
 
     # -- the hot path ----------------------------------------------------------
     def log_training_step(self, step: Any = MISSING, /, **custom: Any) -> None:
@@ -338,20 +271,7 @@ class TrainingMonitor:
         """
         if not self._step_due(step, self.config.monitoring.log_gradients_every):
             return None  # layer norms cost ~3% of a small step; users may thin them out
-        try:
-            norms = layer_grad_norms(grads, max_series=self.config.exporter.max_layer_series)
-        except Exception as exc:
-            self.errors.report_exception("invalid_value", "log_gradients", exc)
-            if self.strict:
-                raise
-            return None
-        self.recorder.set_series("layer_grad_norm", norms.per_layer)
-        # The global norm is mlx_train_grad_norm (a grad_norm= logged later wins).
-        self.recorder.set_latest("grad_norm", norms.global_norm)
-        if self.wandb_logger is not None or self.config.monitoring.generate_charts_every:
-            record = GradientRecord(step, norms.per_layer)
-            self.worker.submit("gradients", lambda: self._dispatch([record]))
-        return norms
+        return self.gradients.log(step, grads)
 
     def log_samples(
         self,
@@ -419,68 +339,15 @@ class TrainingMonitor:
         """
         return self._export(time.monotonic() + self._end_budget())
 
+    def _export(self, deadline: float) -> dict[str, Path]:
+        """The run's files by ``deadline`` (what the end of a run writes)."""
+        return self.files.export(deadline)
+
     def _end_budget(self) -> float:
         """Seconds the configuration allows the end of a run (files, charts, WandB, last scrape)."""
         monitoring, exporter = self.config.monitoring, self.config.exporter
         return (2 * monitoring.charts_timeout + monitoring.wandb_finish_timeout
                 + exporter.finish_grace_seconds + 10.0)  # fmt: skip
-
-    def _export(self, deadline: float) -> dict[str, Path]:
-        """The run's files by ``deadline``: worker drained, record first, then charts."""
-        timeout = min(self.config.monitoring.charts_timeout, max(0.0, deadline - time.monotonic()))
-        first = min(_RECORD_FIRST_AFTER_S, timeout)
-        if not self.worker.flush(first):
-            # The worker is far behind (a flood, a starved CPU): the record so
-            # far goes on disk first, in case the process is ended (the bound
-            # of a SIGTERM) before the full export below.
-            try:
-                self._write_record()
-            except Exception as exc:
-                self.errors.report_exception("export", "export_all", exc)
-            if not self.worker.flush(timeout - first):
-                self.charts.stop_waiting()
-                self.worker.flush()
-        try:
-            written = write_run_files(
-                self.statistics.stats, self.output_dir, run_id=self.run_id,
-                start_time=self.start_time, rank=self.rank, on_error=self._export_failed,
-            )  # fmt: skip
-        except Exception as exc:
-            self.errors.report_exception("export", "export_all", exc)
-            if self.strict:
-                raise
-            return {}
-        try:  # charts on their own: a failing renderer must not lose the files above
-            timeout = min(self.config.monitoring.charts_timeout, max(0.5, deadline - time.monotonic()))
-            for kind, path in self.charts.render(timeout=timeout).items():
-                written[f"chart_{kind}"] = path
-        except Exception as exc:
-            self.errors.report_exception("worker", "end-of-run charts", exc)
-            if self.strict:
-                raise
-        log.info("mlx_otel: wrote %d files under %s", len(written), self.output_dir)
-        return written
-
-    def _periodic_export(self) -> None:
-        """The history so far on disk, for a run that may be killed without warning."""
-        if time.monotonic() - self._last_export < self.config.monitoring.export_every_seconds:
-            return
-        self._last_export = time.monotonic()
-        if self.recorder.steps and not self._end.begun:
-            self._write_record()
-
-    def _write_record(self) -> None:
-        """The summary and the CSV of the history so far (no waiting for the worker)."""
-        write_run_files(
-            self.statistics.stats, self.output_dir, run_id=self.run_id,
-            start_time=self.start_time, rank=self.rank, on_error=self._export_failed,
-            only=RECORD_FILES,
-        )  # fmt: skip
-
-    def _export_failed(self, name: str, exc: Exception) -> None:
-        if self.strict:
-            raise exc
-        self.errors.report_exception("export", f"writing {name} under {self.output_dir}", exc)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until the background worker has handled everything logged so far."""
@@ -567,38 +434,9 @@ class TrainingMonitor:
         self.finish_run()
 
 
-def _documented_signature() -> inspect.Signature:
-    """``log_training_step(self, step, *, loss=None, ..., **custom)`` from :data:`STEP_ARGUMENTS`."""
-    P = inspect.Parameter
-    return inspect.Signature(
-        [P("self", P.POSITIONAL_OR_KEYWORD), P("step", P.POSITIONAL_OR_KEYWORD)]
-        + [
-            P(a.name, P.KEYWORD_ONLY, default=None, annotation=a.annotation)
-            for a in STEP_ARGUMENTS
-        ]
-        + [P("custom", P.VAR_KEYWORD, annotation=float)]
-    )
-
-
-def _documented_doc() -> str:
-    """The docstring of ``log_training_step``, listing :data:`STEP_ARGUMENTS`."""
-    keywords = ", ".join(f"{a.name}=" for a in STEP_ARGUMENTS)
-    items = "\n".join(f"        * ``{a.name}``: {a.doc}" for a in STEP_ARGUMENTS)
-    return f"""Record one training step; costs microseconds and never blocks.
-
-        ``log_training_step(step, {keywords}, **custom)``. Scalars may be
-        Python, NumPy or MLX numbers (0-d arrays too). Values that are not
-        numbers are counted in ``mlx_otel_errors_total`` and logged once per
-        key; NaN and inf are recorded as they are. Extra keywords become
-        custom metrics (``mlx_train_custom{{name=...}}``).
-
-{items}
-        """
-
-
 # help() and IDEs that introspect show the real parameters.
-TrainingMonitor.log_training_step.__doc__ = _documented_doc()
-TrainingMonitor.log_training_step.__signature__ = _documented_signature()  # type: ignore[attr-defined]
+TrainingMonitor.log_training_step.__doc__ = documented_doc()
+TrainingMonitor.log_training_step.__signature__ = documented_signature()  # type: ignore[attr-defined]
 
 #: The seed's name for the monitor.
 MonitoringManager = TrainingMonitor

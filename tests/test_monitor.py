@@ -93,6 +93,28 @@ def test_strict_mode_raises_naming_key_and_value(tmp_path: Path) -> None:
             m.log_training_step(step=0, answer_tokens=-1)
 
 
+def test_run_id_comes_from_mlx_otel_run_id_unless_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"exporter": {"port": 0}, "monitoring": {"output_dir": str(tmp_path)}}
+    monkeypatch.setenv("MLX_OTEL_RUN_ID", "launcher_run_7")
+    m = TrainingMonitor(config)
+    try:
+        m.log_training_step(step=1, loss=0.5)
+        s = served(m)
+    finally:
+        m.cleanup()
+    assert m.run_id == "launcher_run_7"
+    assert sample(s, "mlx_train_loss", run_id="launcher_run_7") == 0.5
+    explicit = TrainingMonitor({**config, "exporter": {"enabled": False}}, run_id="mine")
+    explicit.cleanup()
+    assert explicit.run_id == "mine"
+    monkeypatch.delenv("MLX_OTEL_RUN_ID")
+    fresh = TrainingMonitor({**config, "exporter": {"enabled": False}})
+    fresh.cleanup()
+    assert fresh.run_id.startswith("run_") and fresh.run_id != "launcher_run_7"
+
+
 def test_nan_and_inf_gauges_are_exported_as_they_are(monitor: TrainingMonitor) -> None:
     monitor.log_training_step(step=0, loss=float("nan"), grad_norm=float("inf"),
                               rewards=[0.5, float("nan"), float("inf")])  # fmt: skip

@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("wandb")
 
-from mlx_otel.integrations import wandb_bridge  # noqa: E402
+from mlx_otel.integrations import wandb_start  # noqa: E402
 from mlx_otel.integrations.wandb_bridge import (  # noqa: E402
     DEFAULT_KEY_GROUPS,
     EnhancedWandBLogger,
@@ -506,7 +506,7 @@ def test_without_credentials_runs_offline_and_says_so_once(
     offline_env, tmp_path, monkeypatch, caplog
 ) -> None:
     monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setattr(wandb_bridge, "_notices_given", set())
+    monkeypatch.setattr(wandb_start, "_notices_given", set())
     assert has_wandb_credentials() is False
     with caplog.at_level(logging.WARNING, logger="mlx_otel.integrations.wandb_bridge"):
         first = EnhancedWandBLogger("p", dir=tmp_path / "a")
@@ -536,16 +536,16 @@ def test_credentials_are_found_in_env_and_netrc(offline_env, tmp_path, monkeypat
 
 
 def test_mode_resolution(offline_env, monkeypatch) -> None:
-    assert wandb_bridge._resolve_mode("disabled") == "disabled"
-    assert wandb_bridge._resolve_mode(None) == "offline"  # WANDB_MODE=offline
+    assert wandb_start.resolve_mode("disabled") == "disabled"
+    assert wandb_start.resolve_mode(None) == "offline"  # WANDB_MODE=offline
     monkeypatch.delenv("WANDB_MODE")
-    assert wandb_bridge._resolve_mode(None) == "offline"  # no credentials
+    assert wandb_start.resolve_mode(None) == "offline"  # no credentials
     monkeypatch.setenv("WANDB_API_KEY", "c" * 40)
-    assert wandb_bridge._resolve_mode(None) == "online"
+    assert wandb_start.resolve_mode(None) == "online"
     monkeypatch.setenv("WANDB_DISABLED", "true")
-    assert wandb_bridge._resolve_mode(None) == "disabled"
+    assert wandb_start.resolve_mode(None) == "disabled"
     with pytest.raises(ValueError, match="'dryrun'"):
-        wandb_bridge._resolve_mode("dryrun")
+        wandb_start.resolve_mode("dryrun")
 
 
 def test_disabled_mode_and_config_make_no_run(offline_env, tmp_path) -> None:

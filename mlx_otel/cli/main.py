@@ -37,7 +37,7 @@ _PLUGIN_COMMANDS = (
     ("mlx_otel.cli.rules", "rules", None),
     ("mlx_otel.cli.dashboards", "dashboards", "dashboards"),
     ("mlx_otel.cli.alert_sink", "alert-sink", None),
-    ("mlx_otel.cli.trainers", "lora", "trainers"),
+    ("mlx_otel.cli.lora", "lora", "trainers"),
 )
 
 

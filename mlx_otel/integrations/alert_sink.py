@@ -7,7 +7,7 @@ forwards each firing alert as a WandB alert so it shows up next to the run.
 It needs nothing beyond the standard library, which makes it a handy
 receiver for a laptop, a docker-compose stack or a test::
 
-    from mlx_otel.integrations.alert_sink import AlertSink
+    from mlx_otel import AlertSink
 
     with AlertSink(port=9095) as sink:          # Alertmanager posts to sink.url
         ...
@@ -324,7 +324,9 @@ class AlertSink:
     ) -> dict[str, Any] | None:
         """The first received alert for which ``predicate`` holds, waiting up to ``timeout``.
 
-        >>> sink.wait_for(lambda a: a["labels"]["alertname"] == "MLXTrainingStalled")  # doctest: +SKIP
+        ``None`` when none arrived in time. For one alert by name::
+
+            sink.wait_for(lambda a: a["labels"]["alertname"] == "MLXTrainingStalled")
         """
         deadline = time.monotonic() + timeout
         with self._changed:

@@ -7,7 +7,7 @@ rate-limits alerts and never lets a WandB failure reach the training loop.
 
 Usage::
 
-    from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
+    from mlx_otel import EnhancedWandBLogger
 
     with EnhancedWandBLogger(project="my-project", name="experiment-001") as wb:
         wb.log_training_metrics(loss=0.5, reward=0.8, step=100)
@@ -25,28 +25,41 @@ own step counter is not thread-safe.
 The monitor calls it through :class:`~mlx_otel.integrations.wandb_thread.BackgroundWandB`
 (its own thread, so a WandB server that does not answer never holds the
 worker); :mod:`mlx_otel.integrations.wandb_exit` keeps WandB's service from
-holding the process's exit.
+holding the process's exit. How a run starts (mode, credentials, notices)
+is :mod:`~mlx_otel.integrations.wandb_start`, what a row holds
+:mod:`~mlx_otel.integrations.wandb_rows`, and tables, charts, alerts and
+checkpoints :mod:`~mlx_otel.integrations.wandb_media`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import netrc
-import numbers
 import os
-import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
-from mlx_otel.catalog import METRICS, RECORD_FIELDS, Source, wandb_group_by_name
-from mlx_otel.records import to_number, to_numbers
+from mlx_otel.integrations.wandb_media import RunMedia
+from mlx_otel.integrations.wandb_rows import (
+    CHART_GROUP,
+    DEFAULT_KEY_GROUPS,
+    GRADIENT_GROUP,
+    STEP_KEY,
+    distribution,
+    group_key,
+    metric_row,
+)
+from mlx_otel.integrations.wandb_start import (
+    announce_offline,
+    has_wandb_credentials,
+    import_wandb,
+    logger_settings,
+    resolve_mode,
+)
+from mlx_otel.records import to_number
 
 __all__ = [
     "DEFAULT_KEY_GROUPS",
@@ -58,132 +71,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STEP_KEY = "train/step"
-"""The x-axis of every chart: the training step, logged as a metric of its own."""
-
-DEFAULT_KEY_GROUPS: dict[str, str] = {
-    # Trainer metrics reach WandB under their full key (rl/kl), so a user's own
-    # "kl" stays a custom metric.
-    **{m.key: f"{m.wandb_group}/" for m in METRICS if m.source is not Source.TRAINER},
-    **{key: f"{group}/" for key, (group, _unit) in RECORD_FIELDS.items()},
-}
-"""Metric short name -> WandB section, from the catalogue. Other names go
-where :func:`mlx_otel.catalog.wandb_group` puts them (``memory/`` when they
-mention memory or end in ``_mb``/``_bytes``, otherwise ``custom/``); names
-that already contain ``/`` are kept as they are."""
-
-SAMPLES_KEY = "rl/samples"
-CHART_GROUP = "charts/"
-GRADIENT_GROUP = "gradients/"
-_HISTOGRAM_BINS = 64
-_ALERT_TITLE_MAX = 63  # wandb rejects titles of 64 characters or more
-_LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
-_INSTALL_HINT = "pip install 'mlx-otel[wandb]'"
-
-# Process-wide "say it once" flags: a training script may build several
-# loggers (one per run or rank) and the advice is the same for all of them.
-_notice_lock = threading.Lock()
-_notices_given: set[str] = set()
-
-
-def _notice_once(key: str, level: int, message: str, *args: Any) -> None:
-    with _notice_lock:
-        if key in _notices_given:
-            return
-        _notices_given.add(key)
-    logger.log(level, message, *args)
-
-
-def _import_wandb() -> ModuleType | None:
-    """Import wandb lazily, so the package stays an optional extra."""
-    try:
-        import wandb
-    except ImportError:
-        _notice_once(
-            "missing",
-            logging.WARNING,
-            "The 'wandb' package is not installed, so WandB logging is off. Install it with: %s",
-            _INSTALL_HINT,
-        )
-        return None
-    return wandb
-
-
-def has_wandb_credentials() -> bool:
-    """Whether wandb would find credentials without prompting.
-
-    Looks at ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` and a netrc
-    entry (``$NETRC`` or ``~/.netrc``) for the host of ``WANDB_BASE_URL``
-    (default ``api.wandb.ai``), as wandb itself does.
-
-    >>> has_wandb_credentials()  # doctest: +SKIP
-    False
-    """
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
-    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
-    try:
-        entry = netrc.netrc(str(path)).authenticators(host or "api.wandb.ai")
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(entry and entry[2])
-
-
-def _resolve_mode(mode: str | None) -> str:
-    """Explicit mode, else WANDB_MODE / WANDB_DISABLED, else online iff credentials."""
-    if mode is None:
-        if os.environ.get("WANDB_DISABLED", "").lower() in {"1", "true", "yes"}:
-            return "disabled"
-        env_mode = os.environ.get("WANDB_MODE", "").lower()
-        mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode) or None
-    if mode is None:
-        return "online" if has_wandb_credentials() else "offline"
-    if mode not in {"online", "offline", "disabled"}:
-        raise ValueError(f"mode must be 'online', 'offline' or 'disabled', not {mode!r}")
-    return mode
-
-
-def group_key(name: str, key_groups: Mapping[str, str] | None = None) -> str:
-    """The WandB key of a metric: its section prefix plus its short name.
-
-    >>> group_key("loss")
-    'train/loss'
-    >>> group_key("memory_allocated_mb"), group_key("my_metric"), group_key("eval/acc")
-    ('memory/memory_allocated_mb', 'custom/my_metric', 'eval/acc')
-    """
-    if "/" in name:
-        return name
-    groups = DEFAULT_KEY_GROUPS if key_groups is None else key_groups
-    prefix = groups.get(name)
-    if prefix is None:
-        prefix = wandb_group_by_name(name)
-    prefix = prefix.rstrip("/")
-    return f"{prefix}/{name}" if prefix else name
-
-
-def _as_number(value: Any) -> float | int | None:
-    """A plain number for numbers and size-1 arrays (numpy, MLX); else None.
-
-    Integers stay integers (WandB shows them without a decimal point).
-    """
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    return to_number(value)
-
-
-def _as_values(value: Any) -> list[float] | None:
-    """A flat list of floats for sequences and arrays; None if not numeric."""
-    array = to_numbers(value)
-    return None if array is None else array.tolist()
-
-
-def _sanitize_artifact_name(name: str) -> str:
-    # Artifact names may hold only letters, digits, '-', '_' and '.'.
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
-
-
-class EnhancedWandBLogger:
+class EnhancedWandBLogger(RunMedia):
     """Log a training run to WandB: grouped metrics, samples, charts, alerts.
 
     Use it when you want the run in the WandB UI next to the Prometheus
@@ -265,10 +153,10 @@ class EnhancedWandBLogger:
         self._last_step: int | None = None
         self._alert_last_sent: dict[str, float] = {}
 
-        self._wandb = _import_wandb()
+        self._wandb = import_wandb()
         if self._wandb is None:
             return
-        resolved = _resolve_mode(mode)
+        resolved = resolve_mode(mode)
         if run is None and resolved != "disabled":
             # wandb.init would hand back an active run anyway ("return_previous");
             # taking it explicitly keeps us from finishing a run we do not own.
@@ -310,7 +198,7 @@ class EnhancedWandBLogger:
         self._define_step_metric(globs=["*"])
         if self.mode == "offline":
             asked = mode == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
-            self._announce_offline(no_credentials=not asked and not has_wandb_credentials())
+            announce_offline(self.sync_dir, asked=asked)
 
     @classmethod
     def from_config(cls, monitoring: Any, **overrides: Any) -> EnhancedWandBLogger:
@@ -325,21 +213,7 @@ class EnhancedWandBLogger:
         False
         """
 
-        def get(key: str, default: Any = None) -> Any:
-            if isinstance(monitoring, Mapping):
-                return monitoring.get(key, default)
-            return getattr(monitoring, key, default)
-
-        kwargs: dict[str, Any] = {
-            "project": get("wandb_project") or "mlx-rl-trainer",
-            "name": get("wandb_run_name"),
-            "entity": get("wandb_entity"),
-            "mode": get("wandb_mode") if get("use_wandb", True) else "disabled",
-            "dir": get("wandb_dir"),
-            "log_samples_every": get("log_samples_every", 5),
-            "max_logged_samples": get("max_logged_samples", 20),
-        }
-        kwargs.update(overrides)
+        kwargs = {**logger_settings(monitoring), **overrides}
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ state
@@ -373,22 +247,6 @@ class EnhancedWandBLogger:
             self.run.define_metric(STEP_KEY)
             for glob in globs:
                 self.run.define_metric(glob if glob == "*" else glob + "*", step_metric=STEP_KEY)
-
-    def _announce_offline(self, *, no_credentials: bool) -> None:
-        where = self.sync_dir
-        if not no_credentials:
-            logger.info(
-                "WandB is logging offline to %s; upload it with: wandb sync %s", where, where
-            )
-            return
-        _notice_once(
-            "offline",
-            logging.WARNING,
-            "No WandB credentials found (run `wandb login` or set WANDB_API_KEY), "
-            "so WandB is logging offline to %s. Upload it later with: wandb sync %s",
-            where,
-            where,
-        )
 
     @contextmanager
     def _guard(self, kind: str) -> Iterator[None]:
@@ -427,8 +285,8 @@ class EnhancedWandBLogger:
     def _set_step(self, step: Any) -> None:
         if step is None:
             return
-        number = _as_number(step)
-        if number is None or (isinstance(number, float) and not number.is_integer()):
+        number = to_number(step)
+        if number is None or not number.is_integer():
             self._invalid(f"step must be an integer, got {step!r}")
             return
         number = int(number)
@@ -442,48 +300,8 @@ class EnhancedWandBLogger:
         self._last_step = number
 
     def _distribution(self, key: str, values: Any) -> dict[str, Any]:
-        """A histogram plus mean/std/min/max of the finite values."""
-        numbers_ = _as_values(values)
-        if numbers_ is None:
-            self._invalid(f"{key}: expected a sequence of numbers, got {type(values).__name__}")
-            return {}
-        finite = [v for v in numbers_ if math.isfinite(v)]
-        row: dict[str, Any] = {}
-        # NaN/inf cannot be binned; they are left out and counted so they stay visible.
-        if len(finite) != len(numbers_):
-            row[f"{key}/nonfinite"] = len(numbers_) - len(finite)
-        if not finite:
-            return row
         assert self._wandb is not None
-        with self._guard("histogram"):
-            row[key] = self._wandb.Histogram(finite, num_bins=_HISTOGRAM_BINS)
-        mean = math.fsum(finite) / len(finite)
-        row[f"{key}/mean"] = mean
-        row[f"{key}/std"] = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / len(finite))
-        row[f"{key}/min"] = min(finite)
-        row[f"{key}/max"] = max(finite)
-        return row
-
-    def _row(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        from wandb.sdk.data_types.base_types.wb_value import WBValue
-
-        row: dict[str, Any] = {}
-        for name, value in metrics.items():
-            if value is None:
-                continue
-            key = group_key(str(name), self.key_groups)
-            if isinstance(value, WBValue):  # Image, Table, Histogram: as given
-                row[key] = value
-                continue
-            number = _as_number(value)
-            if number is not None:
-                row[key] = number  # NaN/inf pass through: a NaN loss is a signal
-                continue
-            if _as_values(value) is not None:
-                row.update(self._distribution(key, value))
-                continue
-            self._invalid(f"{key}: not a number: {value!r}")
-        return row
+        return distribution(self._wandb, key, values, self._invalid, self._guard)
 
     def _emit(self, row: dict[str, Any], step: Any) -> bool:
         """Log one row at ``step`` (or the last known step)."""
@@ -532,7 +350,9 @@ class EnhancedWandBLogger:
         if not self.enabled:
             return
         with self._lock:
-            self._emit(self._row(metrics), step)
+            assert self._wandb is not None
+            row = metric_row(self._wandb, metrics, self.key_groups, self._invalid, self._guard)
+            self._emit(row, step)
 
     def log_distribution(self, name: str, values: Any, step: int | None = None) -> None:
         """Log a histogram of ``values`` with ``<key>/mean``, ``/std``, ``/min``, ``/max``.
@@ -544,80 +364,6 @@ class EnhancedWandBLogger:
         with self._lock:
             self._emit(self._distribution(group_key(name, self.key_groups), values), step)
 
-    def log_sample_table(
-        self,
-        prompts: Sequence[Any],
-        generations: Sequence[Any],
-        references: Sequence[Any] | None = None,
-        rewards: Sequence[Any] | None = None,
-        step: int | None = None,
-    ) -> bool:
-        """Log a table (step, prompt, generation, reference, reward) under ``rl/samples``.
-
-        Only at steps divisible by ``log_samples_every``, at most
-        ``max_logged_samples`` rows. Returns whether a table was logged.
-
-        >>> wb.log_sample_table(["2+2?"], ["4"], ["4"], [1.0], step=10)  # doctest: +SKIP
-        True
-        """
-        if not self.enabled or self.log_samples_every <= 0:
-            return False
-        with self._lock:
-            self._set_step(step)
-            at = self._last_step
-            if at is not None and at % self.log_samples_every != 0:
-                return False
-            n = len(prompts)
-            columns = [generations, references, rewards]
-            if any(col is not None and len(col) != n for col in columns):
-                self._invalid(
-                    "log_sample_table: prompts, generations, references and "
-                    "rewards differ in length; extra rows dropped"
-                )
-                n = min([n, *(len(col) for col in columns if col is not None)])
-            n = min(n, max(self.max_logged_samples, 0))
-            if n == 0:
-                return False
-            data = []
-            for i in range(n):
-                reward = _as_number(rewards[i]) if rewards is not None else None
-                data.append(
-                    [
-                        at,
-                        str(prompts[i]),
-                        str(generations[i]),
-                        None if references is None else str(references[i]),
-                        None if reward is None else float(reward),
-                    ]
-                )
-            assert self._wandb is not None
-            with self._guard("table"):
-                table = self._wandb.Table(
-                    columns=["step", "prompt", "generation", "reference", "reward"], data=data
-                )
-                return self._emit({SAMPLES_KEY: table}, None)
-            return False
-
-    def log_chart(
-        self, name: str, chart_path: str | os.PathLike[str], step: int | None = None
-    ) -> bool:
-        """Log a PNG (e.g. a seaborn snapshot) as an image under ``charts/<name>``.
-
-        >>> wb.log_chart("training_curves", "charts/training_curves_step_100.png")  # doctest: +SKIP
-        True
-        """
-        if not self.enabled:
-            return False
-        key = name if "/" in name else CHART_GROUP + name
-        with self._lock:
-            assert self._wandb is not None
-            with self._guard("chart"):
-                path = Path(chart_path)
-                if not path.is_file():
-                    raise FileNotFoundError(f"chart {name!r}: no file at {path}")
-                return self._emit({key: self._wandb.Image(str(path), caption=name)}, step)
-            return False
-
     def log_gradients(self, layer_norms: Mapping[str, Any], step: int | None = None) -> None:
         """Log layer-wise gradient norms under ``gradients/<layer>``.
 
@@ -628,97 +374,13 @@ class EnhancedWandBLogger:
         row: dict[str, Any] = {}
         for layer, norm in layer_norms.items():
             key = layer if str(layer).startswith(GRADIENT_GROUP) else GRADIENT_GROUP + str(layer)
-            number = _as_number(norm)
+            number = to_number(norm)
             if number is None:
                 self._invalid(f"{key}: not a number: {norm!r}")
                 continue
-            row[key] = float(number)
+            row[key] = number
         with self._lock:
             self._emit(row, step)
-
-    def alert(
-        self,
-        title: str,
-        text: str,
-        level: str = "WARN",
-        wait_duration: float | None = None,
-    ) -> bool:
-        """Send a WandB alert unless the same title was sent in the last interval.
-
-        ``level`` is ``"INFO"``, ``"WARN"`` or ``"ERROR"``. ``wait_duration``
-        (seconds) is WandB's own server-side throttle for the title; it
-        defaults to ``alert_min_interval_s``. In offline mode the alert is
-        an ``alert`` record in the run file and is delivered on ``wandb sync``.
-        Returns whether the alert was sent.
-
-        >>> wb.alert(title="High Memory Usage", text="Memory exceeds 8GB", level="WARN")  # doctest: +SKIP
-        True
-        """
-        if not self.enabled:
-            return False
-        with self._lock:
-            now = time.monotonic()
-            last = self._alert_last_sent.get(title)
-            if last is not None and now - last < self.alert_min_interval_s:
-                self.suppressed_alerts[title] = self.suppressed_alerts.get(title, 0) + 1
-                return False
-            level_name = _LEVELS.get(str(getattr(level, "value", level)).upper())
-            if level_name is None:
-                self._invalid(f"alert level must be INFO, WARN or ERROR, not {level!r}")
-                level_name = "WARN"
-            if wait_duration is None:
-                wait_duration = self.alert_min_interval_s
-            assert self._wandb is not None
-            with self._guard("alert"):
-                self.run.alert(
-                    title=title[:_ALERT_TITLE_MAX],
-                    text=text,
-                    level=self._wandb.AlertLevel(level_name),
-                    wait_duration=wait_duration if wait_duration > 0 else None,
-                )
-                self._alert_last_sent[title] = now
-                return True
-            return False
-
-    def log_checkpoint(
-        self,
-        path: str | os.PathLike[str],
-        name: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        aliases: Sequence[str] | None = None,
-    ) -> bool:
-        """Log a checkpoint file or directory as a ``model`` artifact.
-
-        The name defaults to ``model-<run id>``; the metadata gets the last
-        step. Returns whether the artifact was logged.
-
-        >>> wb.log_checkpoint("checkpoints/step_100", aliases=["latest"])  # doctest: +SKIP
-        True
-        """
-        if not self.enabled:
-            return False
-        with self._lock:
-            assert self._wandb is not None
-            with self._guard("artifact"):
-                source = Path(path)
-                if not source.exists():
-                    raise FileNotFoundError(f"checkpoint: no file or directory at {source}")
-                meta: dict[str, Any] = {}
-                if self._last_step is not None:
-                    meta["step"] = self._last_step
-                meta.update(metadata or {})
-                artifact = self._wandb.Artifact(
-                    _sanitize_artifact_name(name or f"model-{self.run.id}"),
-                    type="model",
-                    metadata=meta,
-                )
-                if source.is_dir():
-                    artifact.add_dir(str(source))
-                else:
-                    artifact.add_file(str(source))
-                self.run.log_artifact(artifact, aliases=list(aliases) if aliases else None)
-                return True
-            return False
 
     def finish(self, exit_code: int | None = None) -> None:
         """Close the run (if this logger started it); later calls are no-ops."""

@@ -20,10 +20,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlx_otel.config import MonitorConfig
 from mlx_otel.integrations.wandb_bridge import EnhancedWandBLogger
 from mlx_otel.integrations.wandb_exit import stop_service_at_exit
 
-__all__ = ["MAX_PENDING_CALLS", "SLOW_START_S", "BackgroundWandB"]
+__all__ = ["MAX_PENDING_CALLS", "SLOW_START_S", "BackgroundWandB", "start_background_wandb"]
 
 logger = logging.getLogger("mlx_otel.integrations.wandb_bridge")
 
@@ -213,3 +214,38 @@ class BackgroundWandB:
                     self._calls.clear()
                     self._cond.notify_all()
                 return
+
+
+def start_background_wandb(
+    config: MonitorConfig,
+    run_id: str,
+    output_dir: str | Path,
+    on_error: Callable[[str], None],
+) -> BackgroundWandB | None:
+    """The monitor's WandB: a run named after ``run_id``, started on its own thread.
+
+    ``None`` when ``monitoring.use_wandb`` is off or ``wandb_mode`` is
+    ``disabled``. The run's config holds the run id and the whole monitor
+    configuration; its files go under ``output_dir``. ``wandb.init`` waits
+    for the server, so it runs on WandB's own thread, and so does every later
+    call: neither the caller nor the background worker waits for WandB.
+    ``on_error`` is called with ``"wandb"`` for each failure.
+    """
+    monitoring = config.monitoring
+    if not monitoring.use_wandb or monitoring.wandb_mode == "disabled":
+        return None
+
+    def start() -> EnhancedWandBLogger:
+        return EnhancedWandBLogger.from_config(
+            monitoring,
+            name=monitoring.wandb_run_name or run_id,
+            config={"run_id": run_id, **config.model_dump(mode="json")},
+            dir=str(output_dir),
+            on_error=lambda kind: on_error("wandb"),
+        )
+
+    return BackgroundWandB(
+        start,
+        finish_timeout=monitoring.wandb_finish_timeout,
+        on_error=lambda kind: on_error("wandb"),
+    )

@@ -5,7 +5,7 @@
 memory grows steadily; :class:`LeakReport` carries the verdict and the
 figures behind it. No MLX here: the profiler reads, this judges.
 
-    >>> from mlx_otel.numbers.memory_figures import MemorySnapshot
+    >>> from mlx_otel import MemorySnapshot
     >>> window = [MemorySnapshot(step, float(step), 100.0 + 2 * step, 0.0, 0.0, 0.0)
     ...           for step in range(20)]
     >>> judge_leak(window, min_snapshots=10, min_slope_mb_per_step=0.5,

@@ -11,7 +11,7 @@ NaN), are counted per metric, and are left out of every statistic.
 Example::
 
     from pathlib import Path
-    from mlx_otel.numbers.stats import ComprehensiveStatsCollector
+    from mlx_otel import ComprehensiveStatsCollector
 
     stats = ComprehensiveStatsCollector(output_dir=Path("./stats"), max_history=10000)
     stats.record_step(100, {"loss": 0.5, "reward": 0.8})

@@ -7,11 +7,12 @@ recorder's checks to it), so a keyword is added here and where it is stored.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MISSING", "STEP_ARGUMENTS", "StepArgument"]
+__all__ = ["MISSING", "STEP_ARGUMENTS", "StepArgument", "documented_doc", "documented_signature"]
 
 
 class _Missing:
@@ -52,3 +53,32 @@ STEP_ARGUMENTS: tuple[StepArgument, ...] = (
     StepArgument("step_time", "step_time", float,
                  "the step's duration in seconds (else the interval between calls)"),  # fmt: skip
 )
+
+
+def documented_signature() -> inspect.Signature:
+    """``log_training_step(self, step, *, loss=None, ..., **custom)`` from :data:`STEP_ARGUMENTS`."""
+    P = inspect.Parameter
+    return inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("step", P.POSITIONAL_OR_KEYWORD)]
+        + [
+            P(a.name, P.KEYWORD_ONLY, default=None, annotation=a.annotation)
+            for a in STEP_ARGUMENTS
+        ]
+        + [P("custom", P.VAR_KEYWORD, annotation=float)]
+    )
+
+
+def documented_doc() -> str:
+    """The docstring of ``log_training_step``, listing :data:`STEP_ARGUMENTS`."""
+    keywords = ", ".join(f"{a.name}=" for a in STEP_ARGUMENTS)
+    items = "\n".join(f"        * ``{a.name}``: {a.doc}" for a in STEP_ARGUMENTS)
+    return f"""Record one training step; costs microseconds and never blocks.
+
+        ``log_training_step(step, {keywords}, **custom)``. Scalars may be
+        Python, NumPy or MLX numbers (0-d arrays too). Values that are not
+        numbers are counted in ``mlx_otel_errors_total`` and logged once per
+        key; NaN and inf are recorded as they are. Extra keywords become
+        custom metrics (``mlx_train_custom{{name=...}}``).
+
+{items}
+        """
