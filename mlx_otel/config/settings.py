@@ -33,6 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mlx_otel.config.identity import RUN_ID_VARIABLE
 from mlx_otel.config.visualization import ChartStyle
 from mlx_otel.errors import ConfigError
 
@@ -57,7 +58,7 @@ ALERT_SINK_TOKEN_VARIABLE = "MLX_OTEL_ALERT_SINK_TOKEN"
 ALERT_SINK_PASSWORD_VARIABLE = "MLX_OTEL_ALERT_SINK_PASSWORD"
 #: ``MLX_OTEL_*`` variables that are not configuration keys.
 OTHER_VARIABLES = frozenset(
-    {"MLX_OTEL_RUN_ID", ALERT_SINK_TOKEN_VARIABLE, ALERT_SINK_PASSWORD_VARIABLE}
+    {RUN_ID_VARIABLE, ALERT_SINK_TOKEN_VARIABLE, ALERT_SINK_PASSWORD_VARIABLE}
 )
 
 
