@@ -83,10 +83,16 @@ class BackgroundWorker:
             return True
         with self._idle:
             target = self._generation + 2  # a full cycle that began after this call
-            self._wake.set()
-            return self._idle.wait_for(
-                lambda: self._generation >= target or not self._thread.is_alive(), timeout
-            )
+
+            def done() -> bool:
+                if self._generation >= target or not self._thread.is_alive():
+                    return True
+                # Wake the worker for each cycle still owed, not only the first:
+                # the second would otherwise wait out the interval.
+                self._wake.set()
+                return False
+
+            return self._idle.wait_for(done, timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Run what is queued, then stop the thread."""
