@@ -245,9 +245,10 @@ class ChartProcess:
         """Close the child's input: it finishes the render in hand, then exits."""
         self._process = None
         self.finishing.append(process)
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
+        # Its reply is never read: closing both ends now leaves no pipe open
+        # for the garbage collector to find (the child's write of the reply
+        # fails quietly once its charts are written).
+        _close_pipes(process)
 
     def close(self, timeout: float = 2.0) -> None:
         """Close the idle child (it exits at once); children still rendering finish alone."""
@@ -264,7 +265,6 @@ class ChartProcess:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.finishing.append(process)  # busy after all: let it finish
-                return
         _close_pipes(process)
 
 
