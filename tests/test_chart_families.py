@@ -150,3 +150,19 @@ def test_a_monitor_draws_its_charts_in_its_charts_style_and_quietly(tmp_path: Pa
         assert image.size == (8 * 50, 4 * 50)  # figsize x dpi
     summary = json.loads((tmp_path / "monitoring_summary.json").read_text())
     assert summary  # the run's files are there as well
+
+
+def test_a_threshold_far_above_the_data_leaves_the_data_readable() -> None:
+    # 8,000 MiB (the default) drawn over a run of ~100 MiB flattened every line.
+    ax = _axes()
+    draw_memory(ax, {"mlx_active_mb": np.array([90.0, 110.0, 100.0])},
+                colours(ChartStyle(), 1), threshold=8000.0)  # fmt: skip
+    assert ax.get_ylim()[1] < 1000.0
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "threshold 8,000 MiB (above the axis)" in labels
+    # Near the data, the line is drawn where it is.
+    ax = _axes()
+    draw_memory(ax, {"mlx_active_mb": np.array([900.0, 1100.0])},
+                colours(ChartStyle(), 1), threshold=2000.0)  # fmt: skip
+    assert ax.get_ylim()[1] >= 2000.0
+    assert "threshold 2,000 MiB" in [line.get_label() for line in ax.get_lines()]

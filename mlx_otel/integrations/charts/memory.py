@@ -54,6 +54,10 @@ def _in_mib(name: str, values: np.ndarray) -> np.ndarray:
     return values / _MIB if display_unit(name) == "bytes" else values
 
 
+#: A threshold more than this many times the highest value is left off the axis.
+_OFF_SCALE = 4.0
+
+
 def draw_memory(
     ax: Axes,
     series: Mapping[str, np.ndarray],
@@ -89,10 +93,14 @@ def draw_memory(
         if ys.max() > peak_value:
             peak_name, peak_value = name, float(ys.max())
     if threshold is not None:
-        ax.axhline(
-            threshold, color=_THRESHOLD_COLOUR, linestyle="--", linewidth=2,
-            label=f"threshold {threshold:,.0f} {MEMORY_UNIT}",
-        )  # fmt: skip
+        label = f"threshold {threshold:,.0f} {MEMORY_UNIT}"
+        if peak_value * _OFF_SCALE >= threshold:
+            ax.axhline(threshold, color=_THRESHOLD_COLOUR, linestyle="--", linewidth=2, label=label)
+        else:
+            # Far above every line: drawn, it would squash the data into the
+            # bottom of the chart. The legend still names it.
+            ax.plot([], [], color=_THRESHOLD_COLOUR, linestyle="--", linewidth=2,
+                    label=f"{label} (above the axis)")  # fmt: skip
     ax.set_ylim(bottom=0)
     ax.set_xlabel("step")
     ax.set_ylabel(f"memory [{MEMORY_UNIT}]")
