@@ -135,7 +135,7 @@ class TrainingMonitor:
         self.tracer = step_tracer(
             self.telemetry.resource, run_id=self.run_id, rank=self.rank,
             on_failure=lambda m: self.errors.report("otlp", "otlp traces", m),
-            on_drop=self.errors.drop, max_pending=monitoring.queue_size * 8,
+            on_drop=self.errors.drop, max_pending=monitoring.queue_size,
         )  # fmt: skip
         self.lifecycle = RunLifecycle(
             self.telemetry,
