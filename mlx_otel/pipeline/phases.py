@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import re
 import threading
 import time
@@ -127,6 +128,14 @@ class Phase:
 
     def __call__(self, func: F) -> F:
         timer, key, sync, arrays = self._timer, self._key, self._sync, self._arrays
+        if inspect.iscoroutinefunction(func):  # time the awaited work, not the coroutine's creation
+
+            @functools.wraps(func)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                with Phase(timer, key, sync, arrays):
+                    return await func(*args, **kwargs)
+
+            return timed_async  # type: ignore[return-value]
 
         @functools.wraps(func)
         def timed(*args: Any, **kwargs: Any) -> Any:
