@@ -133,6 +133,8 @@ class StepTracer:
     # -- the training thread -------------------------------------------------------
     def step_ended(self, step: Any, phases: Sequence[Entry]) -> None:
         """A step was logged now; ``phases`` are the phases finished during it."""
+        if self._closed:  # steps logged after the end of the run are not traced
+            return
         now = time.perf_counter()
         pending = self._pending
         if len(pending) >= self._max_pending:
