@@ -44,10 +44,12 @@ from mlx_otel.exporter.instruments import LedgerStore, build_instruments
 from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.exporter.tracing import step_tracer
 from mlx_otel.integrations.wandb_thread import start_background_wandb
 from mlx_otel.numbers.gradients import GradientNorms
 from mlx_otel.pipeline.dispatch import Dispatcher
 from mlx_otel.pipeline.gradients import GradientLog
+from mlx_otel.pipeline.phases import Phase, PhaseTimer
 from mlx_otel.pipeline.recorder import StepRecorder
 from mlx_otel.pipeline.run_end import Closer, RunEnd
 from mlx_otel.pipeline.run_export import RunExport, RunFiles
@@ -111,6 +113,10 @@ class TrainingMonitor:
             strict=strict,
             started=self.start_time,
         )
+        self.phases = PhaseTimer(
+            ledger=self.errors, max_phases=exporter.max_custom_metrics,
+            max_samples=monitoring.queue_size * 8, strict=strict,
+        )  # fmt: skip
         self.memory = MemoryReadings(
             self.memory_profiler,
             threshold_bytes=trainer.memory_safety_threshold_mb * (1 << 20),
@@ -125,6 +131,13 @@ class TrainingMonitor:
             on_otlp_failure=lambda m: self.errors.report("otlp", "otlp", m),
         )  # fmt: skip
         self._serve_catalogue()
+        # OTEL_TRACES_EXPORTER=otlp: a span per logged step, its phases as children.
+        self.tracer = step_tracer(
+            self.telemetry.resource, run_id=self.run_id, rank=self.rank,
+            on_failure=lambda m: self.errors.report("otlp", "otlp traces", m),
+            on_drop=self.errors.drop, max_pending=monitoring.queue_size,
+        )  # fmt: skip
+        self.phases.on_step = None if self.tracer is None else self.tracer.step_ended
         self.lifecycle = RunLifecycle(
             self.telemetry,
             file_sd_dir=exporter.file_sd_dir,
@@ -167,8 +180,13 @@ class TrainingMonitor:
             strict=strict,
         )
         self.worker.add_periodic("fold", self.recorder.fold)
+        self.worker.add_periodic("phase_fold", self.phases.fold)
+        if self.tracer is not None:
+            self.worker.add_periodic("traces", self.tracer.export_pending)
         self.worker.add_periodic("records", self.dispatcher.drain)
         closers: list[Closer] = list(self.sinks)
+        if self.tracer is not None:
+            closers.append(self.tracer)
         if exporter.pushgateway_url:
             closers.append(FinalPush(self.telemetry, exporter.pushgateway_url))
         closers.append(self.lifecycle)  # serving ends last
@@ -216,10 +234,12 @@ class TrainingMonitor:
         recorder.fold_into(
             {h.metric.read_from or "": h.record_many for h in self.histograms.values()}
         )
+        self.phases.fold_into(self.histograms["phase_duration"].record_many)
 
     def _before_collect(self) -> None:
         self.recorder.refresh_view()
         self.recorder.fold()
+        self.phases.fold()
 
     def _record_due(self) -> bool:
         """Whether the periodic record is written: steps logged and the end not begun."""
@@ -238,7 +258,11 @@ class TrainingMonitor:
         The keywords are :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`;
         this docstring and the signature are made from them (module end).
         """
-        self.recorder.record(step, custom)
+        if self.phases.step or self.tracer is not None:
+            timings = self.phases.end_step(custom.get("step") if step is MISSING else step)
+            self.recorder.record(step, custom, timings)
+        else:
+            self.recorder.record(step, custom)
 
     def record_report(self, report: TrainerReport) -> None:
         """Record a trainer integration's report (values by catalogue key) as one step.
@@ -246,7 +270,21 @@ class TrainingMonitor:
         What :mod:`mlx_otel.trainers` calls at each report of mlx-lm or
         mlx-lm-lora; costs microseconds and never raises (unless ``strict``).
         """
-        self.recorder.record_report(report)
+        if self.phases.step or self.tracer is not None:
+            self.recorder.record_report(report, self.phases.end_step(report.step))
+        else:
+            self.recorder.record_report(report)
+
+    def phase(self, name: str, *, sync: bool = False, arrays: Any = None) -> Phase:
+        """Time a phase of the step: ``with monitor.phase("generate"):``, or a decorator.
+
+        Phases nest, each timing itself: ``mlx_train_phase_duration_seconds{phase}``,
+        the step's ``timing/<phase>`` (statistics, CSV/JSON, WandB) and a span of
+        its trace. MLX is lazy: ``sync=True`` waits for MLX's stream at the end,
+        ``arrays=`` (arrays, a model, an optimizer's state) are evaluated there.
+        A bad name is counted and the block runs untimed (``strict`` raises).
+        """
+        return self.phases.phase(name, sync=sync, arrays=arrays)
 
     # -- the rest of the public API ----------------------------------------------
     def _step_due(self, step: Any, every: int) -> bool:
