@@ -281,6 +281,35 @@ METRICS: tuple[Metric, ...] = (
     Metric("run_finished", "mlx_otel.run.finished", "mlx_otel_run_finished", _G, "1",
            "1 once the run has ended cleanly (cleanup, with, end of training), else 0.",
            Source.EXPORTER, "exporter", read_from=None),  # served by the run's lifecycle
+    # Preference optimisation: mlx-lm-lora's dpo, cpo, orpo, online_dpo, xpo and
+    # ppo report these for each pair of a chosen and a rejected completion
+    # (mlx_otel.trainers maps their keys). "choice" is chosen or rejected.
+    Metric("preference_reward", "mlx.train.preference_reward", "mlx_train_preference_reward",
+           _G, "1", "Implicit reward of the chosen and of the rejected completions "
+           "(beta times the policy's log-probability ratio to the reference), by choice.",
+           Source.TRAINER, "preference", labels=("choice",)),
+    Metric("preference_margin", "mlx.train.preference_margin", "mlx_train_preference_margin",
+           _G, "1", "Mean reward margin, chosen minus rejected; it grows while the policy "
+           "learns the preference.", Source.TRAINER, "preference"),
+    Metric("preference_accuracy", "mlx.train.preference_accuracy",
+           "mlx_train_preference_accuracy", _G, "1",
+           "Share of pairs whose chosen completion out-rewards the rejected one (0.5 is chance).",
+           Source.TRAINER, "preference", grafana_unit="percentunit"),
+    Metric("policy_logps", "mlx.train.policy_logps", "mlx_train_policy_logps", _G, "1",
+           "Mean per-token log-probability the policy gives each choice's completions, by choice.",
+           Source.TRAINER, "preference", labels=("choice",)),
+    Metric("logits_mean", "mlx.train.logits_mean", "mlx_train_logits_mean", _G, "1",
+           "Mean sequence score (summed log-probability) of each choice's completions, by choice "
+           "(mlx-lm-lora's *_logits_mean; cpo reports 0 for rejected).",
+           Source.TRAINER, "preference", labels=("choice",)),
+    Metric("validation_preference_margin", "mlx.train.validation_preference_margin",
+           "mlx_train_validation_preference_margin", _G, "1",
+           "Mean reward margin, chosen minus rejected, at the last validation.",
+           Source.TRAINER, "preference"),
+    Metric("validation_preference_accuracy", "mlx.train.validation_preference_accuracy",
+           "mlx_train_validation_preference_accuracy", _G, "1",
+           "Share of held-out pairs whose chosen completion out-rewards the rejected one.",
+           Source.TRAINER, "preference", grafana_unit="percentunit"),
 )  # fmt: skip
 
 _BY_KEY = {m.key: m for m in METRICS}

@@ -59,6 +59,12 @@ _SCALARS = {
     "train_hit_max_tokens_ratio": "hit_max_tokens_ratio",
     "val_loss": "validation_loss",
     "val_time": "validation_duration",
+    # Preference optimisation (dpo, cpo, orpo, online_dpo, xpo, ppo) and rlhf_reinforce
+    "train_margins": "preference_margin",
+    "train_accuracies": "preference_accuracy",
+    "val_margins": "validation_preference_margin",
+    "val_accuracies": "validation_preference_accuracy",
+    "train_rewards": "reward_mean",  # rlhf_reinforce: mean judge reward of the samples
 }
 #: Trainer keys that map onto a labelled catalogue metric: (key, label value).
 _LABELLED = {
@@ -68,6 +74,14 @@ _LABELLED = {
     "train_average_generated_tokens": ("generated_tokens", "mean"),
     "train_max_generated_tokens": ("generated_tokens", "max"),
     "train_min_generated_tokens": ("generated_tokens", "min"),
+    # Preference optimisation: one series per choice (chosen, rejected)
+    "train_chosen_reward": ("preference_reward", "chosen"),
+    "train_rejected_reward": ("preference_reward", "rejected"),
+    "train_policy_chosen_logps": ("policy_logps", "chosen"),
+    "train_policy_rejected_logps": ("policy_logps", "rejected"),
+    "train_chosen_logits_mean": ("logits_mean", "chosen"),
+    "train_rejected_logits_mean": ("logits_mean", "rejected"),
+    "train_clip_fraction": ("clip_ratio", "total"),  # ppo: share of clipped ratios
 }
 #: Per reward function: train_<name>_mean|std|coverage.
 _REWARD_FN_SUFFIXES = {

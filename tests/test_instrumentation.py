@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from mlx_otel.catalog import METRICS
 from mlx_otel.instrumentation import (
     INSTRUMENTORS,
     MlxLmInstrumentor,
@@ -342,11 +343,34 @@ def dpo_run(workspace: Path, ports: dict[str, int], prometheus: Any) -> str:
 
 
 @pytest.mark.integration
-def test_mlx_otel_run_serves_mlx_lm_lora_dpo(prometheus: Any, dpo_run: str) -> None:
+def test_mlx_otel_run_serves_mlx_lm_lora_dpo_with_chosen_and_rejected(
+    prometheus: Any, dpo_run: str
+) -> None:
     selector = '{run_id="dpo_pref"}'
     assert list(_last(prometheus, f"mlx_train_step{selector}").values()) == [ITERS]
     (loss,) = _last(prometheus, f"mlx_train_loss{selector}").values()
     assert loss > 0
+    for name in ("mlx_train_preference_reward", "mlx_train_policy_logps", "mlx_train_logits_mean"):
+        series = prometheus.query(f"last_over_time({name}{selector}[15m])")
+        assert sorted(s["metric"]["choice"] for s in series) == ["chosen", "rejected"], name
+    for name in ("mlx_train_preference_accuracy", "mlx_train_validation_preference_accuracy"):
+        (accuracy,) = _last(prometheus, f"{name}{selector}").values()
+        assert 0 <= accuracy <= 1, name
+    (margin,) = _last(prometheus, f"mlx_train_validation_preference_margin{selector}").values()
+    assert margin == margin  # a number, not NaN
+    # No training key is left as a custom metric; validation's per-choice values
+    # are (documented in docs/trainers.md).
+    custom = prometheus.query(f"last_over_time(mlx_train_custom{selector}[15m])")
+    assert custom and all(s["metric"]["name"].startswith("val_") for s in custom), custom
+
+
+@pytest.mark.integration
+def test_every_preference_metric_of_the_catalogue_reaches_prometheus(
+    prometheus: Any, dpo_run: str
+) -> None:
+    missing = [m.prometheus_name for m in METRICS if m.wandb_group == "preference"
+               and not _last(prometheus, f'{m.prometheus_name}{{run_id="dpo_pref"}}')]  # fmt: skip
+    assert not missing, f"preference metrics the DPO run did not serve: {missing}"
 
 
 def test_chained_callback_is_not_monitored_twice() -> None:
