@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 
 from mlx_otel.catalog import METRICS
+from mlx_otel.dashboards import panel_queries, substitute
 from mlx_otel.instrumentation import (
     INSTRUMENTORS,
     MlxLmInstrumentor,
@@ -220,6 +222,7 @@ def ports() -> dict[str, int]:
 def prometheus(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]) -> Iterator[Any]:
     targets = [f"127.0.0.1:{port}" for port in ports.values()]
     with PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets=targets) as prom:
+        prom.started = time.time()
         yield prom
 
 
@@ -381,3 +384,20 @@ def test_chained_callback_is_not_monitored_twice() -> None:
     outer = MlxLmCallback(monitor=types.SimpleNamespace(), wrapped_callback=inner)
     assert is_monitored(types.SimpleNamespace(wrapped_callback=outer))
     assert not is_monitored(inner)
+
+
+PREFERENCE_PANELS = [q for q in panel_queries(REPO / "grafana" / "dashboards")
+                     if q.dashboard == "Preference optimisation" and not q.incident_only]  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("query", PREFERENCE_PANELS, ids=[q.label for q in PREFERENCE_PANELS])
+def test_preference_panel_shows_the_dpo_run(prometheus: Any, dpo_run: str, query: Any) -> None:
+    end = time.time()
+    expr = substitute(
+        query.expr, run_id="dpo_pref", rank=".*", rate_interval="4s", interval="1s",
+        time_range=f"{round(end - prometheus.started)}s",
+    )  # fmt: skip
+    result = prometheus.query_range(expr, prometheus.started, end, step="1s")
+    values = [v for item in result for _, v in item["values"]]
+    assert any(v not in ("NaN", "+Inf", "-Inf") for v in values), f"{query.label}: {expr}"
