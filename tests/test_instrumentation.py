@@ -71,6 +71,22 @@ def test_instrument_wraps_mlx_lm_train_and_uninstrument_restores_it() -> None:
     assert trainer.train is original
 
 
+@pytest.mark.parametrize("name", ["mlx_lm_lora", "mlx_guided_grpo"])
+def test_the_run_function_of_the_installed_trainer_is_wrapped_and_restored(name: str) -> None:
+    """The hook against the installed package: its function takes a callback; ours is chained."""
+    cls = INSTRUMENTORS[name]
+    module = pytest.importorskip(cls.module)
+    original = getattr(module, cls.function)
+    instrumentor = cls()
+    instrumentor.instrument(monitor_config={"exporter": {"enabled": False}})
+    try:
+        wrapped = getattr(module, cls.function)
+        assert wrapped is not original and wrapped.__wrapped__ is original
+    finally:
+        instrumentor.uninstrument()
+    assert getattr(module, cls.function) is original
+
+
 _CHANGED_TRAINER = """
 calls = []
 
