@@ -4,8 +4,8 @@ Real runs of the real trainers on the shared tiny model, each scraped by one
 real Prometheus: mlx-lm through ``opentelemetry-instrument python -m mlx_lm
 lora`` (the OpenTelemetry launcher finding mlx_otel's entry points), a plain
 script calling mlx-lm's trainer through ``mlx-otel run``, and mlx-lm-lora's
-DPO through ``mlx-otel run`` (which needs the working-set size MLX's Linux
-CPU build does not report). The launcher reads entry points from installed
+DPO through ``mlx-otel run`` and ORPO through ``mlx-otel lora-train`` (both
+need the working-set size MLX's Linux CPU build does not report). The launcher reads entry points from installed
 metadata; the test writes that metadata from this checkout's
 ``pyproject.toml`` into a folder put first on ``PYTHONPATH``, so what is
 tested is what the package declares. Fast tests cover what a user relies
@@ -231,7 +231,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("launcher", "script", "dpo")}
+    return {name: free_port() for name in ("launcher", "script", "dpo", "orpo")}
 
 
 @pytest.fixture(scope="module")
@@ -381,6 +381,32 @@ def test_mlx_otel_run_serves_mlx_lm_lora_dpo_with_chosen_and_rejected(
     # are (documented in docs/trainers.md).
     custom = prometheus.query(f"last_over_time(mlx_train_custom{selector}[15m])")
     assert custom and all(s["metric"]["name"].startswith("val_") for s in custom), custom
+
+
+@pytest.fixture(scope="module")
+def orpo_run(workspace: Path, ports: dict[str, int], prometheus: Any) -> str:
+    """mlx-lm-lora ORPO through the wrapper command ``mlx-otel lora-train``."""
+    command = [
+        sys.executable, "-m", "mlx_otel", "lora-train", "--train-mode", "orpo",
+        "--model", "model", "--train", "--data", "dpo", "--iters", str(ITERS),
+        "--batch-size", "1", "--num-layers", "2", "--steps-per-report", str(REPORT),
+        "--steps-per-eval", str(ITERS), "--val-batches", "1", "--adapter-path", "adapters_orpo",
+        "--run-id", "orpo_pref", "--metrics-port", str(ports["orpo"]), "--metrics-linger", "300",
+    ]  # fmt: skip
+    return _train(command, workspace, _env(workspace, "orpo", ports["orpo"]), prometheus,
+                  "orpo_pref")  # fmt: skip
+
+
+@pytest.mark.integration
+def test_mlx_otel_lora_train_serves_orpo_with_chosen_and_rejected(
+    prometheus: Any, orpo_run: str
+) -> None:
+    selector = '{run_id="orpo_pref"}'
+    for name in ("mlx_train_preference_reward", "mlx_train_policy_logps"):
+        series = prometheus.query(f"last_over_time({name}{selector}[15m])")
+        assert sorted(s["metric"]["choice"] for s in series) == ["chosen", "rejected"], name
+    (accuracy,) = _last(prometheus, f"mlx_train_preference_accuracy{selector}").values()
+    assert 0 <= accuracy <= 1
 
 
 @pytest.mark.integration
