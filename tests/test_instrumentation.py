@@ -5,7 +5,8 @@ real Prometheus: mlx-lm through ``opentelemetry-instrument python -m mlx_lm
 lora`` (the OpenTelemetry launcher finding mlx_otel's entry points), a plain
 script calling mlx-lm's trainer through ``mlx-otel run``, and mlx-lm-lora's
 DPO through ``mlx-otel run`` and ORPO through ``mlx-otel lora-train`` (both
-need the working-set size MLX's Linux CPU build does not report). The launcher reads entry points from installed
+need the working-set size MLX's Linux CPU build does not report), and
+mlx-guided-grpo's ``mlx-grpo`` through ``mlx-otel run``. The launcher reads entry points from installed
 metadata; the test writes that metadata from this checkout's
 ``pyproject.toml`` into a folder put first on ``PYTHONPATH``, so what is
 tested is what the package declares. Fast tests cover what a user relies
@@ -225,13 +226,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
              "rejected": f"{(a + b + 3) % 20} </s>"} for a, b in sums]  # fmt: skip
     write_jsonl(root / "dpo" / "train.jsonl", rows)
     write_jsonl(root / "dpo" / "valid.jsonl", rows[:4])
+    # mlx-guided-grpo keeps only answers that think first.
+    rows = [{"prompt": f"what is {a} plus {b} ?", "answer": f"<think> {a} plus {b} </think> {a + b}"}
+            for a, b in sums]  # fmt: skip
+    write_jsonl(root / "guided" / "train.jsonl", rows)
+    write_jsonl(root / "guided" / "valid.jsonl", rows[:4])
     _metadata(root / "metadata")
     return root
 
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("launcher", "script", "dpo", "orpo")}
+    return {name: free_port() for name in ("launcher", "script", "dpo", "orpo", "guided")}
 
 
 @pytest.fixture(scope="module")
@@ -407,6 +413,30 @@ def test_mlx_otel_lora_train_serves_orpo_with_chosen_and_rejected(
         assert sorted(s["metric"]["choice"] for s in series) == ["chosen", "rejected"], name
     (accuracy,) = _last(prometheus, f"mlx_train_preference_accuracy{selector}").values()
     assert 0 <= accuracy <= 1
+
+
+@pytest.fixture(scope="module")
+def guided_run(workspace: Path, ports: dict[str, int], prometheus: Any) -> str:
+    """mlx-guided-grpo's ``mlx-grpo`` command through ``mlx-otel run``."""
+    pytest.importorskip("mlx_grpo")
+    command = [
+        sys.executable, "-m", "mlx_otel", "run", "--run-id", "guided_grpo", "--",
+        "mlx-grpo", "--model", "model", "--train", "--data", "guided", "--iters", str(ITERS),
+        "--batch-size", "1", "--num-layers", "2", "--steps-per-report", str(REPORT),
+        "--group-size", "2", "--max-completion-length", "6", "--adapter-path", "adapters_guided",
+    ]  # fmt: skip
+    return _train(command, workspace, _env(workspace, "guided", ports["guided"]), prometheus,
+                  "guided_grpo")  # fmt: skip
+
+
+@pytest.mark.integration
+def test_mlx_otel_run_serves_mlx_guided_grpo(prometheus: Any, guided_run: str) -> None:
+    selector = '{run_id="guided_grpo"}'
+    for name in ("mlx_train_loss", "mlx_train_reward_mean", "mlx_train_kl",
+                 "mlx_train_grouped_reward_std"):  # fmt: skip
+        assert len(_last(prometheus, f"{name}{selector}")) == 1, name
+    functions = prometheus.query(f"last_over_time(mlx_train_reward_function_mean{selector}[15m])")
+    assert len(functions) >= 2 and all(s["metric"]["reward_fn"] for s in functions)
 
 
 @pytest.mark.integration
