@@ -6,7 +6,8 @@ lora`` (the OpenTelemetry launcher finding mlx_otel's entry points), a plain
 script calling mlx-lm's trainer through ``mlx-otel run``, and mlx-lm-lora's
 DPO through ``mlx-otel run`` and ORPO through ``mlx-otel lora-train`` (both
 need the working-set size MLX's Linux CPU build does not report), and
-mlx-guided-grpo's ``mlx-grpo`` through ``mlx-otel run``. The launcher reads entry points from installed
+mlx-guided-grpo's ``mlx-grpo`` through ``mlx-otel run``, and mlx-lm-lora's
+online modes (ppo, xpo, rlhf_reinforce) with the tiny model as their judge. The launcher reads entry points from installed
 metadata; the test writes that metadata from this checkout's
 ``pyproject.toml`` into a folder put first on ``PYTHONPATH``, so what is
 tested is what the package declares. Fast tests cover what a user relies
@@ -45,6 +46,10 @@ from tests.servers import REPO, PrometheusServer, ServerDied, free_port, wait_fo
 from tests.tiny_model import build_model, write_jsonl, write_sum_data
 
 ITERS, REPORT = 4, 2
+#: mlx-lm-lora's modes that generate online and ask a judge (the tiny model itself).
+ONLINE_MODES = ("ppo", "xpo", "rlhf_reinforce")
+#: The runs that serve the preference series.
+PREFERENCE_RUNS = "dpo_pref|orpo_pref|ppo_pref|xpo_pref|rlhf_reinforce_pref"
 RUN_TIMEOUT = 420.0
 
 
@@ -237,7 +242,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("launcher", "script", "dpo", "orpo", "guided")}
+    names = ("launcher", "script", "dpo", "orpo", "guided", *ONLINE_MODES)
+    return {name: free_port() for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -439,13 +445,55 @@ def test_mlx_otel_run_serves_mlx_guided_grpo(prometheus: Any, guided_run: str) -
     assert len(functions) >= 2 and all(s["metric"]["reward_fn"] for s in functions)
 
 
+@pytest.fixture(scope="module")
+def online_runs(workspace: Path, ports: dict[str, int], prometheus: Any) -> None:
+    """ppo, xpo and rlhf_reinforce through ``mlx-otel run``, the tiny model as their judge."""
+    for mode in ONLINE_MODES:
+        command = [
+            sys.executable, "-m", "mlx_otel", "run", "--run-id", f"{mode}_pref", "--",
+            "mlx_lm_lora.train", "--train-mode", mode, "--judge", "model", "--model", "model",
+            "--train", "--data", "grpo", "--iters", str(ITERS), "--batch-size", "1",
+            "--num-layers", "2", "--steps-per-report", str(REPORT), "--steps-per-eval",
+            str(ITERS), "--val-batches", "1", "--max-completion-length", "6",
+            "--adapter-path", f"adapters_{mode}",
+        ]  # fmt: skip
+        _train(command, workspace, _env(workspace, mode, ports[mode]), prometheus, f"{mode}_pref")
+
+
+def _choices(prom: Any, expr: str) -> list[str]:
+    return sorted(s["metric"]["choice"] for s in prom.query(f"last_over_time({expr}[15m])"))
+
+
+@pytest.mark.integration
+def test_online_preference_modes_serve_their_own_series(prometheus: Any, online_runs: None) -> None:
+    ppo, xpo, rlhf = ('{run_id="ppo_pref"}', '{run_id="xpo_pref"}',
+                      '{run_id="rlhf_reinforce_pref"}')  # fmt: skip
+    for name in ("policy_loss", "kl_penalty", "advantage_mean", "importance_ratio_mean",
+                 "preference_accuracy", "preference_margin"):  # fmt: skip
+        assert len(_last(prometheus, f"mlx_train_{name}{ppo}")) == 1, name
+    assert _choices(prometheus, f"mlx_train_reference_logps{ppo}") == ["chosen", "rejected"]
+    assert len(_last(prometheus, 'mlx_train_clip_ratio{bound="total",run_id="ppo_pref"}')) == 1
+    assert len(_last(prometheus, f"mlx_train_exploration_bonus{xpo}")) == 1
+    assert _choices(prometheus, f"mlx_train_preference_kl{xpo}") == ["chosen", "rejected"]
+    for name in ("reward_mean", "kl_penalty", "advantage_mean"):
+        assert len(_last(prometheus, f"mlx_train_{name}{rlhf}")) == 1, name
+    assert _choices(prometheus, f"mlx_train_policy_logps{rlhf}") == ["sampled"]
+    assert _choices(prometheus, f"mlx_train_reference_logps{rlhf}") == ["sampled"]
+    # Whatever else they report is validation's.
+    custom = prometheus.query(
+        f'last_over_time(mlx_train_custom{{run_id=~"{"|".join(f"{m}_pref" for m in ONLINE_MODES)}"}}[15m])'
+    )
+    assert all(s["metric"]["name"].startswith("val_") for s in custom), custom
+
+
 @pytest.mark.integration
 def test_every_preference_metric_of_the_catalogue_reaches_prometheus(
-    prometheus: Any, dpo_run: str
+    prometheus: Any, dpo_run: str, orpo_run: str, online_runs: None
 ) -> None:
+    runs = f'{{run_id=~"{PREFERENCE_RUNS}"}}'
     missing = [m.prometheus_name for m in METRICS if m.wandb_group == "preference"
-               and not _last(prometheus, f'{m.prometheus_name}{{run_id="dpo_pref"}}')]  # fmt: skip
-    assert not missing, f"preference metrics the DPO run did not serve: {missing}"
+               and not _last(prometheus, f"{m.prometheus_name}{runs}")]  # fmt: skip
+    assert not missing, f"preference metrics no preference run served: {missing}"
 
 
 def test_chained_callback_is_not_monitored_twice() -> None:
@@ -464,10 +512,12 @@ PREFERENCE_PANELS = [q for q in panel_queries(REPO / "grafana" / "dashboards")
 
 @pytest.mark.integration
 @pytest.mark.parametrize("query", PREFERENCE_PANELS, ids=[q.label for q in PREFERENCE_PANELS])
-def test_preference_panel_shows_the_dpo_run(prometheus: Any, dpo_run: str, query: Any) -> None:
+def test_preference_panel_shows_the_preference_runs(
+    prometheus: Any, dpo_run: str, orpo_run: str, online_runs: None, query: Any
+) -> None:
     end = time.time()
     expr = substitute(
-        query.expr, run_id="dpo_pref", rank=".*", rate_interval="4s", interval="1s",
+        query.expr, run_id=f"({PREFERENCE_RUNS})", rank=".*", rate_interval="4s", interval="1s",
         time_range=f"{round(end - prometheus.started)}s",
     )  # fmt: skip
     result = prometheus.query_range(expr, prometheus.started, end, step="1s")

@@ -6,7 +6,9 @@ margin, the share of pairs ranked right (accuracy; 0.5 is chance), and the
 log-probabilities the policy gives each. A healthy run shows the margin and
 the accuracy rising, with the chosen reward above the rejected one; both
 log-probabilities falling together (the rejected faster) is the usual DPO
-picture, the chosen one falling steeply a sign of over-optimisation.
+picture, the chosen one falling steeply a sign of over-optimisation. The online
+modes with a judge add their own: PPO's and REINFORCE's loss, KL penalty
+and advantage, XPO's exploration bonus and per-choice KL.
 
     python -m mlx_otel dashboards   # writes mlx_preference.json beside this file
 """
@@ -92,10 +94,15 @@ def accuracy() -> common.Panel:
 def log_probabilities() -> common.Panel:
     return common.timeseries(
         6,
-        "Policy log-probabilities",
-        [common.target(common.series("policy_logps"), common.legend("choice"))],
+        "Policy and reference log-probabilities",
+        [
+            common.target(common.series("policy_logps"), f"policy {common.legend('choice')}"),
+            common.target(
+                common.series("reference_logps"), f"reference {common.legend('choice')}"
+            ),
+        ],
         unit=common.unit("policy_logps"),
-        description=common.describe("policy_logps", trainer_only=True),
+        description=common.describe("policy_logps", "reference_logps", trainer_only=True),
     )
 
 
@@ -106,6 +113,39 @@ def scores() -> common.Panel:
         [common.target(common.series("logits_mean"), common.legend("choice"))],
         unit=common.unit("logits_mean"),
         description=common.describe("logits_mean", trainer_only=True),
+    )
+
+
+def policy_gradient() -> common.Panel:
+    return common.timeseries(
+        8,
+        "PPO and REINFORCE: loss, KL penalty, advantage",
+        [
+            common.target(common.series("policy_loss"), f"policy loss {common.RUN_LEGEND}"),
+            common.target(common.series("kl_penalty"), f"KL penalty {common.RUN_LEGEND}"),
+            common.target(common.series("advantage_mean"), f"mean advantage {common.RUN_LEGEND}"),
+            common.target(
+                common.series("importance_ratio_mean"), f"mean ratio {common.RUN_LEGEND}"
+            ),
+        ],
+        unit="short",
+        description=common.describe(
+            "policy_loss", "kl_penalty", "advantage_mean", "importance_ratio_mean",
+            trainer_only=True,
+        ),  # fmt: skip
+    )
+
+
+def exploration() -> common.Panel:
+    return common.timeseries(
+        9,
+        "XPO: exploration bonus and KL by choice",
+        [
+            common.target(common.series("exploration_bonus"), f"bonus {common.RUN_LEGEND}"),
+            common.target(common.series("preference_kl"), f"KL {common.legend('choice')}"),
+        ],
+        unit="short",
+        description=common.describe("exploration_bonus", "preference_kl", trainer_only=True),
     )
 
 
@@ -120,6 +160,7 @@ dashboard = common.dashboard(
         [accuracy_now(), margin_now()],
         [rewards(), margin()],
         [accuracy(), log_probabilities()],
-        [scores()],
+        [scores(), policy_gradient()],
+        [exploration()],
     ],
 )
