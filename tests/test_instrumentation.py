@@ -184,6 +184,14 @@ def test_run_refuses_a_command_that_is_not_python(capsys: pytest.CaptureFixture[
     assert "opentelemetry-instrument no-such-trainer" in err
 
 
+def test_run_gives_the_command_its_arguments_and_returns_its_exit_status() -> None:
+    from mlx_otel.cli.main import main
+
+    code = "import sys; sys.exit(3 if sys.argv[1:] == ['--train', 'x'] else 1)"
+    assert main(["run", "--", "python", "-c", code, "--train", "x"]) == 3
+    assert main(["run", "--", "-m", "json.tool", "--help"]) == 0
+
+
 # -- real runs ------------------------------------------------------------------------------
 _SCRIPT = """
 import types
