@@ -292,6 +292,59 @@ METRICS: tuple[Metric, ...] = (
     Metric("run_finished", "mlx_otel.run.finished", "mlx_otel_run_finished", _G, "1",
            "1 once the run has ended cleanly (cleanup, with, end of training), else 0.",
            Source.EXPORTER, "exporter", read_from=None),  # served by the run's lifecycle
+    # Preference optimisation: mlx-lm-lora's dpo, cpo, orpo, online_dpo, xpo and
+    # ppo (and, for some, rlhf_reinforce) report these for each pair of a chosen and a rejected completion
+    # (mlx_otel.trainers maps their keys). "choice" is chosen or rejected.
+    Metric("preference_reward", "mlx.train.preference_reward", "mlx_train_preference_reward",
+           _G, "1", "Implicit reward of the chosen and of the rejected completions "
+           "(beta times the policy's log-probability ratio to the reference), by choice.",
+           Source.TRAINER, "preference", labels=("choice",)),
+    Metric("preference_margin", "mlx.train.preference_margin", "mlx_train_preference_margin",
+           _G, "1", "Mean reward margin, chosen minus rejected; it grows while the policy "
+           "learns the preference.", Source.TRAINER, "preference"),
+    Metric("preference_accuracy", "mlx.train.preference_accuracy",
+           "mlx_train_preference_accuracy", _G, "1",
+           "Share of pairs whose chosen completion out-rewards the rejected one (0.5 is chance).",
+           Source.TRAINER, "preference", grafana_unit="percentunit"),
+    Metric("policy_logps", "mlx.train.policy_logps", "mlx_train_policy_logps", _G, "1",
+           "Mean per-token log-probability the policy gives each choice's completions, by choice.",
+           Source.TRAINER, "preference", labels=("choice",)),
+    Metric("logits_mean", "mlx.train.logits_mean", "mlx_train_logits_mean", _G, "1",
+           "Mean sequence score (summed log-probability) of each choice's completions, by choice "
+           "(mlx-lm-lora's *_logits_mean; cpo reports 0 for rejected).",
+           Source.TRAINER, "preference", labels=("choice",)),
+    Metric("validation_preference_margin", "mlx.train.validation_preference_margin",
+           "mlx_train_validation_preference_margin", _G, "1",
+           "Mean reward margin, chosen minus rejected, at the last validation.",
+           Source.TRAINER, "preference"),
+    Metric("validation_preference_accuracy", "mlx.train.validation_preference_accuracy",
+           "mlx_train_validation_preference_accuracy", _G, "1",
+           "Share of held-out pairs whose chosen completion out-rewards the rejected one.",
+           Source.TRAINER, "preference", grafana_unit="percentunit"),
+    # The online modes with a judge (xpo, ppo, rlhf_reinforce) add these.
+    Metric("reference_logps", "mlx.train.reference_logps", "mlx_train_reference_logps", _G, "1",
+           "Mean log-probability the reference model gives each choice's completions, by choice "
+           "(chosen, rejected; sampled for rlhf_reinforce).", Source.TRAINER, "preference",
+           labels=("choice",)),
+    Metric("preference_kl", "mlx.train.preference_kl", "mlx_train_preference_kl", _G, "1",
+           "KL divergence of the policy from the reference on each choice's completions (xpo), "
+           "by choice.", Source.TRAINER, "preference", labels=("choice",)),
+    Metric("exploration_bonus", "mlx.train.exploration_bonus", "mlx_train_exploration_bonus", _G,
+           "1", "XPO's exploration bonus (alpha times the policy's log-ratio on its own samples).",
+           Source.TRAINER, "preference"),
+    Metric("policy_loss", "mlx.train.policy_loss", "mlx_train_policy_loss", _G, "1",
+           "Clipped policy-gradient loss of the last report interval (ppo).", Source.TRAINER,
+           "preference"),
+    Metric("kl_penalty", "mlx.train.kl_penalty", "mlx_train_kl_penalty", _G, "1",
+           "KL penalty added to the loss (beta times the log-ratio to the reference; ppo, "
+           "rlhf_reinforce).", Source.TRAINER, "preference"),
+    Metric("advantage_mean", "mlx.train.advantage_mean", "mlx_train_advantage_mean", _G, "1",
+           "Mean advantage of the trained completions (ppo, rlhf_reinforce).", Source.TRAINER,
+           "preference"),
+    Metric("importance_ratio_mean", "mlx.train.importance_ratio_mean",
+           "mlx_train_importance_ratio_mean", _G, "1",
+           "Mean policy-to-reference probability ratio (ppo); far from 1 means drastic updates.",
+           Source.TRAINER, "preference"),
 )  # fmt: skip
 
 _BY_KEY = {m.key: m for m in METRICS}

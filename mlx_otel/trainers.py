@@ -59,6 +59,18 @@ _SCALARS = {
     "train_hit_max_tokens_ratio": "hit_max_tokens_ratio",
     "val_loss": "validation_loss",
     "val_time": "validation_duration",
+    # Preference optimisation (dpo, cpo, orpo, online_dpo, xpo, ppo) and rlhf_reinforce
+    "train_margins": "preference_margin",
+    "train_accuracies": "preference_accuracy",
+    "val_margins": "validation_preference_margin",
+    "val_accuracies": "validation_preference_accuracy",
+    "train_rewards": "reward_mean",  # rlhf_reinforce: mean judge reward of the samples
+    "train_exploration_bonus": "exploration_bonus",  # xpo
+    "train_policy_loss": "policy_loss",  # ppo
+    "train_kl_penalty": "kl_penalty",  # ppo, rlhf_reinforce
+    "train_advantages_mean": "advantage_mean",  # ppo
+    "train_advantages": "advantage_mean",  # rlhf_reinforce
+    "train_ratios_mean": "importance_ratio_mean",  # ppo
 }
 #: Trainer keys that map onto a labelled catalogue metric: (key, label value).
 _LABELLED = {
@@ -68,6 +80,20 @@ _LABELLED = {
     "train_average_generated_tokens": ("generated_tokens", "mean"),
     "train_max_generated_tokens": ("generated_tokens", "max"),
     "train_min_generated_tokens": ("generated_tokens", "min"),
+    # Preference optimisation: one series per choice (chosen, rejected)
+    "train_chosen_reward": ("preference_reward", "chosen"),
+    "train_rejected_reward": ("preference_reward", "rejected"),
+    "train_policy_chosen_logps": ("policy_logps", "chosen"),
+    "train_policy_rejected_logps": ("policy_logps", "rejected"),
+    "train_chosen_logits_mean": ("logits_mean", "chosen"),
+    "train_rejected_logits_mean": ("logits_mean", "rejected"),
+    "train_clip_fraction": ("clip_ratio", "total"),  # ppo: share of clipped ratios
+    "train_reference_chosen_logps": ("reference_logps", "chosen"),  # ppo
+    "train_reference_rejected_logps": ("reference_logps", "rejected"),
+    "train_policy_logps": ("policy_logps", "sampled"),  # rlhf_reinforce
+    "train_ref_logps": ("reference_logps", "sampled"),
+    "train_chosen_kl": ("preference_kl", "chosen"),  # xpo
+    "train_rejected_kl": ("preference_kl", "rejected"),
 }
 #: Per reward function: train_<name>_mean|std|coverage.
 _REWARD_FN_SUFFIXES = {

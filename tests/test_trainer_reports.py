@@ -32,7 +32,7 @@ GRPO_REPORT = {
     "train_clip_ratio_low": 0.01, "train_clip_ratio_high": 0.02, "train_clip_ratio_total": 0.03,
     "train_average_generated_tokens": 4.5, "train_max_generated_tokens": 6,
     "train_min_generated_tokens": 3, "train_digits_mean": 0.5, "train_digits_std": 0.1,
-    "train_digits_coverage": 1.0, "train_chosen_reward": 0.25,
+    "train_digits_coverage": 1.0, "train_regression_loss": 0.25,
 }  # fmt: skip
 
 
@@ -47,7 +47,7 @@ def test_a_report_maps_onto_catalogue_keys_labels_and_custom_names() -> None:
         "reward_function_std": {"digits": 0.1},
         "reward_function_coverage": {"digits": 1.0},
     }
-    assert report.custom == {"train_chosen_reward": 0.25}
+    assert report.custom == {"train_regression_loss": 0.25}
     assert "iteration" not in report.values and "peak_memory" not in report.values
 
 
@@ -89,7 +89,7 @@ def test_reports_are_served_under_their_catalogue_series(
     assert value("mlx_train_steps_per_report") == 2
     assert value("mlx_train_validation_loss") == 1.25
     assert value("mlx_train_validation_step") == 1  # mlx-lm-lora's validation before it 2
-    assert value("mlx_train_custom", name="train_chosen_reward") == 0.25
+    assert value("mlx_train_custom", name="train_regression_loss") == 0.25
 
 
 def test_reports_reach_the_csv_and_wandb_under_the_catalogue_names(
@@ -101,13 +101,13 @@ def test_reports_reach_the_csv_and_wandb_under_the_catalogue_names(
     assert frame["kl"].tolist() == [0.03125, 0.0625]
     assert frame["clip_ratio/low"].tolist() == [0.01, 0.01]
     assert frame["reward_function_mean/digits"].tolist() == [0.5, 0.5]
-    assert frame["custom/train_chosen_reward"].tolist() == [0.25, 0.25]
+    assert frame["custom/train_regression_loss"].tolist() == [0.25, 0.25]
     rows = read_run(out / "wandb").by_step()
     assert rows[4]["rl/kl"] == 0.0625 and rows[4]["train/loss"] == 0.5
     assert rows[2]["rl/clip_ratio/total"] == 0.03
     assert rows[2]["rl/reward_function_std/digits"] == 0.1
     assert rows[2]["val/validation_loss"] == 1.25
-    assert rows[2]["custom/train_chosen_reward"] == 0.25
+    assert rows[2]["custom/train_regression_loss"] == 0.25
 
 
 def test_a_loss_that_is_no_number_is_counted_and_the_report_still_recorded(tmp_path: Path) -> None:

@@ -161,6 +161,7 @@ def _run_lora_train(args: argparse.Namespace) -> int:
     train = _import_trainer(args)
     if train is None:
         return 2
+    from mlx_otel.instrumentation.device import working_set_supplied
     from mlx_otel.trainers import MlxLmLoraCallback
 
     monitor_config = _monitor_config(args)
@@ -175,7 +176,8 @@ def _run_lora_train(args: argparse.Namespace) -> int:
             monitor_config=monitor_config, run_id=args.run_id, close_at_end=False,
         )  # fmt: skip
         made.append(callback)
-        return original(trainer_args, training_callback=callback)
+        with working_set_supplied():  # MLX's Linux CPU build lacks the key most modes read
+            return original(trainer_args, training_callback=callback)
 
     with _patched(train, "run", run):
         return _run_trainer(args, train.main, made)

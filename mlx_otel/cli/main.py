@@ -6,6 +6,7 @@
     mlx-otel rules [--out DIR]                   # the shipped alert and recording rules
     mlx-otel dashboards                          # regenerate Grafana JSON (repository)
     mlx-otel alert-sink --port 9095              # print Alertmanager notifications
+    mlx-otel run -- mlx_lm.lora --train ...      # any supported trainer's command, monitored
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _PLUGIN_COMMANDS = (
     ("mlx_otel.cli.dashboards", "dashboards", "dashboards"),
     ("mlx_otel.cli.alert_sink", "alert-sink", None),
     ("mlx_otel.cli.lora", "lora", "trainers"),
+    ("mlx_otel.cli.run", "run", None),
 )
 
 
