@@ -103,15 +103,15 @@ class TrainerReport:
     Numbers are as the trainer gave them: the monitor counts what is not one.
 
         >>> TrainerReport(12, values={"kl": 0.1}, labelled={"clip_ratio": {"low": 0.0}})
-        TrainerReport(step=12, values={'kl': 0.1}, labelled={'clip_ratio': {'low': 0.0}}, \
-custom={}, completions=None)
+        TrainerReport(step=12, values={'kl': 0.1}, labelled={'clip_ratio': {'low': 0.0}}, custom={})
     """
 
     step: Any
     values: dict[str, Any] = field(default_factory=dict)
     labelled: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom: dict[str, Any] = field(default_factory=dict)
-    completions: Completions | None = None
+    #: Left out of the repr: a report may carry thousands of completions.
+    completions: Completions | None = field(default=None, repr=False)
 
 
 class GradientRecord(NamedTuple):
