@@ -110,6 +110,7 @@ class TrainingMonitor:
             reset_peak=trainer.reset_peak_each_step,
             strict=strict,
             started=self.start_time,
+            rl=self.config.rl,
         )
         self.memory = MemoryReadings(
             self.memory_profiler,
