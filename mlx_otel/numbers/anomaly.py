@@ -69,6 +69,12 @@ class RobustZScore:
         self._since = 0  # values added since the reference was computed
         self._median = 0.0
         self._scale = 0.0
+        #: How many times the reference was recomputed (about once per window/10 values).
+        self.recomputed = 0
+
+    def __len__(self) -> int:
+        """Values in the history (at most ``window``)."""
+        return len(self._history)
 
     def update(self, value: float) -> float | None:
         """Score ``value`` against the reference, then add it to the history."""
@@ -94,6 +100,7 @@ class RobustZScore:
         self._median = median
         self._scale = max(scale, RELATIVE_FLOOR * abs(median), ABSOLUTE_FLOOR)
         self._since = 0
+        self.recomputed += 1
 
 
 class AnomalyDetector:

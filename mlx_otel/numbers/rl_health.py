@@ -189,11 +189,10 @@ def _flags(name: str, values: Any, problems: list[tuple[str, str]]) -> np.ndarra
     """Booleans (Python or NumPy), one per completion, else a problem."""
     if values is None:
         return None
-    array = None
     try:
-        array = np.asarray(values)
+        array: np.ndarray | None = np.asarray(values)
     except (TypeError, ValueError):
-        pass
+        array = None
     if array is None or (array.dtype.kind != "b" and array.size):
         problems.append((name, f"{name}={_short(values)} is not recorded: expected booleans "
                                "(True/False), one per completion"))

@@ -17,6 +17,7 @@ declared once, in :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -396,11 +397,7 @@ class StepRecorder:
         correct, thinking and answer tokens; None where not given), or None.
         """
         if entropy is not MISSING:
-            number = self._to_float("entropy", entropy)
-            if number is not None and math.isnan(number):
-                self._reject("entropy", entropy, "invalid_value", "the policy's entropy is NaN")
-            elif number is not None:
-                values["entropy"] = number
+            self._store_slow(values, "entropy", entropy)
         if kl is not MISSING:
             self._store_slow(values, "kl", kl)
         if validation_reward is not MISSING:
@@ -527,14 +524,19 @@ class StepRecorder:
 
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)
-        if number is not None:
-            values[key] = number
+        if number is None:
+            return
+        if key == "entropy" and math.isnan(number):
+            # NaN is a loss's signal; a NaN entropy is a bug in computing it.
+            self._reject(key, value, "invalid_value", "the policy's entropy is NaN")
+            return
+        values[key] = number
 
     def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> Any:
         """Count a step's tokens; returns the per-completion counts' copy, if a list was given."""
         key = f"{kind}_tokens"
         if value.__class__ in (list, tuple) or (
-            getattr(value, "ndim", 0) and getattr(value, "size", 1) != 1
+            getattr(value, "ndim", 0) != 0 and getattr(value, "size", 1) != 1
         ):
             counts = self._copy_list(value)
             total = self._total(key, counts)
@@ -559,12 +561,13 @@ class StepRecorder:
     def _total(self, key: str, counts: Any) -> int | None:
         """The sum of per-completion token counts, or None (counted) if one is no count."""
         if counts.__class__ is tuple:
-            try:  # plain ints: Python's sum and min beat NumPy's conversion
+            total: Any = None
+            low: Any = None
+            # Plain ints: Python's sum and min beat NumPy's conversion.
+            with contextlib.suppress(TypeError):
                 total, low = sum(counts), min(counts, default=0)
-            except TypeError:
-                total = low = None
-            if total.__class__ is int and low >= 0 and total <= _MAX_INT:  # type: ignore[operator]
-                return total  # type: ignore[return-value]
+            if total.__class__ is int and low >= 0 and total <= _MAX_INT:
+                return int(total)
         array = to_numbers(counts)
         if array is None or not np.isfinite(array).all() or (array != np.round(array)).any():
             self._reject(key, counts, "invalid_value", "expected token counts, one per completion")
@@ -572,11 +575,11 @@ class StepRecorder:
         if (array < 0).any():
             self._reject(key, counts, "negative_count")
             return None
-        total = int(array.sum())
-        if total > _MAX_INT:
+        summed = int(array.sum())
+        if summed > _MAX_INT:
             self._reject(key, counts, "invalid_value", "the counts add up beyond 2**53")
             return None
-        return total
+        return summed
 
     def _to_float(self, key: str, value: Any) -> float | None:
         number = to_number(value)
