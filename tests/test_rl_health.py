@@ -23,6 +23,7 @@ from mlx_otel.numbers.anomaly import AnomalyDetector, RobustZScore
 from mlx_otel.numbers.rl_health import rl_health
 from mlx_otel.records import Completions, TrainerReport
 from tests.conftest import parse_exposition, sample, scrape
+from tests.wandb_records import read_run
 
 # Four groups of four: all 1.0 (solved), all 0.0 (unsolved), all 0.5 (tied), mixed.
 REWARDS = [1.0] * 4 + [0.0] * 4 + [0.5] * 4 + [1.0, 0.0, 1.0, 0.0]
@@ -390,3 +391,28 @@ def test_the_rl_section_loads_from_yaml_and_the_environment(tmp_path: Path) -> N
 def test_bad_rl_settings_are_refused_with_the_key_named(rl: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config({"rl": rl}, env={})
+
+
+@pytest.mark.integration
+def test_rl_values_reach_wandb_under_rl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    config = {
+        "exporter": {"port": 0},
+        "monitoring": {"output_dir": str(tmp_path), "generate_charts_every": 0,
+                       "use_wandb": True, "wandb_mode": "offline", "wandb_finish_timeout": 60},
+    }  # fmt: skip
+    monitor = TrainingMonitor(config, run_id="rl_wandb", serve=False)
+    try:
+        for step in range(25):
+            rl_step(monitor, step, correct=CORRECT)
+    finally:
+        monitor.finish_run()
+    rows = read_run(tmp_path / "wandb").by_step()
+    assert rows[0]["rl/zero_std_groups_ratio/solved"] == 0.25
+    assert rows[0]["rl/completion_length_mean/false"] == pytest.approx(
+        np.mean([n for n, c in zip(LENGTHS, CORRECT, strict=True) if not c]))
+    assert rows[0]["rl/entropy"] == 0.75 and rows[0]["rl/kl"] == 0.125
+    assert rows[0]["rl/hit_max_tokens_ratio"] == 1 / 16
+    assert rows[24]["rl/anomaly_score/loss"] == 0 and rows[24]["rl/anomalies/loss"] == 0

@@ -99,6 +99,7 @@ class StepRecorder:
     ) -> None:
         self._ledger = ledger
         self._rl = RLSection() if rl is None else rl
+        self._group_size = self._rl.group_size
         self._profiler = profiler
         self._max_custom = max_custom
         self._max_records = max_records
@@ -271,6 +272,8 @@ class StepRecorder:
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     samples.add(samples.rewards, chunk, "rewards")
+                    if rl is None and self._group_size is not None:
+                        rl = [None, None, None, None, None, None, None]  # groups by the config
             if rl is not None:
                 self._add_lengths(rl)
                 if self.strict:
@@ -390,11 +393,12 @@ class StepRecorder:
         entropy: Any,
         kl: Any,
         validation_reward: Any,
-    ) -> tuple[Any, ...] | None:
+    ) -> list[Any] | None:
         """Store the RL scalars; copy the per-completion lists for the worker.
 
-        Returns the step's completions (group size, lengths, truncated,
-        correct, thinking and answer tokens; None where not given), or None.
+        Returns the step's completions, or None: group size, lengths,
+        truncated, correct, thinking and answer tokens (None where not given)
+        and, last, what they give once computed (see :meth:`_derive`).
         """
         if entropy is not MISSING:
             self._store_slow(values, "entropy", entropy)
@@ -402,6 +406,9 @@ class StepRecorder:
             self._store_slow(values, "kl", kl)
         if validation_reward is not MISSING:
             self._store_slow(values, "validation_reward", validation_reward)
+        if group_size is None:  # None given is not "not given"
+            self._reject("group_size", None, "invalid_value", "expected completions per prompt")
+            group_size = MISSING
         if (
             group_size is MISSING
             and completion_lengths is MISSING
@@ -409,18 +416,19 @@ class StepRecorder:
             and correct is MISSING
         ):
             return None
-        return (
+        return [
             None if group_size is MISSING else group_size,
             None if completion_lengths is MISSING else self._copy_list(completion_lengths),
             None if truncated is MISSING else self._copy_list(truncated),
             None if correct is MISSING else self._copy_list(correct),
             None,
             None,
-        )
+            None,
+        ]
 
     def _completions_slow(
         self, completions: Completions, values: dict[str, float]
-    ) -> tuple[Any, tuple[Any, ...]]:
+    ) -> tuple[Any, list[Any]]:
         """A report's completions as ``log_training_step`` takes the same keywords:
         (the rewards' copy, the step's completions)."""
         rewards = completions.rewards
@@ -436,20 +444,21 @@ class StepRecorder:
             None if v is None else self._copy_list(v)
             for v in (completions.lengths, completions.truncated, completions.correct)
         )
-        rl = (completions.group_size, lengths, truncated, correct, thinking, answer)
+        rl = [completions.group_size, lengths, truncated, correct, thinking, answer, None]
         self._add_lengths(rl)
         if self.strict:
             self._check_completions(chunk, rl)
         return chunk, rl
 
     @staticmethod
-    def _with_tokens(rl: tuple[Any, ...] | None, thinking: Any, answer: Any) -> tuple[Any, ...]:
+    def _with_tokens(rl: list[Any] | None, thinking: Any, answer: Any) -> list[Any]:
         """The step's completions with per-completion token counts."""
         if rl is None:
-            return (None, None, None, None, thinking, answer)
-        return (*rl[:4], thinking, answer)
+            return [None, None, None, None, thinking, answer, None]
+        rl[4], rl[5] = thinking, answer
+        return rl
 
-    def _add_lengths(self, rl: tuple[Any, ...]) -> None:
+    def _add_lengths(self, rl: list[Any]) -> None:
         samples = self.samples
         if rl[1] is not None and samples.wants("completion_lengths"):
             samples.add(samples.completion_lengths, rl[1], "completion_lengths")
@@ -468,13 +477,9 @@ class StepRecorder:
         except Exception:  # checked (and counted) with the step's completions
             return (values,)
 
-    def _health(self, chunk: Any, rl: tuple[Any, ...] | None) -> Any:
-        """The RL health of a step's rewards and completions (None: nothing to tell)."""
+    def _health(self, chunk: Any, rl: list[Any]) -> Any:
+        """The RL health of a step's rewards and completions."""
         config = self._rl
-        if rl is None:
-            if chunk is None or config.group_size is None:
-                return None
-            rl = (None, None, None, None, None, None)
         return rl_health(
             None if chunk is None else to_numbers(chunk),
             group_size=config.group_size if rl[0] is None else rl[0],
@@ -483,31 +488,33 @@ class StepRecorder:
             solved_reward=config.solved_reward, unsolved_reward=config.unsolved_reward,
         )  # fmt: skip
 
-    def _check_completions(self, chunk: Any, rl: tuple[Any, ...]) -> None:
+    def _check_completions(self, chunk: Any, rl: list[Any]) -> None:
         """strict: the first problem of the step's completions, raised."""
         health = self._health(chunk, rl)
-        if health is not None and health.problems:
+        if health.problems:
             raise ValueError(health.problems[0][1])
 
     def _derive(
-        self, fields: Any, *, report: bool
+        self, fields: Any
     ) -> tuple[dict[str, float], dict[str, dict[str, float]]] | None:
-        """The values a step's completions give, by catalogue key: (unlabelled, labelled).
+        """The values a queued step's completions give, by catalogue key: (unlabelled, labelled).
 
-        ``report``: count and log the completions' problems (once per step:
-        only as the worker drains it).
+        Computed once per step, by the scrape that serves it first or by the
+        worker draining it, under the lock both hold; the completions'
+        problems are counted and logged then, so a scrape right after a
+        step shows them.
         """
+        rl = fields[8]
+        if rl[6] is not None:
+            return rl[6] or None  # type: ignore[no-any-return]
         try:
-            health = self._health(fields[4], fields[8])
+            health = self._health(fields[4], rl)
         except Exception as exc:  # monitoring never kills training
-            if report:
-                self._ledger.report_exception("invalid_value", "completions", exc)
+            self._ledger.report_exception("invalid_value", "completions", exc)
+            rl[6] = False
             return None
-        if health is None:
-            return None
-        if report:
-            for argument, message in health.problems:
-                self._ledger.report("invalid_value", argument, message)
+        for argument, message in health.problems:
+            self._ledger.report("invalid_value", argument, message)
         values: dict[str, float] = {}
         if health.group_size is not None:
             values["group_size"] = health.group_size
@@ -520,7 +527,8 @@ class StepRecorder:
             labelled["zero_std_groups_ratio"] = health.zero_std
         if health.length_mean:
             labelled["completion_length_mean"] = health.length_mean
-        return values, labelled
+        rl[6] = (values, labelled) if values or labelled else False
+        return rl[6] or None  # type: ignore[no-any-return]
 
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)
@@ -562,11 +570,17 @@ class StepRecorder:
         """The sum of per-completion token counts, or None (counted) if one is no count."""
         if counts.__class__ is tuple:
             total: Any = None
-            low: Any = None
+            low: Any = 0
             # Plain ints: Python's sum and min beat NumPy's conversion.
             with contextlib.suppress(TypeError):
                 total, low = sum(counts), min(counts, default=0)
-            if total.__class__ is int and low >= 0 and total <= _MAX_INT:
+            if total.__class__ is int:  # every count an int (or a bool)
+                if low < 0:
+                    self._reject(key, counts, "negative_count")
+                    return None
+                if total > _MAX_INT:
+                    self._reject(key, counts, "invalid_value", "the counts add up beyond 2**53")
+                    return None
                 return int(total)
         array = to_numbers(counts)
         if array is None or not np.isfinite(array).all() or (array != np.round(array)).any():
@@ -693,9 +707,10 @@ class StepRecorder:
                 else:
                     labelled.setdefault(key, {}).update(series)
 
-    def _derives(self, fields: Any) -> bool:
-        """Whether a queued step's completions (or rewards) give RL health values."""
-        return fields[8] is not None or (fields[4] is not None and self._rl.group_size is not None)
+    @staticmethod
+    def _derives(fields: Any) -> bool:
+        """Whether a queued step has completions (or rewards grouped by the config)."""
+        return fields[8] is not None
 
     def refresh_view(self) -> None:
         """Latest values for a scrape: what was drained plus the steps still queued.
@@ -711,7 +726,7 @@ class StepRecorder:
             queued = list(self._records)
             last = next((i for i in range(len(queued) - 1, -1, -1) if self._derives(queued[i])), -1)
             for i, fields in enumerate(queued):
-                derived = self._derive(fields, report=False) if i == last else None
+                derived = self._derive(fields) if i == last else None
                 self._apply(view, custom, labelled, fields, derived)
         self.view = view
         self.custom_view = custom
@@ -742,7 +757,7 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                derived = self._derive(fields, report=True) if self._derives(fields) else None
+                derived = self._derive(fields) if fields[8] is not None else None
                 if derived is not None:
                     fields[2].update(derived[0])  # popped: this dict is the record's alone
                 labelled = fields[7] if derived is None else {**fields[7], **derived[1]}
