@@ -21,8 +21,8 @@ of the time):
   median is 0 too.
 
 Cost: the median and MAD are recomputed when a tenth of the history is new
-(NumPy's O(n) selection), so a step costs O(1) amortised and the window is
-a bounded deque. Between recomputations the reference is up to a tenth of a
+(by sorting up to 2,048 values, by NumPy's O(n) selection beyond), so a step
+costs O(1) amortised and the window is a bounded deque. Between recomputations the reference is up to a tenth of a
 window old. A value that is not finite (a NaN loss) scores ``inf``, counts
 as an anomaly and stays out of the reference.
 
@@ -51,6 +51,16 @@ MEAN_AD_SCALE = 1.2533
 RELATIVE_FLOOR = 0.01
 #: Smallest scale of all (a median of 0 and a MAD of 0).
 ABSOLUTE_FLOOR = 1e-12
+
+
+#: Histories up to this long are sorted in Python, longer ones selected by NumPy.
+_SORT_BELOW = 2048
+
+
+def _middle(ordered: list[float]) -> float:
+    """The median of sorted values."""
+    n = len(ordered)
+    return (ordered[n // 2] + ordered[(n - 1) // 2]) / 2
 
 
 class RobustZScore:
@@ -91,12 +101,21 @@ class RobustZScore:
         return score
 
     def _refresh(self) -> None:
-        values = np.fromiter(self._history, np.float64, len(self._history))
-        median = float(np.median(values))
-        deviation = np.abs(values - median)
-        scale = MAD_SCALE * float(np.median(deviation))
+        count = len(self._history)
+        if count <= _SORT_BELOW:
+            # Sorting a few hundred floats in Python beats NumPy's call overhead.
+            ordered = sorted(self._history)
+            median = _middle(ordered)
+            deviations = sorted([abs(v - median) for v in ordered])
+            mad, mean_ad = _middle(deviations), math.fsum(deviations) / count
+        else:  # NumPy's selection: O(n)
+            values = np.fromiter(self._history, np.float64, count)
+            median = float(np.median(values))
+            deviation = np.abs(values - median)
+            mad, mean_ad = float(np.median(deviation)), float(deviation.mean())
+        scale = MAD_SCALE * mad
         if scale == 0.0:
-            scale = MEAN_AD_SCALE * float(deviation.mean())
+            scale = MEAN_AD_SCALE * mean_ad
         self._median = median
         self._scale = max(scale, RELATIVE_FLOOR * abs(median), ABSOLUTE_FLOOR)
         self._since = 0

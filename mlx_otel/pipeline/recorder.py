@@ -108,6 +108,8 @@ class StepRecorder:
         self.strict = strict
         # Hot-path state: plain Python objects the scrape thread only reads.
         self.tokens = {"thinking": 0, "answer": 0}
+        # Tokens of per-completion lists, counted off the training thread.
+        self._list_tokens = {"thinking": 0, "answer": 0}
         self.steps = 0
         self.step_peak: int | None = None
         self._last_call: float | None = None
@@ -158,7 +160,12 @@ class StepRecorder:
     def series(self, key: str) -> Mapping[str, float]:
         """The latest labelled values under ``key``: label value -> number."""
         if key == "tokens":
-            return self.tokens
+            listed = self._list_tokens
+            if not (listed["thinking"] or listed["answer"]):
+                return self.tokens
+            tokens = self.tokens
+            return {"thinking": tokens["thinking"] + listed["thinking"],
+                    "answer": tokens["answer"] + listed["answer"]}  # fmt: skip
         if key == "custom":
             return self.custom_view
         stored = self._series.get(key)
@@ -242,10 +249,23 @@ class StepRecorder:
                 entropy = pop("entropy", MISSING)
                 kl = pop("kl", MISSING)
                 validation_reward = pop("validation_reward", MISSING)
-                rl = self._rl_slow(
-                    values, group_size, completion_lengths, truncated, correct, entropy, kl,
-                    validation_reward,
-                )
+                if entropy.__class__ is float and entropy == entropy:  # NaN is refused
+                    values["entropy"] = entropy
+                elif entropy is not MISSING:
+                    self._store_slow(values, "entropy", entropy)
+                if kl.__class__ is float:
+                    values["kl"] = kl
+                elif kl is not MISSING:
+                    self._store_slow(values, "kl", kl)
+                if validation_reward is not MISSING:
+                    self._store_slow(values, "validation_reward", validation_reward)
+                if not (
+                    group_size is MISSING
+                    and completion_lengths is MISSING
+                    and truncated is MISSING
+                    and correct is MISSING
+                ):
+                    rl = self._rl_slow(group_size, completion_lengths, truncated, correct)
                 if custom:
                     custom = self._custom_slow(custom, values)
             if thinking is not None or answer is not None:
@@ -384,38 +404,16 @@ class StepRecorder:
 
     # -- RL completions (off the fast path; group arithmetic waits for the worker) ---
     def _rl_slow(
-        self,
-        values: dict[str, float],
-        group_size: Any,
-        completion_lengths: Any,
-        truncated: Any,
-        correct: Any,
-        entropy: Any,
-        kl: Any,
-        validation_reward: Any,
-    ) -> list[Any] | None:
-        """Store the RL scalars; copy the per-completion lists for the worker.
+        self, group_size: Any, completion_lengths: Any, truncated: Any, correct: Any
+    ) -> list[Any]:
+        """The step's completions, copied for the worker (see :meth:`_derive`).
 
-        Returns the step's completions, or None: group size, lengths,
-        truncated, correct, thinking and answer tokens (None where not given)
-        and, last, what they give once computed (see :meth:`_derive`).
+        A list: group size, lengths, truncated, correct, thinking and answer
+        tokens (None where not given) and, last, what they give once computed.
         """
-        if entropy is not MISSING:
-            self._store_slow(values, "entropy", entropy)
-        if kl is not MISSING:
-            self._store_slow(values, "kl", kl)
-        if validation_reward is not MISSING:
-            self._store_slow(values, "validation_reward", validation_reward)
         if group_size is None:  # None given is not "not given"
             self._reject("group_size", None, "invalid_value", "expected completions per prompt")
             group_size = MISSING
-        if (
-            group_size is MISSING
-            and completion_lengths is MISSING
-            and truncated is MISSING
-            and correct is MISSING
-        ):
-            return None
         return [
             None if group_size is MISSING else group_size,
             None if completion_lengths is MISSING else self._copy_list(completion_lengths),
@@ -490,6 +488,9 @@ class StepRecorder:
 
     def _check_completions(self, chunk: Any, rl: list[Any]) -> None:
         """strict: the first problem of the step's completions, raised."""
+        for index, key in ((4, "thinking_tokens"), (5, "answer_tokens")):
+            if rl[index] is not None:
+                self._total(key, rl[index])  # raises (strict) on a count that is none
         health = self._health(chunk, rl)
         if health.problems:
             raise ValueError(health.problems[0][1])
@@ -507,6 +508,15 @@ class StepRecorder:
         rl = fields[8]
         if rl[6] is not None:
             return rl[6] or None  # type: ignore[no-any-return]
+        values: dict[str, float] = {}
+        for index, kind in ((4, "thinking"), (5, "answer")):
+            if rl[index] is not None:
+                total = self._total(f"{kind}_tokens", rl[index])
+                if total is None:
+                    rl[index] = None  # counted: not checked again
+                else:
+                    self._list_tokens[kind] += total
+                    values[f"{kind}_tokens"] = total
         try:
             health = self._health(fields[4], rl)
         except Exception as exc:  # monitoring never kills training
@@ -515,7 +525,6 @@ class StepRecorder:
             return None
         for argument, message in health.problems:
             self._ledger.report("invalid_value", argument, message)
-        values: dict[str, float] = {}
         if health.group_size is not None:
             values["group_size"] = health.group_size
         if health.truncated_ratio is not None:
@@ -541,18 +550,13 @@ class StepRecorder:
         values[key] = number
 
     def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> Any:
-        """Count a step's tokens; returns the per-completion counts' copy, if a list was given."""
+        """Count a step's tokens; a per-completion list is copied, returned and
+        counted with the step's completions (:meth:`_derive`)."""
         key = f"{kind}_tokens"
         if value.__class__ in (list, tuple) or (
             getattr(value, "ndim", 0) != 0 and getattr(value, "size", 1) != 1
         ):
-            counts = self._copy_list(value)
-            total = self._total(key, counts)
-            if total is None:
-                return None
-            self.tokens[kind] += total
-            values[key] = total
-            return counts
+            return self._copy_list(value)
         number = self._to_float(key, value)
         if number is None:
             return None
