@@ -382,7 +382,7 @@ def test_the_rl_section_loads_from_yaml_and_the_environment(tmp_path: Path) -> N
     [
         ({"group_size": 0}, "rl.group_size"),
         ({"solved_reward": 0.0, "unsolved_reward": 0.5}, "must be below solved_reward"),
-        ({"anomaly_metrics": ["los"]}, "choose among"),
+        ({"anomaly_metrics": ["los"]}, "rl.anomaly_metrics.*did you mean .loss."),
         ({"anomaly_window": 5}, "rl.anomaly_window"),
         ({"anomaly_threshold": 0}, "rl.anomaly_threshold"),
         ({"groupsize": 4}, "did you mean 'group_size'"),
