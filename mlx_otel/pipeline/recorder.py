@@ -17,7 +17,6 @@ declared once, in :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import threading
@@ -32,8 +31,8 @@ from mlx_otel.catalog import METRICS, Source
 from mlx_otel.config.settings import RLSection
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
-from mlx_otel.numbers.anomaly import AnomalyDetector
-from mlx_otel.numbers.rl_health import rl_health
+from mlx_otel.pipeline.completions import CompletionLog, Derived
+from mlx_otel.pipeline.completions import copy as copy_completions
 from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
 from mlx_otel.records import (
@@ -98,8 +97,6 @@ class StepRecorder:
         rl: RLSection | None = None,
     ) -> None:
         self._ledger = ledger
-        self._rl = RLSection() if rl is None else rl
-        self._group_size = self._rl.group_size
         self._profiler = profiler
         self._max_custom = max_custom
         self._max_records = max_records
@@ -108,8 +105,6 @@ class StepRecorder:
         self.strict = strict
         # Hot-path state: plain Python objects the scrape thread only reads.
         self.tokens = {"thinking": 0, "answer": 0}
-        # Tokens of per-completion lists, counted off the training thread.
-        self._list_tokens = {"thinking": 0, "answer": 0}
         self.steps = 0
         self.step_peak: int | None = None
         self._last_call: float | None = None
@@ -135,12 +130,12 @@ class StepRecorder:
         self.labelled_view: dict[str, dict[str, float]] = {}
         # Labelled values stored outside steps (the layers' gradient norms).
         self._series: dict[str, Mapping[str, float]] = {}
-        # Spike scores, computed once per step as the worker drains it.
-        self._anomalies = AnomalyDetector(
-            self._rl.anomaly_metrics,
-            window=self._rl.anomaly_window,
-            threshold=self._rl.anomaly_threshold,
-        )
+        # Completions: copied on the training thread, judged once off it.
+        self._completions = CompletionLog(
+            RLSection() if rl is None else rl, ledger=ledger,
+            reject=lambda key, value, kind, reason: self._reject(key, value, kind, reason),
+        )  # fmt: skip
+        self._group_size = self._completions.group_size
 
     def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
         """Where :meth:`fold` records buffered samples, by buffer: ``rewards``,
@@ -160,7 +155,7 @@ class StepRecorder:
     def series(self, key: str) -> Mapping[str, float]:
         """The latest labelled values under ``key``: label value -> number."""
         if key == "tokens":
-            listed = self._list_tokens
+            listed = self._completions.tokens
             if not (listed["thinking"] or listed["answer"]):
                 return self.tokens
             tokens = self.tokens
@@ -265,7 +260,7 @@ class StepRecorder:
                     and truncated is MISSING
                     and correct is MISSING
                 ):
-                    rl = self._rl_slow(group_size, completion_lengths, truncated, correct)
+                    rl = self._completions.new(group_size, completion_lengths, truncated, correct)
                 if custom:
                     custom = self._custom_slow(custom, values)
             if thinking is not None or answer is not None:
@@ -297,7 +292,7 @@ class StepRecorder:
             if rl is not None:
                 self._add_lengths(rl)
                 if self.strict:
-                    self._check_completions(chunk, rl)
+                    self._completions.check(chunk, rl)
             # _queue(), inlined: a call costs about 0.1 µs on this path.
             memory = None
             if self._read_memory:
@@ -402,28 +397,7 @@ class StepRecorder:
             checked[key] = value
         return checked
 
-    # -- RL completions (off the fast path; group arithmetic waits for the worker) ---
-    def _rl_slow(
-        self, group_size: Any, completion_lengths: Any, truncated: Any, correct: Any
-    ) -> list[Any]:
-        """The step's completions, copied for the worker (see :meth:`_derive`).
-
-        A list: group size, lengths, truncated, correct, thinking and answer
-        tokens (None where not given) and, last, what they give once computed.
-        """
-        if group_size is None:  # None given is not "not given"
-            self._reject("group_size", None, "invalid_value", "expected completions per prompt")
-            group_size = MISSING
-        return [
-            None if group_size is MISSING else group_size,
-            None if completion_lengths is MISSING else self._copy_list(completion_lengths),
-            None if truncated is MISSING else self._copy_list(truncated),
-            None if correct is MISSING else self._copy_list(correct),
-            None,
-            None,
-            None,
-        ]
-
+    # -- RL completions (copied here; judged by the CompletionLog off this thread) ---
     def _completions_slow(
         self, completions: Completions, values: dict[str, float]
     ) -> tuple[Any, list[Any]]:
@@ -438,14 +412,14 @@ class StepRecorder:
             thinking = self._count_slow(values, "thinking", completions.thinking_tokens)
         if completions.answer_tokens is not None:
             answer = self._count_slow(values, "answer", completions.answer_tokens)
-        lengths, truncated, correct = (
-            None if v is None else self._copy_list(v)
-            for v in (completions.lengths, completions.truncated, completions.correct)
-        )
-        rl = [completions.group_size, lengths, truncated, correct, thinking, answer, None]
+        given = [MISSING if v is None else v for v in (
+            completions.group_size, completions.lengths, completions.truncated,
+            completions.correct)]  # fmt: skip
+        rl = self._completions.new(*given)
+        rl[4], rl[5] = thinking, answer
         self._add_lengths(rl)
         if self.strict:
-            self._check_completions(chunk, rl)
+            self._completions.check(chunk, rl)
         return chunk, rl
 
     @staticmethod
@@ -461,84 +435,6 @@ class StepRecorder:
         if rl[1] is not None and samples.wants("completion_lengths"):
             samples.add(samples.completion_lengths, rl[1], "completion_lengths")
 
-    def _copy_list(self, values: Any) -> Any:
-        """A copy of a per-completion list the caller may reuse: a tuple or an array."""
-        if values.__class__ is list:
-            return tuple(values)
-        if values.__class__ is tuple:
-            return values
-        if isinstance(values, np.ndarray):
-            return values.ravel().copy()
-        try:
-            # MLX arrays: convert on this thread, where the array was made.
-            return np.array(values).ravel()
-        except Exception:  # checked (and counted) with the step's completions
-            return (values,)
-
-    def _health(self, chunk: Any, rl: list[Any]) -> Any:
-        """The RL health of a step's rewards and completions."""
-        config = self._rl
-        return rl_health(
-            None if chunk is None else to_numbers(chunk),
-            group_size=config.group_size if rl[0] is None else rl[0],
-            lengths=rl[1], truncated=rl[2], correct=rl[3],
-            thinking_tokens=rl[4], answer_tokens=rl[5],
-            solved_reward=config.solved_reward, unsolved_reward=config.unsolved_reward,
-        )  # fmt: skip
-
-    def _check_completions(self, chunk: Any, rl: list[Any]) -> None:
-        """strict: the first problem of the step's completions, raised."""
-        for index, key in ((4, "thinking_tokens"), (5, "answer_tokens")):
-            if rl[index] is not None:
-                self._total(key, rl[index])  # raises (strict) on a count that is none
-        health = self._health(chunk, rl)
-        if health.problems:
-            raise ValueError(health.problems[0][1])
-
-    def _derive(
-        self, fields: Any
-    ) -> tuple[dict[str, float], dict[str, dict[str, float]]] | None:
-        """The values a queued step's completions give, by catalogue key: (unlabelled, labelled).
-
-        Computed once per step, by the scrape that serves it first or by the
-        worker draining it, under the lock both hold; the completions'
-        problems are counted and logged then, so a scrape right after a
-        step shows them.
-        """
-        rl = fields[8]
-        if rl[6] is not None:
-            return rl[6] or None  # type: ignore[no-any-return]
-        values: dict[str, float] = {}
-        for index, kind in ((4, "thinking"), (5, "answer")):
-            if rl[index] is not None:
-                total = self._total(f"{kind}_tokens", rl[index])
-                if total is None:
-                    rl[index] = None  # counted: not checked again
-                else:
-                    self._list_tokens[kind] += total
-                    values[f"{kind}_tokens"] = total
-        try:
-            health = self._health(fields[4], rl)
-        except Exception as exc:  # monitoring never kills training
-            self._ledger.report_exception("invalid_value", "completions", exc)
-            rl[6] = False
-            return None
-        for argument, message in health.problems:
-            self._ledger.report("invalid_value", argument, message)
-        if health.group_size is not None:
-            values["group_size"] = health.group_size
-        if health.truncated_ratio is not None:
-            values["hit_max_tokens_ratio"] = health.truncated_ratio
-        if health.unclosed_thinking_ratio is not None:
-            values["unclosed_thinking_ratio"] = health.unclosed_thinking_ratio
-        labelled: dict[str, dict[str, float]] = {}
-        if health.zero_std is not None:
-            labelled["zero_std_groups_ratio"] = health.zero_std
-        if health.length_mean:
-            labelled["completion_length_mean"] = health.length_mean
-        rl[6] = (values, labelled) if values or labelled else False
-        return rl[6] or None  # type: ignore[no-any-return]
-
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)
         if number is None:
@@ -551,12 +447,12 @@ class StepRecorder:
 
     def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> Any:
         """Count a step's tokens; a per-completion list is copied, returned and
-        counted with the step's completions (:meth:`_derive`)."""
+        counted with the step's completions (:meth:`CompletionLog.derive`)."""
         key = f"{kind}_tokens"
         if value.__class__ in (list, tuple) or (
             getattr(value, "ndim", 0) != 0 and getattr(value, "size", 1) != 1
         ):
-            return self._copy_list(value)
+            return copy_completions(value)
         number = self._to_float(key, value)
         if number is None:
             return None
@@ -569,35 +465,6 @@ class StepRecorder:
         self.tokens[kind] += int(number)
         values[key] = int(number)
         return None
-
-    def _total(self, key: str, counts: Any) -> int | None:
-        """The sum of per-completion token counts, or None (counted) if one is no count."""
-        if counts.__class__ is tuple:
-            total: Any = None
-            low: Any = 0
-            # Plain ints: Python's sum and min beat NumPy's conversion.
-            with contextlib.suppress(TypeError):
-                total, low = sum(counts), min(counts, default=0)
-            if total.__class__ is int:  # every count an int (or a bool)
-                if low < 0:
-                    self._reject(key, counts, "negative_count")
-                    return None
-                if total > _MAX_INT:
-                    self._reject(key, counts, "invalid_value", "the counts add up beyond 2**53")
-                    return None
-                return int(total)
-        array = to_numbers(counts)
-        if array is None or not np.isfinite(array).all() or (array != np.round(array)).any():
-            self._reject(key, counts, "invalid_value", "expected token counts, one per completion")
-            return None
-        if (array < 0).any():
-            self._reject(key, counts, "negative_count")
-            return None
-        summed = int(array.sum())
-        if summed > _MAX_INT:
-            self._reject(key, counts, "invalid_value", "the counts add up beyond 2**53")
-            return None
-        return summed
 
     def _to_float(self, key: str, value: Any) -> float | None:
         number = to_number(value)
@@ -711,6 +578,10 @@ class StepRecorder:
                 else:
                     labelled.setdefault(key, {}).update(series)
 
+    def _derive(self, fields: Any) -> Derived | None:
+        """What a queued step's completions give (computed once; see CompletionLog.derive)."""
+        return self._completions.derive(fields[4], fields[8])
+
     @staticmethod
     def _derives(fields: Any) -> bool:
         """Whether a queued step has completions (or rewards grouped by the config)."""
@@ -788,7 +659,7 @@ class StepRecorder:
         at 0); a step's record carries them once it has scores (after the
         first few steps), so short runs keep their columns.
         """
-        detector = self._anomalies
+        detector = self._completions.anomalies
         scores = detector.observe(values)
         if not scores:
             if detector.counts:
