@@ -632,14 +632,18 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                derived = self._derive(fields) if fields[8] is not None else None
-                if derived is not None:
+                # What the step's completions give and its spike scores, labelled
+                # values beside the step's own ones.
+                extra: dict[str, Mapping[str, float]] = {}
+                if fields[8] is not None and (derived := self._derive(fields)) is not None:
                     fields[2].update(derived[0])  # popped: this dict is the record's alone
-                labelled = fields[7] if derived is None else {**fields[7], **derived[1]}
-                labelled = self._score(fields[2], labelled)
+                    extra.update(derived[1])
+                self._score(fields[2], extra)
                 self._apply(self._latest, self._latest_custom, self._latest_labelled, fields,
-                            (_NO_VALUES, labelled))  # fmt: skip
-                step, stamp, values, custom, rewards, duration, memory, _, _ = fields
+                            (_NO_VALUES, extra) if extra else None)  # fmt: skip
+                step, stamp, values, custom, rewards, duration, memory, labelled, _ = fields
+                if extra:
+                    labelled = {**labelled, **extra}
                 if custom:
                     custom = {names[key]: float(value) for key, value in custom.items()}
                 batch.append(
@@ -650,10 +654,8 @@ class StepRecorder:
                 )
         return batch
 
-    def _score(
-        self, values: Mapping[str, float], labelled: Mapping[str, Mapping[str, float]]
-    ) -> Mapping[str, Mapping[str, float]]:
-        """A drained step's labelled values with its anomaly scores and counts.
+    def _score(self, values: Mapping[str, float], extra: dict[str, Mapping[str, float]]) -> None:
+        """Score a drained step's values; its scores and the counts go into ``extra``.
 
         The counts are served from a metric's first value (a counter starts
         at 0); a step's record carries them once it has scores (after the
@@ -661,11 +663,11 @@ class StepRecorder:
         """
         detector = self._completions.anomalies
         scores = detector.observe(values)
-        if not scores:
-            if detector.counts:
-                self._latest_labelled["anomalies"] = dict(detector.counts)
-            return labelled
-        return {**labelled, "anomaly_score": scores, "anomalies": dict(detector.counts)}
+        if scores:
+            extra["anomaly_score"] = scores
+            extra["anomalies"] = dict(detector.counts)
+        elif len(detector.counts) != len(self._latest_labelled.get("anomalies", ())):
+            self._latest_labelled["anomalies"] = dict(detector.counts)  # a metric first seen
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
