@@ -28,11 +28,21 @@ from typing import Any
 import numpy as np
 
 from mlx_otel.catalog import METRICS, Source
+from mlx_otel.config.settings import RLSection
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.pipeline.completions import CompletionLog, Derived
+from mlx_otel.pipeline.completions import copy as copy_completions
 from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
-from mlx_otel.records import MemoryReading, StepRecord, TrainerReport, to_number, to_numbers
+from mlx_otel.records import (
+    Completions,
+    MemoryReading,
+    StepRecord,
+    TrainerReport,
+    to_number,
+    to_numbers,
+)
 
 __all__ = ["StepRecorder"]
 
@@ -54,11 +64,15 @@ _REPORTABLE = {
     if m.source in (Source.STEP, Source.TRAINER)
     and m.read_from == m.key
     and m.buckets is None
-    and m.key not in ("steps", "step", "tokens", "custom")
+    and m.key not in ("steps", "step", "tokens", "custom", "anomaly_score", "anomalies")
 }
 #: Label values longer than this are cut (they become Prometheus label values).
 _MAX_LABEL = 64
 _NO_LABELS: Mapping[str, Mapping[str, float]] = {}
+_NO_VALUES: Mapping[str, float] = {}
+#: Labelled values of a step's RL health: each replaces the last step's whole
+#: (a label absent from this step, e.g. no wrong answers, is not served stale).
+_RL_LABELLED = ("zero_std_groups_ratio", "completion_length_mean")
 
 
 class StepRecorder:
@@ -80,6 +94,7 @@ class StepRecorder:
         read_memory: bool = True,
         strict: bool = False,
         started: float | None = None,
+        rl: RLSection | None = None,
     ) -> None:
         self._ledger = ledger
         self._profiler = profiler
@@ -115,12 +130,20 @@ class StepRecorder:
         self.labelled_view: dict[str, dict[str, float]] = {}
         # Labelled values stored outside steps (the layers' gradient norms).
         self._series: dict[str, Mapping[str, float]] = {}
+        # Completions: copied on the training thread, judged once off it.
+        self._completions = CompletionLog(
+            RLSection() if rl is None else rl, ledger=ledger,
+            reject=lambda key, value, kind, reason: self._reject(key, value, kind, reason),
+        )  # fmt: skip
+        self._group_size = self._completions.group_size
 
     def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
-        """Where :meth:`fold` records buffered samples, by buffer: ``rewards`` and
-        ``durations`` (finite float64 arrays, e.g.
-        :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
-        self.samples.fold_into(histograms["rewards"], histograms["durations"])
+        """Where :meth:`fold` records buffered samples, by buffer: ``rewards``,
+        ``durations`` and ``completion_lengths`` (finite float64 arrays, e.g.
+        :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`); other
+        names are not the recorder's."""
+        names = SampleBuffers.NAMES
+        self.samples.fold_into({k: v for k, v in histograms.items() if k in names})
 
     # -- what the instruments read ------------------------------------------------
     def value(self, key: str) -> float | None:
@@ -132,7 +155,12 @@ class StepRecorder:
     def series(self, key: str) -> Mapping[str, float]:
         """The latest labelled values under ``key``: label value -> number."""
         if key == "tokens":
-            return self.tokens
+            listed = self._completions.tokens
+            if not (listed["thinking"] or listed["answer"]):
+                return self.tokens
+            tokens = self.tokens
+            return {"thinking": tokens["thinking"] + listed["thinking"],
+                    "answer": tokens["answer"] + listed["answer"]}  # fmt: skip
         if key == "custom":
             return self.custom_view
         stored = self._series.get(key)
@@ -194,21 +222,52 @@ class StepRecorder:
             elif memory_allocated_mb is not MISSING:
                 self._store_slow(values, "memory_allocated_mb", memory_allocated_mb)
             tokens = self.tokens
+            thinking = answer = None  # per-completion counts
             if thinking_tokens.__class__ is int and 0 <= thinking_tokens <= _MAX_INT:
                 tokens["thinking"] += thinking_tokens
                 values["thinking_tokens"] = thinking_tokens
             elif thinking_tokens is not MISSING:
-                self._count_slow(values, "thinking", thinking_tokens)
+                thinking = self._count_slow(values, "thinking", thinking_tokens)
             if answer_tokens.__class__ is int and 0 <= answer_tokens <= _MAX_INT:
                 tokens["answer"] += answer_tokens
                 values["answer_tokens"] = answer_tokens
             elif answer_tokens is not MISSING:
-                self._count_slow(values, "answer", answer_tokens)
+                answer = self._count_slow(values, "answer", answer_tokens)
+            rl = None
             if custom and not (
                 custom.keys() <= self._admitted_custom
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
             ):
-                custom = self._custom_slow(custom, values)
+                # RL keywords are never admitted as custom names, so a step
+                # that has them comes here: a scalar-only step never pops them.
+                group_size = pop("group_size", MISSING)
+                completion_lengths = pop("completion_lengths", MISSING)
+                truncated = pop("truncated", MISSING)
+                correct = pop("correct", MISSING)
+                entropy = pop("entropy", MISSING)
+                kl = pop("kl", MISSING)
+                validation_reward = pop("validation_reward", MISSING)
+                if entropy.__class__ is float and entropy == entropy:  # NaN is refused
+                    values["entropy"] = entropy
+                elif entropy is not MISSING:
+                    self._store_slow(values, "entropy", entropy)
+                if kl.__class__ is float:
+                    values["kl"] = kl
+                elif kl is not MISSING:
+                    self._store_slow(values, "kl", kl)
+                if validation_reward is not MISSING:
+                    self._store_slow(values, "validation_reward", validation_reward)
+                if not (
+                    group_size is MISSING
+                    and completion_lengths is MISSING
+                    and truncated is MISSING
+                    and correct is MISSING
+                ):
+                    rl = self._completions.new(group_size, completion_lengths, truncated, correct)
+                if custom:
+                    custom = self._custom_slow(custom, values)
+            if thinking is not None or answer is not None:
+                rl = self._with_tokens(rl, thinking, answer)
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not MISSING:
@@ -231,8 +290,14 @@ class StepRecorder:
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     samples.add(samples.rewards, chunk, "rewards")
+                    if rl is None and self._group_size is not None:
+                        rl = [None, None, None, None, None, None, None]  # groups by the config
             if timings:
                 values.update(timings)
+            if rl is not None:
+                self._add_lengths(rl)
+                if self.strict:
+                    self._completions.check(chunk, rl)
             # _queue(), inlined: a call costs about 0.1 µs on this path.
             memory = None
             if self._read_memory:
@@ -241,7 +306,7 @@ class StepRecorder:
             self.steps += 1
             self._buffer(
                 self._records,
-                (step, time.time(), values, custom, chunk, duration, memory, _NO_LABELS),
+                (step, time.time(), values, custom, chunk, duration, memory, _NO_LABELS, rl),
                 "step_record",
             )
         except Exception as exc:  # monitoring never kills training
@@ -275,6 +340,9 @@ class StepRecorder:
                 if stored:
                     labelled[key] = stored
             custom = self._custom_slow(report.custom, values) if report.custom else {}
+            chunk = rl = None
+            if report.completions is not None:
+                chunk, rl = self._completions_slow(report.completions, values)
             step = report.step
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
@@ -285,7 +353,7 @@ class StepRecorder:
                 self.samples.add(self.samples.durations, duration, "step_duration")
             if timings:
                 values.update(timings)
-            self._queue(step, values, custom, None, duration, labelled)
+            self._queue(step, values, custom, chunk, duration, labelled, rl)
         except Exception as exc:  # monitoring never kills training
             if self.strict:
                 raise
@@ -299,6 +367,7 @@ class StepRecorder:
         chunk: Any,
         duration: float | None,
         labelled: Mapping[str, Mapping[str, float]],
+        rl: Any = None,
     ) -> None:
         """Count the step and queue it for the worker."""
         memory = None
@@ -310,7 +379,7 @@ class StepRecorder:
         self.steps += 1
         self._buffer(
             self._records,
-            (step, time.time(), values, custom, chunk, duration, memory, labelled),
+            (step, time.time(), values, custom, chunk, duration, memory, labelled, rl),
             "step_record",
         )
 
@@ -338,24 +407,74 @@ class StepRecorder:
             checked[key] = value
         return checked
 
-    def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
-        number = self._to_float(key, value)
-        if number is not None:
-            values[key] = number
+    # -- RL completions (copied here; judged by the CompletionLog off this thread) ---
+    def _completions_slow(
+        self, completions: Completions, values: dict[str, float]
+    ) -> tuple[Any, list[Any]]:
+        """A report's completions as ``log_training_step`` takes the same keywords:
+        (the rewards' copy, the step's completions)."""
+        rewards = completions.rewards
+        chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
+        if chunk is not None:
+            self.samples.add(self.samples.rewards, chunk, "rewards")
+        thinking = answer = None
+        if completions.thinking_tokens is not None:
+            thinking = self._count_slow(values, "thinking", completions.thinking_tokens)
+        if completions.answer_tokens is not None:
+            answer = self._count_slow(values, "answer", completions.answer_tokens)
+        given = [MISSING if v is None else v for v in (
+            completions.group_size, completions.lengths, completions.truncated,
+            completions.correct)]  # fmt: skip
+        rl = self._completions.new(*given)
+        rl[4], rl[5] = thinking, answer
+        self._add_lengths(rl)
+        if self.strict:
+            self._completions.check(chunk, rl)
+        return chunk, rl
 
-    def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> None:
-        key = f"{kind}_tokens"
+    @staticmethod
+    def _with_tokens(rl: list[Any] | None, thinking: Any, answer: Any) -> list[Any]:
+        """The step's completions with per-completion token counts."""
+        if rl is None:
+            return [None, None, None, None, thinking, answer, None]
+        rl[4], rl[5] = thinking, answer
+        return rl
+
+    def _add_lengths(self, rl: list[Any]) -> None:
+        samples = self.samples
+        if rl[1] is not None and samples.wants("completion_lengths"):
+            samples.add(samples.completion_lengths, rl[1], "completion_lengths")
+
+    def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)
         if number is None:
             return
+        if key == "entropy" and math.isnan(number):
+            # NaN is a loss's signal; a NaN entropy is a bug in computing it.
+            self._reject(key, value, "invalid_value", "the policy's entropy is NaN")
+            return
+        values[key] = number
+
+    def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> Any:
+        """Count a step's tokens; a per-completion list is copied, returned and
+        counted with the step's completions (:meth:`CompletionLog.derive`)."""
+        key = f"{kind}_tokens"
+        if value.__class__ in (list, tuple) or (
+            getattr(value, "ndim", 0) != 0 and getattr(value, "size", 1) != 1
+        ):
+            return copy_completions(value)
+        number = self._to_float(key, value)
+        if number is None:
+            return None
         if not math.isfinite(number) or number != int(number) or number > _MAX_INT:
             self._reject(key, value, "invalid_value")
-            return
+            return None
         if number < 0:
             self._reject(key, value, "negative_count")
-            return
+            return None
         self.tokens[kind] += int(number)
         values[key] = int(number)
+        return None
 
     def _to_float(self, key: str, value: Any) -> float | None:
         number = to_number(value)
@@ -429,10 +548,11 @@ class StepRecorder:
         labels[label] = name
         return name
 
-    def _reject(self, key: str, value: Any, kind: str) -> None:
+    def _reject(self, key: str, value: Any, kind: str, reason: str | None = None) -> None:
         key = _ARGUMENT_NAMES.get(key, key)
-        message = f"{key}={value!r} is not recorded: "
-        message += (
+        text = repr(value)
+        message = f"{key}={text if len(text) <= 60 else text[:57] + '...'} is not recorded: "
+        message += reason or (
             "a count cannot be negative"
             if kind == "negative_count"
             else "expected a number (int, float, NumPy or MLX scalar)"
@@ -448,8 +568,9 @@ class StepRecorder:
         custom: dict[str, float],
         labelled: dict[str, dict[str, float]],
         fields: Any,
+        derived: tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]] | None = None,
     ) -> None:
-        """Fold one queued step into latest-values mappings."""
+        """Fold one queued step (and what its completions gave) into latest-values mappings."""
         latest.update(fields[2])
         latest["step"] = fields[0]
         latest["step_timestamp"] = fields[1]
@@ -459,15 +580,39 @@ class StepRecorder:
                 custom[names[key]] = value
         for key, series in fields[7].items():
             labelled.setdefault(key, {}).update(series)
+        if derived is not None:
+            latest.update(derived[0])
+            for key, series in derived[1].items():
+                if key in _RL_LABELLED:
+                    labelled[key] = dict(series)
+                else:
+                    labelled.setdefault(key, {}).update(series)
+
+    def _derive(self, fields: Any) -> Derived | None:
+        """What a queued step's completions give (computed once; see CompletionLog.derive)."""
+        return self._completions.derive(fields[4], fields[8])
+
+    @staticmethod
+    def _derives(fields: Any) -> bool:
+        """Whether a queued step has completions (or rewards grouped by the config)."""
+        return fields[8] is not None
 
     def refresh_view(self) -> None:
-        """Latest values for a scrape: what was drained plus the steps still queued."""
+        """Latest values for a scrape: what was drained plus the steps still queued.
+
+        Of the queued steps, only the last one with completions has its RL
+        health computed (it is the one served); anomaly scores wait for the
+        worker, which computes them once per step.
+        """
         with self._latest_lock:
             view = dict(self._latest)
             custom = dict(self._latest_custom)
             labelled = {k: dict(v) for k, v in self._latest_labelled.items()}
-            for fields in list(self._records):
-                self._apply(view, custom, labelled, fields)
+            queued = list(self._records)
+            last = next((i for i in range(len(queued) - 1, -1, -1) if self._derives(queued[i])), -1)
+            for i, fields in enumerate(queued):
+                derived = self._derive(fields) if i == last else None
+                self._apply(view, custom, labelled, fields, derived)
         self.view = view
         self.custom_view = custom
         self.labelled_view = labelled
@@ -497,8 +642,18 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields)
-                step, stamp, values, custom, rewards, duration, memory, labelled = fields
+                # What the step's completions give and its spike scores, labelled
+                # values beside the step's own ones.
+                extra: dict[str, Mapping[str, float]] = {}
+                if fields[8] is not None and (derived := self._derive(fields)) is not None:
+                    fields[2].update(derived[0])  # popped: this dict is the record's alone
+                    extra.update(derived[1])
+                self._score(fields[2], extra)
+                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields,
+                            (_NO_VALUES, extra) if extra else None)  # fmt: skip
+                step, stamp, values, custom, rewards, duration, memory, labelled, _ = fields
+                if extra:
+                    labelled = {**labelled, **extra}
                 if custom:
                     custom = {names[key]: float(value) for key, value in custom.items()}
                 batch.append(
@@ -508,6 +663,21 @@ class StepRecorder:
                     )  # fmt: skip
                 )
         return batch
+
+    def _score(self, values: Mapping[str, float], extra: dict[str, Mapping[str, float]]) -> None:
+        """Score a drained step's values; its scores and the counts go into ``extra``.
+
+        The counts are served from a metric's first value (a counter starts
+        at 0); a step's record carries them once it has scores (after the
+        first few steps), so short runs keep their columns.
+        """
+        detector = self._completions.anomalies
+        scores = detector.observe(values)
+        if scores:
+            extra["anomaly_score"] = scores
+            extra["anomalies"] = dict(detector.counts)
+        elif len(detector.counts) != len(self._latest_labelled.get("anomalies", ())):
+            self._latest_labelled["anomalies"] = dict(detector.counts)  # a metric first seen
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
