@@ -315,3 +315,49 @@ def test_the_alertmanager_config_routes_by_severity_and_inhibits_warnings() -> N
                 }
             },
         }
+
+
+# ---------------------------------------------------------------- RL health and throughput
+
+RL_CONTRACT_ALERTS = {
+    "MLXNoLearningSignal",
+    "MLXEntropyCollapsed",
+    "MLXEntropyExploding",
+    "MLXCompletionsTruncated",
+    "MLXKLDivergenceExploding",
+    "MLXTrainingAnomaly",
+    "MLXThroughputDropped",
+}
+
+
+def _minutes(duration: str) -> float:
+    """Minutes of a promtool duration such as ``90m``, ``2h30m`` or ``45s``."""
+    units = {"s": 1 / 60, "m": 1, "h": 60, "d": 1440}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration))
+
+
+def test_minutes_reads_promtool_durations() -> None:
+    assert [_minutes(d) for d in ("90m", "2h30m", "45s", "6h")] == [90, 150, 0.75, 360]
+
+
+def test_the_rl_health_and_throughput_alerts_exist() -> None:
+    assert {a["alert"] for a in alerts()} >= RL_CONTRACT_ALERTS
+
+
+def test_a_finished_run_never_fires_an_rl_health_or_throughput_alert() -> None:
+    for alert in alerts():
+        if alert["alert"] in RL_CONTRACT_ALERTS:
+            assert "mlx_otel_run_finished" in metric_names(alert["expr"]), alert["alert"]
+
+
+def test_rl_health_and_throughput_alerts_stay_silent_over_hours_of_series() -> None:
+    """Each is tested silent at four hours or later into a series, not only minutes."""
+    longest: dict[str, float] = {}
+    for path in TEST_FILES:
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                if not case.get("exp_alerts"):
+                    name = case["alertname"]
+                    longest[name] = max(longest.get(name, 0), _minutes(case["eval_time"]))
+    short = {name for name in RL_CONTRACT_ALERTS if longest.get(name, 0) < 240}
+    assert not short, f"tested silent for less than 4 hours: {sorted(short)}"
