@@ -322,3 +322,17 @@ def test_a_report_with_completions_is_recorded_as_the_same_keywords() -> None:
     by_report.fold()
     assert folded[0].rewards == folded[1].rewards == [0.5, 0.5]
     assert folded[0].completion_lengths == folded[1].completion_lengths == [4, 8]
+
+
+def test_completion_lengths_are_folded_exactly_under_a_flood() -> None:
+    recorder, ledger = make_recorder(max_records=4)
+    folded = Folded()
+    recorder.fold_into(folded.into())
+    expected: list[float] = []
+    for step in range(50):  # twelve times the buffer bound: full buffers fold in place
+        recorder.record(step, {"completion_lengths": [step, step + 1], "step_time": 0.5})
+        expected += [step, step + 1]
+    recorder.fold()
+    assert sorted(folded.completion_lengths) == sorted(expected)
+    assert ledger.dropped() == {"step_record": 46}  # the record queue is bounded; samples not
+    assert errors(ledger) == {}

@@ -59,7 +59,7 @@ def rl_step(monitor: TrainingMonitor, step: int = 0, **extra: object) -> None:
 def test_known_groups_by_reward_are_served_exactly(tmp_path: Path) -> None:
     monitor = make_monitor(tmp_path)
     try:
-        rl_step(monitor)
+        rl_step(monitor, validation_reward=0.625)
         before = served(monitor)  # before the worker drains: computed for the scrape
         assert monitor.flush()
         s = served(monitor)
@@ -75,6 +75,7 @@ def test_known_groups_by_reward_are_served_exactly(tmp_path: Path) -> None:
         assert sample(samples, "mlx_train_unclosed_thinking_ratio") == 2 / 16
         assert sample(samples, "mlx_train_entropy") == 0.75
         assert sample(samples, "mlx_train_kl") == 0.125
+        assert sample(samples, "mlx_train_validation_reward") == 0.625
     # Without correct= there is no split of lengths by correctness.
     assert not [k for k in s if k[0] == "mlx_train_completion_length_mean_tokens"]
     # One observation per completion, in token buckets.

@@ -8,6 +8,9 @@ integration's :class:`~mlx_otel.records.TrainerReport` the same way.
 Everything slow happens elsewhere: :meth:`fold` records buffered samples into
 histograms (before each scrape and on the worker), and :meth:`drain` turns
 queued tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
+A GRPO step's per-completion lists are only copied here; the
+:class:`~mlx_otel.pipeline.completions.CompletionLog` judges them once, when
+the step is first served or drained, and scores spikes as the worker drains.
 
 The recorder is also where the instruments read the values it holds
 (:meth:`StepRecorder.value`, :meth:`StepRecorder.series`), by the names the
