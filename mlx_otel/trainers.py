@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlx_otel.config import load_config
+from mlx_otel.integrations.trainer_hooks import FunctionHooks, GrpoHooks, MlxLmHooks
 from mlx_otel.monitor import TrainingMonitor
 from mlx_otel.records import TrainerReport, to_number
 
@@ -173,8 +174,19 @@ class MlxLmCallback:
         self._reward_functions: set[str] | None = None
         self._exported_at = 0
         self.monitor = monitor if monitor is not None else self._make_monitor(monitor_config, run_id)
+        #: The trainer's own functions, observed for what its reports leave out.
+        self.hooks = self._make_hooks(getattr(self.monitor, "phase", None))
+        self.hooks.install(import_module=self._hooks_import)
         if self._owns_monitor:
             atexit.register(self.close)
+
+    # -- the trainer's functions -------------------------------------------------
+    @property
+    def _hooks_import(self) -> bool:
+        return False  # mlx-lm's trainer module is imported by whoever runs it
+
+    def _make_hooks(self, phase: Any) -> FunctionHooks:
+        return MlxLmHooks(phase)
 
     # -- the monitor -----------------------------------------------------------
     @staticmethod
@@ -204,6 +216,7 @@ class MlxLmCallback:
             if self._closed:
                 return
             self._closed = True
+        self.hooks.uninstall()
         if not self._owns_monitor:
             try:
                 self._export()
@@ -247,6 +260,7 @@ class MlxLmCallback:
         until :meth:`close` when ``close_at_end`` is false, for a linger); a
         monitor handed in is the caller's: its files are written on its worker.
         """
+        self.hooks.uninstall()
         self._flush_validation()
         if not self._owns_monitor:
             logged = self.monitor.steps_logged
@@ -310,11 +324,21 @@ class MlxLmCallback:
         # Validation reported since the last report rides along (the trainers
         # validate just before a training iteration, so it is never far behind).
         self._add_validation(report)
+        self._add_observed(report)
         self._last_iteration = iteration
         self.monitor.record_report(report)
         iters = self._config_int("iters")
         if iters is not None and iteration >= iters:  # the trainer's last report
             self._end_of_training()
+        else:
+            self.hooks.reported()
+
+    def _add_observed(self, report: TrainerReport) -> None:
+        """What the hooks saw since the last report rides along with it."""
+        self.hooks.end_open_phase()  # the trainer evaluated its step before it reports
+        completions = self.hooks.take()
+        if completions is not None:
+            report.completions = completions
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
         report = train_info_report(None, info)
@@ -351,6 +375,13 @@ class MlxLmLoraCallback(MlxLmCallback):
 
     # mlx-lm-lora reports validation before iteration `it` as `it`.
     val_iteration_offset = 1
+
+    @property
+    def _hooks_import(self) -> bool:
+        return self.trainer_config.get("train_mode") == "grpo"
+
+    def _make_hooks(self, phase: Any) -> FunctionHooks:
+        return GrpoHooks(phase)
 
     def _iterations_per_second(self, reported: float, iteration: int) -> float:
         return reported  # mlx-lm-lora divides the interval's own iterations
