@@ -292,6 +292,12 @@ class MlxLmCallback:
         value = self.trainer_config.get(key)
         return value if isinstance(value, int) and value > 0 else None
 
+    def _validates_at(self, iteration: int) -> bool:
+        """Whether the trainer validates before ``iteration`` (both trainers' schedule)."""
+        every = self._config_int("steps_per_eval")
+        last = self._config_int("iters")
+        return iteration == 1 or iteration == last or (every is not None and iteration % every == 0)
+
     def _iterations_per_second(self, reported: float, iteration: int) -> float:
         # mlx-lm divides steps_per_report (not the iterations of the interval)
         # by the interval's time, overstating a short last interval.
@@ -331,7 +337,7 @@ class MlxLmCallback:
         if iters is not None and iteration >= iters:  # the trainer's last report
             self._end_of_training()
         else:
-            self.hooks.reported()
+            self.hooks.reported(validation_next=self._validates_at(iteration + 1))
 
     def _add_observed(self, report: TrainerReport) -> None:
         """What the hooks saw since the last report rides along with it."""

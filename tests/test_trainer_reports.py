@@ -198,15 +198,15 @@ def test_grpo_completions_and_phases_ride_with_the_next_report(
     def value(series: str, /, **labels: str) -> float:
         return sample(samples, series, run_id="hooked", **labels)
 
-    for outcome in ("solved", "unsolved", "tied"):
-        assert value("mlx_train_zero_std_groups_ratio", outcome=outcome) == 0.25, outcome
+    for phase in ("generate", "reward", "update"):
+        assert value("mlx_train_phase_duration_seconds_count", phase=phase) == 1, phase
+    assert value("mlx_train_phase_duration_seconds_sum", phase="generate") > 0
     lengths = [c.size for c in completions]
     assert value("mlx_train_completion_length_tokens_count") == 8
     assert value("mlx_train_completion_length_tokens_sum") == sum(lengths)
     assert value("mlx_train_hit_max_tokens_ratio") == sum(n >= MAX_TOKENS for n in lengths) / 8
-    for phase in ("generate", "reward", "update"):
-        assert value("mlx_train_phase_duration_seconds_count", phase=phase) == 1, phase
-    assert value("mlx_train_phase_duration_seconds_sum", phase="generate") > 0
+    for outcome in ("solved", "unsolved", "tied"):
+        assert value("mlx_train_zero_std_groups_ratio", outcome=outcome) == 0.25, outcome
 
 
 def test_grpo_observation_that_fails_warns_once_and_trains_on(
@@ -227,8 +227,8 @@ def test_grpo_observation_that_fails_warns_once_and_trains_on(
         callback.close()
     finally:
         monitor.cleanup()
-        for name, original in zip(("generate_grpo", "calculate_rewards_and_advantages",
-                                   "evaluate_grpo"), originals):  # fmt: skip
+        names = ("generate_grpo", "calculate_rewards_and_advantages", "evaluate_grpo")
+        for name, original in zip(names, originals, strict=True):
             setattr(grpo, name, original)
     assert metrics["total_rewards_mean"].item() == pytest.approx(sum(KNOWN_REWARDS) / 8)
     assert advantages.shape == (8,)

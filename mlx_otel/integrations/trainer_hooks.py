@@ -168,8 +168,11 @@ class FunctionHooks:
             except Exception as exc:
                 self.failed("open phase", exc)
 
-    def reported(self) -> None:
-        """The trainer reported, and trains on (the callback's call, after the report)."""
+    def reported(self, *, validation_next: bool = False) -> None:
+        """The trainer reported and trains on; ``validation_next``: it validates first.
+
+        The callback's call, after it recorded the report.
+        """
 
     def take(self) -> Completions | None:
         """Per-completion data observed since the last call (none here)."""
@@ -226,6 +229,7 @@ class MlxLmHooks(FunctionHooks):
             if not self.active:
                 return timed(*args, **kwargs)
             self.end_open_phase()
+            self._validates = True
             try:
                 return timed(*args, **kwargs)
             finally:
@@ -233,8 +237,10 @@ class MlxLmHooks(FunctionHooks):
 
         return {"evaluate": evaluate}
 
-    def reported(self) -> None:
-        self._start_open_phase("train")
+    def reported(self, *, validation_next: bool = False) -> None:
+        # A report just before a validation: no iteration runs in between.
+        if not (validation_next and self._validates):
+            self._start_open_phase("train")
 
 
 class GrpoHooks(FunctionHooks):
