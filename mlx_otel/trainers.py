@@ -13,6 +13,12 @@ wrap, so ``--report-to wandb`` keeps working beside them:
     from mlx_lm_lora.train import run                    # mlx-lm-lora
     run(args, training_callback=MlxLmLoraCallback(config=vars(args)))
 
+The reports carry aggregates only. For the run's duration each callback
+also wraps the trainer's own functions (:mod:`mlx_otel.integrations.trainer_hooks`):
+mlx-lm-lora GRPO's completions, their rewards and groups, and the phases of
+an iteration (``generate``, ``reward``, ``update``, ``evaluate``); mlx-lm's
+``train`` and ``evaluate``. What they saw rides with the next report.
+
 They are constructed like mlx-lm's own reporting callbacks
 (``cls(project_name=, log_dir=, config=, wrapped_callback=)``) and import
 neither trainer. Whatever goes wrong in monitoring is logged and counted;
@@ -373,8 +379,11 @@ class MlxLmLoraCallback(MlxLmCallback):
 
     Like :class:`MlxLmCallback`; GRPO's rewards, KL, clip ratios, completion
     lengths and per-reward-function statistics become their catalogue
-    metrics, other trainers' keys custom metrics. ``mlx_lm_lora.train.run``
-    honours a callback:
+    metrics, other trainers' keys custom metrics. In GRPO mode
+    (``config["train_mode"] == "grpo"``, or whenever mlx-lm-lora's GRPO
+    module is imported) each completion's reward, length and truncation, and
+    the phases of each iteration, are observed at the trainer's functions.
+    ``mlx_lm_lora.train.run`` honours a callback:
 
         run(args, training_callback=MlxLmLoraCallback(config=vars(args)))
     """
