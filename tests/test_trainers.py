@@ -428,6 +428,7 @@ def test_monitoring_failures_do_not_stop_training_from_python(
 
     import mlx.core as mx
     from mlx_lm.lora import CONFIG_DEFAULTS, train_model
+    from mlx_lm.tuner import trainer
     from mlx_lm.tuner.datasets import load_dataset
     from mlx_lm.utils import load
 
@@ -441,6 +442,7 @@ def test_monitoring_failures_do_not_stop_training_from_python(
     model, tokenizer = load(args.model)
     train_set, valid_set, _ = load_dataset(args, tokenizer)
     recorder = _Recorder()
+    original_evaluate = trainer.evaluate
     big = mx.zeros((16, 2**20))
     mx.eval(big)
     del big
@@ -472,6 +474,9 @@ def test_monitoring_failures_do_not_stop_training_from_python(
     rows = json.loads((tmp_path / "outputs" / "training_metrics.json").read_text())["steps"]
     assert [row["step"] for row in rows] == [3, 6]
     assert all(row.get("loss") is None for row in rows) and rows[0]["validation_loss"] > 0
+    # Validations before iterations 1 and 6; training timed in between, with each report.
+    assert all(row["timing/evaluate"] > 0 and row["timing/train"] > 0 for row in rows)
+    assert trainer.evaluate is original_evaluate  # the trainer's own function is back
 
 
 EXIT_SCRIPT = """
