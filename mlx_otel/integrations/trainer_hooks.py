@@ -40,6 +40,7 @@ import functools
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -113,8 +114,6 @@ class FunctionHooks:
         return True
 
     def _find_module(self, import_module: bool) -> Any:
-        import sys
-
         module = sys.modules.get(self.module_name)
         if module is None and import_module:
             try:
@@ -138,6 +137,8 @@ class FunctionHooks:
 
     def failed(self, what: str, exc: BaseException) -> None:
         """Observing failed: one warning, the originals back, the run trains on."""
+        if not self.active:
+            return  # already failed (or ended): said once
         log.warning(
             "mlx_otel: observing %s.%s failed (%r); the rest of the run is monitored "
             "from the trainer's reports only",
