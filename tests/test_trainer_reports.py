@@ -234,3 +234,31 @@ def test_grpo_observation_that_fails_warns_once_and_trains_on(
     assert advantages.shape == (8,)
     assert caplog.text.count("observing mlx_lm_lora.trainer.grpo_trainer") == 1
     assert not [name for name, _ in samples if name.startswith("mlx_train_zero_std")]
+
+
+def test_a_grpo_version_whose_functions_changed_trains_unobserved(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generate_grpo without max_tokens: nothing is wrapped, one warning says so."""
+    import sys
+    import types
+
+    from mlx_otel.integrations.trainer_hooks import GrpoHooks
+
+    changed = types.ModuleType("changed_grpo")
+
+    def generate_grpo(model: Any, tokenizer: Any, prompt_tokens: Any) -> None: ...
+
+    def calculate_rewards_and_advantages(reward_funcs: Any, batch_indices: Any) -> None: ...
+
+    def evaluate_grpo(model: Any) -> None: ...
+
+    for function in (generate_grpo, calculate_rewards_and_advantages, evaluate_grpo):
+        setattr(changed, function.__name__, function)
+    monkeypatch.setitem(sys.modules, "changed_grpo", changed)
+    monkeypatch.setattr(GrpoHooks, "module_name", "changed_grpo")
+    hooks = GrpoHooks()
+    assert hooks.install() is False and not hooks.active
+    assert changed.generate_grpo is generate_grpo
+    assert "cannot observe changed_grpo" in caplog.text
+    assert "max_tokens" in caplog.text and "reward_weights" in caplog.text
