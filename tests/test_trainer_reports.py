@@ -142,6 +142,11 @@ def tiny_grpo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
     return grpo, model, tokenizer
 
 
+def _quick_end(folder: Path) -> dict[str, Any]:
+    """A monitor whose end (the callback's close exports) leaves its charts to the chart process."""
+    return {"monitoring": {"output_dir": str(folder), "charts_timeout": 0.5}}
+
+
 def _grpo_functions(grpo: Any) -> tuple[Any, ...]:
     return grpo.generate_grpo, grpo.calculate_rewards_and_advantages, grpo.evaluate_grpo
 
@@ -179,8 +184,7 @@ def test_grpo_completions_and_phases_ride_with_the_next_report(
     """Rewards of known groups, the real completions' lengths, and three phases per iteration."""
     grpo, model, tokenizer = tiny_grpo
     originals = _grpo_functions(grpo)
-    monitor = TrainingMonitor({"monitoring": {"output_dir": str(tmp_path)}}, run_id="hooked",
-                              serve=False)  # fmt: skip
+    monitor = TrainingMonitor(_quick_end(tmp_path), run_id="hooked", serve=False)
     try:
         callback = MlxLmLoraCallback(config={"train_mode": "grpo"}, monitor=monitor)
         assert grpo.generate_grpo is not originals[0]
@@ -215,7 +219,7 @@ def test_grpo_observation_that_fails_warns_once_and_trains_on(
     """Rewards for completions the hooks never saw sampled: the originals come back."""
     grpo, model, tokenizer = tiny_grpo
     originals = _grpo_functions(grpo)
-    monitor = TrainingMonitor({"monitoring": {"output_dir": str(tmp_path)}}, serve=False)
+    monitor = TrainingMonitor(_quick_end(tmp_path), serve=False)
     try:
         callback = MlxLmLoraCallback(config={"train_mode": "grpo"}, monitor=monitor)
         texts = ["1", "2", "3", "4", "5", "6", "7", "8"]
