@@ -354,6 +354,7 @@ class MlxLmCallback:
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
         report = train_info_report(None, info)
+        report.values.update(self.hooks.take_validation())
         iteration = to_number(info.get("iteration"))
         if iteration is not None and math.isfinite(iteration):
             report.values["validation_step"] = int(iteration) - self.val_iteration_offset

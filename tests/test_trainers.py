@@ -291,6 +291,9 @@ def test_grpo_run_serves_each_completion_and_the_phases_of_each_iteration(
     ratios = _last(prometheus, f"mlx_train_zero_std_groups_ratio{{{selector}}}")
     assert sorted(m["metric"]["outcome"] for m in ratios) == ["solved", "tied", "unsolved"]
     assert 0 <= sum(float(m["value"][1]) for m in ratios) <= 1
+    assert 0 <= _value(prometheus, f"mlx_train_validation_reward{{{selector}}}") <= 2
+    # Each completion's reward, where the report has only their mean.
+    assert _value(prometheus, f"mlx_train_reward_count{{{selector}}}") == completions
     assert 0 <= _value(prometheus, f"mlx_train_hit_max_tokens_ratio{{{selector}}}") <= 1
     counts = {
         m["metric"]["phase"]: float(m["value"][1])
@@ -355,6 +358,7 @@ def test_grpo_run_whose_rewards_never_differ_serves_no_learning_signal(
     }
     assert ratios == {"solved": 1.0, "unsolved": 0.0, "tied": 0.0}
     assert _value(prometheus, f"mlx_train_completion_length_tokens_count{{{selector}}}") == 8
+    assert _value(prometheus, f"mlx_train_validation_reward{{{selector}}}") == 1.0
 
 
 def test_every_trainer_metric_of_the_catalogue_reaches_prometheus(

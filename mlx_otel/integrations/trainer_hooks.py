@@ -19,7 +19,8 @@ run's duration, observes it without copying the trainers' code:
   model: the ``update`` phase;
 - ``...grpo_trainer.evaluate_grpo`` and ``mlx_lm.tuner.trainer.evaluate``
   validate: the ``evaluate`` phase (completions sampled there are not the
-  training's and are left out).
+  training's and are left out); mlx-lm-lora's returns the validation's mean
+  reward, which its report leaves out: ``validation_reward``.
 
 A wrapper never changes what the trainer computes, and never raises into
 it: if observing fails (a trainer version whose functions changed), one
@@ -179,6 +180,10 @@ class FunctionHooks:
         """Per-completion data observed since the last call (none here)."""
         return None
 
+    def take_validation(self) -> dict[str, float]:
+        """Values of the last validation the trainer does not report, by catalogue key."""
+        return {}
+
     def _timed(self, name: str, function: Any, phase: str) -> Any:
         """``function`` timed as ``phase`` while the hooks are active."""
 
@@ -257,6 +262,7 @@ class GrpoHooks(FunctionHooks):
     def __init__(self, phase: PhaseFactory | None = None) -> None:
         super().__init__(phase)
         self._evaluating = False
+        self._validation: dict[str, float] = {}
         self._sampled: tuple[list[int], list[bool]] | None = None
         self._rewards: list[float] = []
         self._lengths: list[int] = []
@@ -337,9 +343,15 @@ class GrpoHooks(FunctionHooks):
             self.end_open_phase()
             self._evaluating = True  # its completions are not the training's
             try:
-                return timed(*args, **kwargs)
+                result = timed(*args, **kwargs)
             finally:
                 self._evaluating = False
+            if self.active:
+                try:
+                    self._validation = _validation_reward(result)
+                except Exception as exc:
+                    self.failed("evaluate_grpo", exc)
+            return result
 
         return evaluate_grpo
 
@@ -364,6 +376,11 @@ class GrpoHooks(FunctionHooks):
         self._rewards.extend(float(totals[i]) for i in order)
         self._lengths.extend(lengths[i] for i in order)
         self._truncated.extend(truncated[i] for i in order)
+
+    def take_validation(self) -> dict[str, float]:
+        """The mean reward of the last validation's completions (``validation_reward``)."""
+        values, self._validation = self._validation, {}
+        return values
 
     def take(self) -> Completions | None:
         """The completions observed since the last call (``None`` if there were none)."""
@@ -394,6 +411,20 @@ def _sampled(
     completions = result[0]
     lengths = [int(completion.size) for completion in completions]
     return lengths, [length >= max_tokens for length in lengths]
+
+
+def _validation_reward(result: Any) -> dict[str, float]:
+    """evaluate_grpo's mean reward, which the trainer computes and does not report.
+
+    It returns (loss, tokens, metrics); ``metrics["total_rewards_mean"]`` is
+    the mean reward of the validation's completions (weighted by tokens over
+    its batches, as its loss is).
+    """
+    given = result[2]["total_rewards_mean"]
+    reward = to_number(given)
+    if reward is None:
+        raise HookError(f"evaluate_grpo's total_rewards_mean is {given!r}")
+    return {"validation_reward": reward}
 
 
 def _recording(function: Any, values: dict[int, Any], position: int) -> Any:
