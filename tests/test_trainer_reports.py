@@ -178,16 +178,35 @@ def _score(grpo: Any, texts: list[str], indices: list[int]) -> Any:
     )  # fmt: skip
 
 
+def _validate(grpo: Any, model: Any, tokenizer: Any) -> Any:
+    """The trainer's validation: two prompts, two completions each, rewarded 0.75."""
+
+    def three_quarters(prompts: Any, completions: list[str], answer: Any, types: Any = None) -> list:
+        return [0.75] * len(completions)
+
+    prompt = tokenizer.encode("user : what is 1 plus 2 ? assistant :")
+    dataset = [(prompt, tokenizer.encode("3"), "what is 1 plus 2 ?", "3")] * 2
+    return grpo.evaluate_grpo(
+        model=model, ref_model=None, dataset=dataset, tokenizer=tokenizer, batch_size=2,
+        num_batches=1, beta=0.0, epsilon=1e-4, epsilon_high=None, group_size=2,
+        max_seq_length=64, max_tokens=MAX_TOKENS, temperature=0.8, top_p=0.95, top_k=20,
+        min_p=0.0, reward_funcs=[three_quarters], end_answer_token="",
+    )  # fmt: skip
+
+
 def test_grpo_completions_and_phases_ride_with_the_next_report(
     tmp_path: Path, tiny_grpo: tuple[Any, Any, Any]
 ) -> None:
-    """Rewards of known groups, the real completions' lengths, and three phases per iteration."""
+    """A validation, then an iteration: rewards of known groups, the real completions' lengths,
+    the validation's mean reward, and the phases of each."""
     grpo, model, tokenizer = tiny_grpo
     originals = _grpo_functions(grpo)
     monitor = TrainingMonitor(_quick_end(tmp_path), run_id="hooked", serve=False)
     try:
         callback = MlxLmLoraCallback(config={"train_mode": "grpo"}, monitor=monitor)
         assert grpo.generate_grpo is not originals[0]
+        _validate(grpo, model, tokenizer)  # its completions are not the training's
+        callback.on_val_loss_report({"iteration": 1, "val_loss": 0.25, "val_time": 0.5})
         completions, texts, indices = _sample_groups(grpo, model, tokenizer)
         advantages, _ = _score(grpo, texts, indices)
         callback.on_train_loss_report({"iteration": 1, "train_loss": 0.5})
@@ -202,8 +221,9 @@ def test_grpo_completions_and_phases_ride_with_the_next_report(
     def value(series: str, /, **labels: str) -> float:
         return sample(samples, series, run_id="hooked", **labels)
 
-    for phase in ("generate", "reward", "update"):
+    for phase in ("evaluate", "generate", "reward", "update"):
         assert value("mlx_train_phase_duration_seconds_count", phase=phase) == 1, phase
+    assert value("mlx_train_validation_reward") == 0.75  # the trainer's own mean
     assert value("mlx_train_phase_duration_seconds_sum", phase="generate") > 0
     lengths = [c.size for c in completions]
     assert value("mlx_train_completion_length_tokens_count") == 8
