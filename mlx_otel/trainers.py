@@ -146,6 +146,8 @@ class MlxLmCallback:
     report to; without one, the callback makes its own from
     ``monitor_config`` (a path, mapping or MonitorConfig) and ``run_id``,
     serves it, and closes it at the end of training or at interpreter exit.
+    Until then it also times mlx-lm's validation (phase ``evaluate``) and
+    the training between validations and reports (phase ``train``).
 
         callback = MlxLmCallback(config=vars(args), run_id="sft_001",
                                  monitor_config={"exporter": {"port": 9464}})
