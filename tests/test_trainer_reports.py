@@ -181,7 +181,7 @@ def _score(grpo: Any, texts: list[str], indices: list[int]) -> Any:
 def _validate(grpo: Any, model: Any, tokenizer: Any) -> Any:
     """The trainer's validation: two prompts, two completions each, rewarded 0.75."""
 
-    def three_quarters(prompts: Any, completions: list[str], answer: Any, types: Any = None) -> list:
+    def three_quarters(prompts: Any, completions: list[str], answer: Any, types: Any = None) -> Any:
         return [0.75] * len(completions)
 
     prompt = tokenizer.encode("user : what is 1 plus 2 ? assistant :")
