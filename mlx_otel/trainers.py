@@ -13,6 +13,12 @@ wrap, so ``--report-to wandb`` keeps working beside them:
     from mlx_lm_lora.train import run                    # mlx-lm-lora
     run(args, training_callback=MlxLmLoraCallback(config=vars(args)))
 
+The reports carry aggregates only. For the run's duration each callback
+also wraps the trainer's own functions (:mod:`mlx_otel.integrations.trainer_hooks`):
+mlx-lm-lora GRPO's completions, their rewards and groups, and the phases of
+an iteration (``generate``, ``reward``, ``update``, ``evaluate``); mlx-lm's
+``train`` and ``evaluate``. What they saw rides with the next report.
+
 They are constructed like mlx-lm's own reporting callbacks
 (``cls(project_name=, log_dir=, config=, wrapped_callback=)``) and import
 neither trainer. Whatever goes wrong in monitoring is logged and counted;
@@ -35,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlx_otel.config import load_config
+from mlx_otel.integrations.trainer_hooks import FunctionHooks, GrpoHooks, MlxLmHooks
 from mlx_otel.monitor import TrainingMonitor
 from mlx_otel.records import TrainerReport, to_number
 
@@ -165,6 +172,8 @@ class MlxLmCallback:
     report to; without one, the callback makes its own from
     ``monitor_config`` (a path, mapping or MonitorConfig) and ``run_id``,
     serves it, and closes it at the end of training or at interpreter exit.
+    Until then it also times mlx-lm's validation (phase ``evaluate``) and
+    the training between validations and reports (phase ``train``).
 
         callback = MlxLmCallback(config=vars(args), run_id="sft_001",
                                  monitor_config={"exporter": {"port": 9464}})
@@ -199,8 +208,19 @@ class MlxLmCallback:
         self._reward_functions: set[str] | None = None
         self._exported_at = 0
         self.monitor = monitor if monitor is not None else self._make_monitor(monitor_config, run_id)
+        #: The trainer's own functions, observed for what its reports leave out.
+        self.hooks = self._make_hooks(getattr(self.monitor, "phase", None))
+        self.hooks.install(import_module=self._hooks_import)
         if self._owns_monitor:
             atexit.register(self.close)
+
+    # -- the trainer's functions -------------------------------------------------
+    @property
+    def _hooks_import(self) -> bool:
+        return False  # mlx-lm's trainer module is imported by whoever runs it
+
+    def _make_hooks(self, phase: Any) -> FunctionHooks:
+        return MlxLmHooks(phase)
 
     # -- the monitor -----------------------------------------------------------
     @staticmethod
@@ -230,6 +250,7 @@ class MlxLmCallback:
             if self._closed:
                 return
             self._closed = True
+        self.hooks.uninstall()
         if not self._owns_monitor:
             try:
                 self._export()
@@ -273,6 +294,7 @@ class MlxLmCallback:
         until :meth:`close` when ``close_at_end`` is false, for a linger); a
         monitor handed in is the caller's: its files are written on its worker.
         """
+        self.hooks.uninstall()
         self._flush_validation()
         if not self._owns_monitor:
             logged = self.monitor.steps_logged
@@ -303,6 +325,12 @@ class MlxLmCallback:
     def _config_int(self, key: str) -> int | None:
         value = self.trainer_config.get(key)
         return value if isinstance(value, int) and value > 0 else None
+
+    def _validates_at(self, iteration: int) -> bool:
+        """Whether the trainer validates before ``iteration`` (both trainers' schedule)."""
+        every = self._config_int("steps_per_eval")
+        last = self._config_int("iters")
+        return iteration == 1 or iteration == last or (every is not None and iteration % every == 0)
 
     def _iterations_per_second(self, reported: float, iteration: int) -> float:
         # mlx-lm divides steps_per_report (not the iterations of the interval)
@@ -336,14 +364,25 @@ class MlxLmCallback:
         # Validation reported since the last report rides along (the trainers
         # validate just before a training iteration, so it is never far behind).
         self._add_validation(report)
+        self._add_observed(report)
         self._last_iteration = iteration
         self.monitor.record_report(report)
         iters = self._config_int("iters")
         if iters is not None and iteration >= iters:  # the trainer's last report
             self._end_of_training()
+        else:
+            self.hooks.reported(validation_next=self._validates_at(iteration + 1))
+
+    def _add_observed(self, report: TrainerReport) -> None:
+        """What the hooks saw since the last report rides along with it."""
+        self.hooks.end_open_phase()  # the trainer evaluated its step before it reports
+        completions = self.hooks.take()
+        if completions is not None:
+            report.completions = completions
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
         report = train_info_report(None, info)
+        report.values.update(self.hooks.take_validation())
         iteration = to_number(info.get("iteration"))
         if iteration is not None and math.isfinite(iteration):
             report.values["validation_step"] = int(iteration) - self.val_iteration_offset
@@ -369,14 +408,24 @@ class MlxLmLoraCallback(MlxLmCallback):
 
     Like :class:`MlxLmCallback`; GRPO's rewards, KL, clip ratios, completion
     lengths and per-reward-function statistics become their catalogue
-    metrics, other trainers' keys custom metrics. ``mlx_lm_lora.train.run``
-    honours a callback:
+    metrics, other trainers' keys custom metrics. In GRPO mode
+    (``config["train_mode"] == "grpo"``, or whenever mlx-lm-lora's GRPO
+    module is imported) each completion's reward, length and truncation, and
+    the phases of each iteration, are observed at the trainer's functions.
+    ``mlx_lm_lora.train.run`` honours a callback:
 
         run(args, training_callback=MlxLmLoraCallback(config=vars(args)))
     """
 
     # mlx-lm-lora reports validation before iteration `it` as `it`.
     val_iteration_offset = 1
+
+    @property
+    def _hooks_import(self) -> bool:
+        return self.trainer_config.get("train_mode") == "grpo"
+
+    def _make_hooks(self, phase: Any) -> FunctionHooks:
+        return GrpoHooks(phase)
 
     def _iterations_per_second(self, reported: float, iteration: int) -> float:
         return reported  # mlx-lm-lora divides the interval's own iterations

@@ -56,7 +56,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    return {"lora": free_port(), "grpo": free_port()}
+    return {"lora": free_port(), "grpo": free_port(), "constant": free_port()}
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +263,106 @@ def test_grpo_run_reaches_prometheus_with_rewards_and_kl(
     assert 0 < _value(prometheus, longest) <= 6  # --max-completion-length
 
 
+def test_lora_run_serves_the_time_of_training_and_of_validation(
+    prometheus: Any, lora_run: dict[str, Any]
+) -> None:
+    """mlx-lm validates before iterations 1, 6 and 12; training is timed between validations and
+    reports: 1-5, 6-10 (the report at 5 is right before a validation), 11, 12."""
+    selector = f'run_id="{lora_run["run_id"]}"'
+    counts = {
+        m["metric"]["phase"]: float(m["value"][1])
+        for m in _last(prometheus, f"mlx_train_phase_duration_seconds_count{{{selector}}}")
+    }
+    assert counts == {"evaluate": 3, "train": 4}
+    for phase in counts:
+        total = f'mlx_train_phase_duration_seconds_sum{{{selector},phase="{phase}"}}'
+        assert 0 < _value(prometheus, total) < RUN_TIMEOUT, phase
+
+
+def test_grpo_run_serves_each_completion_and_the_phases_of_each_iteration(
+    prometheus: Any, grpo_run: dict[str, Any]
+) -> None:
+    """Four iterations of one prompt and two completions: eight completions, validation's apart."""
+    selector = f'run_id="{grpo_run["run_id"]}"'
+    completions = GRPO_ITERS * 2
+    count = _value(prometheus, f"mlx_train_completion_length_tokens_count{{{selector}}}")
+    assert count == completions
+    tokens = _value(prometheus, f"mlx_train_completion_length_tokens_sum{{{selector}}}")
+    assert completions <= tokens <= completions * 6  # --max-completion-length
+    assert _value(prometheus, f"mlx_train_group_size{{{selector}}}") == 2
+    ratios = _last(prometheus, f"mlx_train_zero_std_groups_ratio{{{selector}}}")
+    assert sorted(m["metric"]["outcome"] for m in ratios) == ["solved", "tied", "unsolved"]
+    assert 0 <= sum(float(m["value"][1]) for m in ratios) <= 1
+    assert 0 <= _value(prometheus, f"mlx_train_validation_reward{{{selector}}}") <= 2
+    # Each completion's reward, where the report has only their mean.
+    assert _value(prometheus, f"mlx_train_reward_count{{{selector}}}") == completions
+    assert 0 <= _value(prometheus, f"mlx_train_hit_max_tokens_ratio{{{selector}}}") <= 1
+    counts = {
+        m["metric"]["phase"]: float(m["value"][1])
+        for m in _last(prometheus, f"mlx_train_phase_duration_seconds_count{{{selector}}}")
+    }
+    # Validation before iterations 1 and 4 (--steps-per-eval 4).
+    assert counts == {"generate": GRPO_ITERS, "reward": GRPO_ITERS, "update": GRPO_ITERS,
+                      "evaluate": 2}  # fmt: skip
+
+
+CONSTANT_REWARDS = """
+from mlx_lm_lora.trainer.grpo_reward_functions import register_reward_function
+
+
+@register_reward_function()
+def always_right(prompts, completions, answer, types=None):
+    return [1.0] * len(completions)
+"""
+
+
+@pytest.fixture(scope="module")
+def constant_run(workspace: Path, prometheus: Any, ports: dict[str, int]) -> dict[str, Any]:
+    """GRPO whose one reward function rates every completion 1.0: no group has spread."""
+    run_id = "grpo_constant"
+    (workspace / "constant_rewards.py").write_text(CONSTANT_REWARDS)
+    config = workspace / "constant.yml"
+    config.write_text(yaml.safe_dump({
+        "model": str(workspace / "model"), "train": True, "train_mode": "grpo",
+        "data": str(workspace / "grpo"), "iters": 2, "batch_size": 2, "steps_per_report": 2,
+        "steps_per_eval": 100, "val_batches": 1, "num_layers": 2,
+        "reward_functions_file": str(workspace / "constant_rewards.py"),
+        "reward_functions": "always_right",
+        "adapter_path": str(workspace / "adapters_constant"), "fuse": False,
+    }))  # fmt: skip
+    command = [
+        sys.executable, "-m", "mlx_otel", "lora-train", "--config", str(config),
+        "--group-size", "2", "--max-completion-length", "4",
+        "--metrics-port", str(ports["constant"]), "--run-id", run_id,
+        "--monitor-config", str(_monitor_config(workspace, "constant")),
+        "--metrics-linger", "300",
+    ]  # fmt: skip
+    run = Run(command, workspace)
+    try:
+        _wait_for_series(
+            prometheus, run, f'mlx_train_step{{run_id="{run_id}"}} == 2',
+            "the last report of the constant-reward GRPO run reached Prometheus",
+        )  # fmt: skip
+    finally:
+        code = run.stop()
+    assert code == 0, run.output()[-3000:]
+    return {"run": run, "run_id": run_id}
+
+
+def test_grpo_run_whose_rewards_never_differ_serves_no_learning_signal(
+    prometheus: Any, constant_run: dict[str, Any]
+) -> None:
+    """Every group of the report (2 iterations x 2 prompts) is solved without spread."""
+    selector = f'run_id="{constant_run["run_id"]}"'
+    ratios = {
+        m["metric"]["outcome"]: float(m["value"][1])
+        for m in _last(prometheus, f"mlx_train_zero_std_groups_ratio{{{selector}}}")
+    }
+    assert ratios == {"solved": 1.0, "unsolved": 0.0, "tied": 0.0}
+    assert _value(prometheus, f"mlx_train_completion_length_tokens_count{{{selector}}}") == 8
+    assert _value(prometheus, f"mlx_train_validation_reward{{{selector}}}") == 1.0
+
+
 def test_every_trainer_metric_of_the_catalogue_reaches_prometheus(
     prometheus: Any, lora_run: dict[str, Any], grpo_run: dict[str, Any]
 ) -> None:
@@ -335,6 +435,7 @@ def test_monitoring_failures_do_not_stop_training_from_python(
 
     import mlx.core as mx
     from mlx_lm.lora import CONFIG_DEFAULTS, train_model
+    from mlx_lm.tuner import trainer
     from mlx_lm.tuner.datasets import load_dataset
     from mlx_lm.utils import load
 
@@ -348,6 +449,7 @@ def test_monitoring_failures_do_not_stop_training_from_python(
     model, tokenizer = load(args.model)
     train_set, valid_set, _ = load_dataset(args, tokenizer)
     recorder = _Recorder()
+    original_evaluate = trainer.evaluate
     big = mx.zeros((16, 2**20))
     mx.eval(big)
     del big
@@ -379,6 +481,9 @@ def test_monitoring_failures_do_not_stop_training_from_python(
     rows = json.loads((tmp_path / "outputs" / "training_metrics.json").read_text())["steps"]
     assert [row["step"] for row in rows] == [3, 6]
     assert all(row.get("loss") is None for row in rows) and rows[0]["validation_loss"] > 0
+    # Validations before iterations 1 and 6; training timed in between, with each report.
+    assert all(row["timing/evaluate"] > 0 and row["timing/train"] > 0 for row in rows)
+    assert trainer.evaluate is original_evaluate  # the trainer's own function is back
 
 
 EXIT_SCRIPT = """

@@ -11,7 +11,9 @@ configs included, is passed through unchanged; these commands add
 ``--metrics-linger``. ``mlx_lm.lora`` builds its reporting callbacks in
 ``get_reporting_callbacks``: the monitor's callback is added there, around
 whatever ``--report-to`` asked for. ``mlx_lm_lora.train.main`` calls ``run``
-without a callback: ``run`` is called with one instead.
+without a callback: ``run`` is called with one instead. The callbacks
+observe the trainers' own functions (GRPO's completions and rewards, the
+phases of each iteration) until the run ends, when the originals are back.
 """
 
 from __future__ import annotations
