@@ -126,6 +126,13 @@ STEP_DURATION_BUCKETS: tuple[float, ...] = (
     10.0, 30.0, 60.0, 120.0, 300.0,
 )  # fmt: skip
 
+# A phase of a step (generation, scoring, the update) takes about a millisecond
+# to ten minutes (long generations of a large model).
+PHASE_DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
 _G, _C, _H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
 
 METRICS: tuple[Metric, ...] = (
@@ -202,6 +209,10 @@ METRICS: tuple[Metric, ...] = (
            "s", "Wall time of a training step (interval between calls unless step_time= is given).",
            Source.STEP, "train", buckets=STEP_DURATION_BUCKETS, grafana_unit="s",
            read_from="durations"),
+    Metric("phase_duration", "mlx.train.phase.duration", "mlx_train_phase_duration_seconds",
+           _H, "s", "Wall time of each timed phase of a step (monitor.phase), by phase name.",
+           Source.STEP, "timing", labels=("phase",), buckets=PHASE_DURATION_BUCKETS,
+           grafana_unit="s", read_from="phases"),
     Metric("custom", "mlx.train.custom", "mlx_train_custom", _G, "1",
            "Custom values passed to log_training_step as keywords, by sanitised name.",
            Source.STEP, "custom", labels=("name",)),

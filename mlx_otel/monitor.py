@@ -48,6 +48,7 @@ from mlx_otel.integrations.wandb_thread import start_background_wandb
 from mlx_otel.numbers.gradients import GradientNorms
 from mlx_otel.pipeline.dispatch import Dispatcher
 from mlx_otel.pipeline.gradients import GradientLog
+from mlx_otel.pipeline.phases import Phase, PhaseTimer
 from mlx_otel.pipeline.recorder import StepRecorder
 from mlx_otel.pipeline.run_end import Closer, RunEnd
 from mlx_otel.pipeline.run_export import RunExport, RunFiles
@@ -111,6 +112,10 @@ class TrainingMonitor:
             strict=strict,
             started=self.start_time,
         )
+        self.phases = PhaseTimer(
+            ledger=self.errors, max_phases=exporter.max_custom_metrics,
+            max_samples=monitoring.queue_size * 8, strict=strict,
+        )  # fmt: skip
         self.memory = MemoryReadings(
             self.memory_profiler,
             threshold_bytes=trainer.memory_safety_threshold_mb * (1 << 20),
@@ -167,6 +172,7 @@ class TrainingMonitor:
             strict=strict,
         )
         self.worker.add_periodic("fold", self.recorder.fold)
+        self.worker.add_periodic("phase_fold", self.phases.fold)
         self.worker.add_periodic("records", self.dispatcher.drain)
         closers: list[Closer] = list(self.sinks)
         if exporter.pushgateway_url:
@@ -216,10 +222,12 @@ class TrainingMonitor:
         recorder.fold_into(
             {h.metric.read_from or "": h.record_many for h in self.histograms.values()}
         )
+        self.phases.fold_into(self.histograms["phase_duration"].record_many)
 
     def _before_collect(self) -> None:
         self.recorder.refresh_view()
         self.recorder.fold()
+        self.phases.fold()
 
     def _record_due(self) -> bool:
         """Whether the periodic record is written: steps logged and the end not begun."""
@@ -238,7 +246,10 @@ class TrainingMonitor:
         The keywords are :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`;
         this docstring and the signature are made from them (module end).
         """
-        self.recorder.record(step, custom)
+        if self.phases.step:
+            self.recorder.record(step, custom, self.phases.end_step()[0])
+        else:
+            self.recorder.record(step, custom)
 
     def record_report(self, report: TrainerReport) -> None:
         """Record a trainer integration's report (values by catalogue key) as one step.
@@ -246,7 +257,26 @@ class TrainingMonitor:
         What :mod:`mlx_otel.trainers` calls at each report of mlx-lm or
         mlx-lm-lora; costs microseconds and never raises (unless ``strict``).
         """
-        self.recorder.record_report(report)
+        if self.phases.step:
+            self.recorder.record_report(report, self.phases.end_step()[0])
+        else:
+            self.recorder.record_report(report)
+
+    def phase(self, name: str, *, sync: bool = False, arrays: Any = None) -> Phase:
+        """Time a phase of the current step: ``with monitor.phase("generate"):``.
+
+        Also a decorator (``@monitor.phase("reward")``); phases nest, each
+        level timing itself. Served as ``mlx_train_phase_duration_seconds{phase}``;
+        the step's summed time per phase is its ``timing/<phase>`` value in the
+        statistics, CSV/JSON and WandB, and a child span of its trace.
+
+        MLX is lazy: ``sync=True`` waits for MLX's stream at the end of the
+        phase, ``arrays=`` (arrays, a model, an optimizer's state) are
+        evaluated there, so the phase measures its own work. A name that is
+        not text or beyond ``exporter.max_custom_metrics`` is counted and the
+        block runs untimed (``strict`` raises).
+        """
+        return self.phases.phase(name, sync=sync, arrays=arrays)
 
     # -- the rest of the public API ----------------------------------------------
     def _step_due(self, step: Any, every: int) -> bool:

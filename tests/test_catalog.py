@@ -29,6 +29,8 @@ def test_every_contract_name_is_catalogued() -> None:
 
 def test_exporter_produces_exactly_the_catalogued_names(monitor: TrainingMonitor) -> None:
     # Give every metric a value, then compare what the real exporter emits.
+    with monitor.phase("generate"):  # a timed phase of the step
+        pass
     monitor.log_training_step(
         0, loss=1.0, reward=0.5, grad_norm=2.0, learning_rate=1e-3, thinking_tokens=3,
         answer_tokens=2, memory_allocated_mb=10.0, rewards=[0.1, 0.2], my_metric=1.0,

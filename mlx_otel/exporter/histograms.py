@@ -17,6 +17,7 @@ Prometheus' ``le`` semantics say, and ``_sum`` is the exact sum.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -29,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from mlx_otel.catalog import Metric
 
-__all__ = ["BulkHistogram", "HistogramCollector"]
+__all__ = ["BulkHistogram", "HistogramCollector", "LabelledBulkHistogram"]
 
 
 class BulkHistogram:
@@ -132,3 +133,76 @@ class HistogramCollector(Collector):
     def collect(self) -> Iterator[HistogramMetricFamily]:
         for histogram in self._histograms:
             yield histogram.family(self._labels)
+
+
+class LabelledBulkHistogram(BulkHistogram):
+    """One :class:`BulkHistogram` per value of the metric's one label (``phase``).
+
+    Label values arrive already capped (the phase timer admits at most
+    ``exporter.max_custom_metrics`` names), so the series stay bounded. A
+    label value is served from its first sample on; until then the family
+    has no series, as an SDK histogram that recorded nothing.
+
+        histogram = LabelledBulkHistogram(by_key("phase_duration"))
+        histogram.record_many(np.array([0.5, 1.25]), label="generate")
+    """
+
+    def __init__(self, metric: Metric) -> None:
+        super().__init__(metric)
+        if len(metric.labels) != 1:
+            raise ValueError(f"{metric.prometheus_name} needs exactly one label")
+        self.label = metric.labels[0]
+        self._series: dict[str, BulkHistogram] = {}
+
+    def record_many(self, values: np.ndarray, label: str | None = None) -> None:
+        """Add finite ``values`` (a float64 array) to the series of ``label``."""
+        if label is None:
+            raise TypeError(f"{self.metric.prometheus_name} needs the {self.label} label")
+        series = self._series.get(label)
+        if series is None:
+            with self._lock:
+                series = self._series.setdefault(label, BulkHistogram(self.metric))
+        series.record_many(values)
+
+    def series(self) -> dict[str, BulkHistogram]:
+        """The histogram of each label value recorded so far."""
+        with self._lock:
+            return dict(self._series)
+
+    @property
+    def count(self) -> int:
+        return sum(series.count for series in self.series().values())
+
+    def family(self, labels: Mapping[str, str]) -> HistogramMetricFamily:
+        name = self.metric.prometheus_name
+        family = HistogramMetricFamily(
+            name, self.metric.description, labels=[self.label, *labels]
+        )
+        for value, series in sorted(self.series().items()):
+            served = series.family(labels)
+            buckets = [
+                (sample.labels["le"], sample.value)
+                for sample in served.samples
+                if sample.name.endswith("_bucket")
+            ]
+            total = next(s.value for s in served.samples if s.name.endswith("_sum"))
+            family.add_metric([value, *labels.values()], buckets, total)
+        return family
+
+    def otlp_metric(self) -> Any:
+        """Every label value's histogram as one OpenTelemetry SDK metric (cumulative)."""
+        from opentelemetry.sdk.metrics.export import AggregationTemporality, Histogram
+        from opentelemetry.sdk.metrics.export import Metric as SdkMetric
+
+        points = [
+            dataclasses.replace(
+                series.otlp_metric().data.data_points[0], attributes={self.label: value}
+            )
+            for value, series in sorted(self.series().items())
+        ]
+        data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+        metric = self.metric
+        return SdkMetric(
+            name=metric.otel_name, description=metric.description, unit=metric.unit, data=data
+        )
+

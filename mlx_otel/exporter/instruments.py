@@ -19,7 +19,7 @@ from typing import Protocol
 
 from mlx_otel.catalog import METRICS, Kind, Metric, Source
 from mlx_otel.errors import ErrorLedger
-from mlx_otel.exporter.histograms import BulkHistogram
+from mlx_otel.exporter.histograms import BulkHistogram, LabelledBulkHistogram
 from mlx_otel.exporter.telemetry import Reading, Telemetry
 
 __all__ = ["LedgerStore", "Store", "build_instruments", "observed_metrics", "reader"]
@@ -87,6 +87,10 @@ def build_instruments(
     the histograms by catalogue key (the recorder folds samples into them)."""
     for metric in observed_metrics():
         telemetry.observe(metric, reader(metric, stores[metric.source]))
-    histograms = {m.key: BulkHistogram(m) for m in METRICS if m.kind is Kind.HISTOGRAM}
+    histograms = {
+        m.key: LabelledBulkHistogram(m) if m.labels else BulkHistogram(m)
+        for m in METRICS
+        if m.kind is Kind.HISTOGRAM
+    }
     telemetry.serve_histograms(list(histograms.values()))
     return histograms

@@ -143,10 +143,13 @@ class StepRecorder:
         self._series[key] = values  # replaced whole: a scrape sees one version
 
     # -- the hot path ----------------------------------------------------------
-    def record(self, step: Any, custom: dict[str, Any]) -> None:
+    def record(
+        self, step: Any, custom: dict[str, Any], timings: Mapping[str, float] | None = None
+    ) -> None:
         """One ``log_training_step(step, **custom)`` call; named arguments are popped.
 
         The names popped here are those of :data:`STEP_ARGUMENTS` (a test holds them equal).
+        ``timings`` are the step's phase times (``timing/<phase>``), stored as they are.
         """
         # The parameters are taken from **custom on purpose: CPython matches
         # every extra keyword against each named parameter, which cost more
@@ -228,6 +231,8 @@ class StepRecorder:
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     samples.add(samples.rewards, chunk, "rewards")
+            if timings:
+                values.update(timings)
             # _queue(), inlined: a call costs about 0.1 µs on this path.
             memory = None
             if self._read_memory:
@@ -244,11 +249,14 @@ class StepRecorder:
                 raise
             self._ledger.report_exception("invalid_value", "log_training_step", exc)
 
-    def record_report(self, report: TrainerReport) -> None:
+    def record_report(
+        self, report: TrainerReport, timings: Mapping[str, float] | None = None
+    ) -> None:
         """One trainer report: a step whose values come by catalogue key.
 
         Values that are not numbers are counted as from ``log_training_step``;
         each labelled metric admits at most ``max_custom`` label values.
+        ``timings`` are as for :meth:`record`.
         """
         try:
             now = time.perf_counter()
@@ -275,6 +283,8 @@ class StepRecorder:
             if duration is not None:
                 values["step_time"] = duration
                 self.samples.add(self.samples.durations, duration, "step_duration")
+            if timings:
+                values.update(timings)
             self._queue(step, values, custom, None, duration, labelled)
         except Exception as exc:  # monitoring never kills training
             if self.strict:
