@@ -133,6 +133,10 @@ PHASE_DURATION_BUCKETS: tuple[float, ...] = (
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
 
+# Completions run from a few tokens to tens of thousands (DAPO: 20,480 at
+# most): powers of two.
+COMPLETION_LENGTH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(4, 16))
+
 _G, _C, _H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
 
 METRICS: tuple[Metric, ...] = (
@@ -278,6 +282,42 @@ METRICS: tuple[Metric, ...] = (
            "mlx_train_reward_function_coverage", _G, "1",
            "Share of completions each reward function scored (not None), 0 to 1.",
            Source.TRAINER, "rl", labels=("reward_fn",)),
+    # RL health, stored by log_training_step (or a report's Completions) and
+    # computed from its per-completion lists off the training thread
+    # (mlx_otel.numbers.rl_health, mlx_otel.numbers.anomaly).
+    Metric("zero_std_groups_ratio", "mlx.train.zero_std_groups_ratio",
+           "mlx_train_zero_std_groups_ratio", _G, "1",
+           "Share of the last step's groups whose rewards are all equal (no learning signal), "
+           "by outcome: solved, unsolved or tied; the three add up to the share without signal.",
+           Source.STEP, "rl", labels=("outcome",), grafana_unit="percentunit"),
+    Metric("entropy", "mlx.train.entropy", "mlx_train_entropy", _G, "1",
+           "Mean token entropy of the policy on the last step's completions (entropy=).",
+           Source.STEP, "rl"),
+    Metric("completion_length", "mlx.train.completion_length_tokens",
+           "mlx_train_completion_length_tokens", _H, "{token}",
+           "Tokens of each completion (the completion_lengths= argument).",
+           Source.STEP, "rl", buckets=COMPLETION_LENGTH_BUCKETS, grafana_unit="suffix: tokens",
+           read_from="completion_lengths"),
+    Metric("completion_length_mean", "mlx.train.completion_length_mean_tokens",
+           "mlx_train_completion_length_mean_tokens", _G, "{token}",
+           "Mean length of the last step's completions, by correctness (correct= true or false).",
+           Source.STEP, "rl", labels=("correct",), grafana_unit="suffix: tokens"),
+    Metric("unclosed_thinking_ratio", "mlx.train.unclosed_thinking_ratio",
+           "mlx_train_unclosed_thinking_ratio", _G, "1",
+           "Share of the last step's completions with thinking tokens and no answer tokens.",
+           Source.STEP, "rl", grafana_unit="percentunit"),
+    Metric("group_size", "mlx.train.group_size", "mlx_train_group_size", _G, "{completion}",
+           "Completions per prompt of the last step (group_size= or rl.group_size).",
+           Source.STEP, "rl"),
+    Metric("anomaly_score", "mlx.train.anomaly_score", "mlx_train_anomaly_score", _G, "1",
+           "Robust z-score of the last value of a watched metric against its previous "
+           "rl.anomaly_window steps (median and MAD).", Source.STEP, "rl", labels=("metric",)),
+    Metric("anomalies", "mlx.train.anomalies", "mlx_train_anomalies_total", _C, "{step}",
+           "Steps whose anomaly score's magnitude exceeded rl.anomaly_threshold, by metric.",
+           Source.STEP, "rl", labels=("metric",), grafana_unit="short"),
+    Metric("validation_reward", "mlx.train.validation_reward", "mlx_train_validation_reward",
+           _G, "1", "Mean reward on held-out prompts at the last validation (validation_reward=).",
+           Source.STEP, "rl"),
     # Gradients, stored by log_gradients.
     Metric("layer_grad_norm", "mlx.train.layer_grad_norm", "mlx_train_layer_grad_norm", _G, "1",
            "L2 norm of each layer's gradient (layers grouped by prefix beyond the cap).",

@@ -16,7 +16,7 @@ mlx_otel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
+    "Completions",
     "GradientRecord",
     "MemoryReading",
     "StepRecord",
@@ -65,12 +66,40 @@ class StepRecord(NamedTuple):
 
 
 @dataclass
+class Completions:
+    """The completions of one report, one entry per completion, groups contiguous.
+
+    What a trainer integration knows of each completion it scored: the
+    same data as ``log_training_step``'s ``rewards=``, ``group_size=``,
+    ``completion_lengths=``, ``truncated=``, ``correct=``,
+    ``thinking_tokens=`` and ``answer_tokens=`` keywords, and recorded as
+    they are. A trainer that reports every N iterations hands the
+    completions of those iterations concatenated (the completions of one
+    prompt still side by side). Sequences are kept as given; the monitor
+    copies and checks them.
+
+        >>> Completions([1.0, 0.0, 1.0, 1.0], group_size=2, lengths=[12, 40, 8, 9])
+        Completions(rewards=[1.0, 0.0, 1.0, 1.0], group_size=2, lengths=[12, 40, 8, 9], \
+truncated=None, correct=None, thinking_tokens=None, answer_tokens=None)
+    """
+
+    rewards: Sequence[Any]
+    group_size: int | None = None
+    lengths: Sequence[Any] | None = None
+    truncated: Sequence[Any] | None = None
+    correct: Sequence[Any] | None = None
+    thinking_tokens: Sequence[Any] | None = None
+    answer_tokens: Sequence[Any] | None = None
+
+
+@dataclass
 class TrainerReport:
     """What a trainer integration reports at one step, by catalogue key.
 
     ``values`` holds unlabelled metrics (``loss``, ``kl``), ``labelled`` the
     labelled ones as label value -> number (``clip_ratio: {"low": 0.1}``),
-    ``custom`` what the catalogue does not know (served as custom metrics).
+    ``custom`` what the catalogue does not know (served as custom metrics),
+    ``completions`` the per-completion data of the report's step, if any.
     Numbers are as the trainer gave them: the monitor counts what is not one.
 
         >>> TrainerReport(12, values={"kl": 0.1}, labelled={"clip_ratio": {"low": 0.0}})
@@ -81,6 +110,8 @@ class TrainerReport:
     values: dict[str, Any] = field(default_factory=dict)
     labelled: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom: dict[str, Any] = field(default_factory=dict)
+    #: Left out of the repr: a report may carry thousands of completions.
+    completions: Completions | None = field(default=None, repr=False)
 
 
 class GradientRecord(NamedTuple):

@@ -101,7 +101,7 @@ def test_a_misspelt_section_in_a_variable_is_refused_naming_the_closest(tmp_path
     message = str(info.value)
     assert "MLX_OTEL_EXPORTR__PORT" in message
     assert "did you mean MLX_OTEL_EXPORTER__PORT?" in message
-    assert "exporter, monitoring, trainer" in message
+    assert "exporter, monitoring, rl, trainer" in message
 
 
 def test_a_variable_close_to_a_key_is_warned_about_and_others_are_left_alone(

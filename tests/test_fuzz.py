@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlx_otel.catalog import METRICS, Source, by_key
 from mlx_otel.monitor import TrainingMonitor
+from mlx_otel.pipeline.step_arguments import STEP_ARGUMENTS
 from mlx_otel.records import TrainerReport
 from tests import processes
 from tests.servers import find_binary
@@ -51,7 +52,9 @@ FUZZ = settings(
 #: worker's asynchronous non_finite count of statistics).
 COUNTED = ("invalid_value", "negative_count", "custom_metric_cap")
 NAMED = ("loss", "reward", "grad_norm", "learning_rate", "memory_allocated_mb", "step_time")
-RESERVED = {*NAMED, "step", "thinking_tokens", "answer_tokens", "rewards"}
+RESERVED = {*NAMED, "step", "thinking_tokens", "answer_tokens", "rewards"} | {
+    a.name for a in STEP_ARGUMENTS
+}
 #: Catalogue keys a trainer integration reports (mlx_otel.trainers): plain and labelled.
 TRAINER_KEYS = sorted(
     m.key for m in METRICS if m.source is Source.TRAINER and not m.labels

@@ -248,6 +248,6 @@ def test_step_may_be_positional_and_is_required(monitor: TrainingMonitor) -> Non
     monitor.log_training_step(4, loss=0.5, kl=0.25)
     s = served(monitor)
     assert sample(s, "mlx_train_step") == 4
-    assert sample(s, "mlx_train_custom", name="kl") == 0.25
+    assert sample(s, "mlx_train_kl") == 0.25
     with pytest.raises(TypeError, match="step"):
         monitor.log_training_step(loss=0.5)

@@ -64,7 +64,7 @@ def test_seed_output_files_are_written(finished_run: tuple[Path, dict]) -> None:
     assert frame["step"].tolist() == list(range(STEPS))
     assert frame["loss"].tolist() == pytest.approx([truth[s]["loss"] for s in range(STEPS)])
     assert set(frame["run_id"]) == {"run_001"}
-    assert "custom/kl" in frame.columns
+    assert frame["kl"].tolist() == pytest.approx([0.01 * s for s in range(STEPS)])
     summary = json.loads((out / "monitoring_summary.json").read_text())
     assert summary["session"]["total_steps"] == STEPS
     assert summary["metrics"]["loss"]["final"] == pytest.approx(truth[STEPS - 1]["loss"])
@@ -83,7 +83,7 @@ def test_wandb_run_holds_the_same_metrics_grouped(finished_run: tuple[Path, dict
     for step in range(STEPS):
         assert rows[step]["train/loss"] == pytest.approx(truth[step]["loss"])
         assert rows[step]["rl/reward_mean"] == pytest.approx(truth[step]["reward_mean"])
-        assert rows[step]["custom/kl"] == pytest.approx(0.01 * step)
+        assert rows[step]["rl/kl"] == pytest.approx(0.01 * step)
     assert run.steps_with("rl/samples") == [0, 5, 10]
     assert run.steps_with("rl/rewards") == [0, 5, 10]
 

@@ -109,14 +109,14 @@ def test_step_may_be_given_by_keyword_and_is_required() -> None:
 
 def test_custom_metrics_are_sanitised_admitted_up_to_the_cap_and_counted_once() -> None:
     recorder, ledger = make_recorder(max_custom=2)
-    recorder.record(0, {"Entropy Bonus!": 0.5, "kl": np.float64(0.1), "third": 3.0})
-    recorder.record(1, {"third": 4.0, "kl": 0.2})
+    recorder.record(0, {"Entropy Bonus!": 0.5, "beta": np.float64(0.1), "third": 3.0})
+    recorder.record(1, {"third": 4.0, "beta": 0.2})
     first, second = recorder.drain()
-    assert first.custom == {"entropy_bonus": 0.5, "kl": 0.1}
-    assert second.custom == {"kl": 0.2}
+    assert first.custom == {"entropy_bonus": 0.5, "beta": 0.1}
+    assert second.custom == {"beta": 0.2}
     assert errors(ledger) == {"custom_metric_cap": 1}  # "third", once
     recorder.refresh_view()
-    assert recorder.series("custom") == {"entropy_bonus": 0.5, "kl": 0.2}
+    assert recorder.series("custom") == {"entropy_bonus": 0.5, "beta": 0.2}
 
 
 def test_values_that_are_not_numbers_are_counted_and_left_out() -> None:

@@ -15,6 +15,7 @@ from mlx_otel.config.settings import (
     ExporterConfig,
     MonitorConfig,
     MonitoringSection,
+    RLSection,
     TrainerSection,
     load_config,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ExporterConfig",
     "MonitorConfig",
     "MonitoringSection",
+    "RLSection",
     "TrainerSection",
     "load_config",
 ]

@@ -33,6 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mlx_otel.catalog import METRICS, Kind, Source
 from mlx_otel.config.identity import RUN_ID_VARIABLE
 from mlx_otel.config.visualization import ChartStyle
 from mlx_otel.errors import ConfigError
@@ -48,6 +49,7 @@ __all__ = [
     "ExporterConfig",
     "MonitorConfig",
     "MonitoringSection",
+    "RLSection",
     "TrainerSection",
     "load_config",
 ]
@@ -160,6 +162,53 @@ class ExporterConfig(_Section):
         return self
 
 
+#: Step values the anomaly scores may watch: the unlabelled gauges a step or
+#: a trainer report stores.
+ANOMALY_METRICS: frozenset[str] = frozenset(
+    m.key for m in METRICS
+    if m.source in (Source.STEP, Source.TRAINER) and m.kind is Kind.GAUGE and not m.labels
+    and m.read_from == m.key and m.key != "step"
+)  # fmt: skip
+
+
+class RLSection(_Section):
+    """RL health: how groups of completions are judged and which values are watched for spikes.
+
+    ``group_size`` is the completions per prompt when ``log_training_step``
+    is not given ``group_size=`` (``None``: unknown, no zero-spread ratios).
+    A group whose rewards are all equal is *solved* when every reward is at
+    or above ``solved_reward``, *unsolved* when every one is at or below
+    ``unsolved_reward`` (``correct=`` decides instead when given), else
+    *tied*. Each of ``anomaly_metrics`` gets a robust z-score against its
+    previous ``anomaly_window`` steps; a score whose magnitude exceeds
+    ``anomaly_threshold`` counts one anomaly.
+    """
+
+    group_size: int | None = Field(None, ge=1)
+    solved_reward: float = 1.0
+    unsolved_reward: float = 0.0
+    anomaly_window: int = Field(100, ge=10, le=100_000)
+    anomaly_threshold: float = Field(6.0, gt=0)
+    anomaly_metrics: tuple[str, ...] = ("grad_norm", "kl", "entropy", "reward_mean", "loss")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RLSection:
+        if not self.unsolved_reward < self.solved_reward:
+            raise ValueError(
+                f"unsolved_reward ({self.unsolved_reward}) must be below solved_reward "
+                f"({self.solved_reward}): a group cannot be both solved and unsolved"
+            )
+        unknown = sorted(set(self.anomaly_metrics) - ANOMALY_METRICS)
+        if unknown:
+            raise ValueError(
+                f"anomaly_metrics {unknown} are no step values; choose among "
+                f"{', '.join(sorted(ANOMALY_METRICS))}"
+            )
+        if len(set(self.anomaly_metrics)) != len(self.anomaly_metrics):
+            raise ValueError(f"anomaly_metrics {list(self.anomaly_metrics)} names one twice")
+        return self
+
+
 class MonitorConfig(_Section):
     """Everything :class:`mlx_otel.TrainingMonitor` reads."""
 
@@ -168,6 +217,8 @@ class MonitorConfig(_Section):
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     #: How snapshot charts look (style, palette, dpi, figsize ...).
     charts: ChartStyle = Field(default_factory=ChartStyle)
+    #: RL health: group size, what counts as solved, anomaly scores.
+    rl: RLSection = Field(default_factory=RLSection)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> MonitorConfig:
@@ -218,7 +269,7 @@ def _validate(data: Any, source: str) -> MonitorConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"{source}: expected a mapping with sections monitoring/trainer/exporter/charts, "
+            f"{source}: expected a mapping with sections monitoring/trainer/exporter/charts/rl, "
             f"got {type(data).__name__}"
         )
     try:
@@ -352,7 +403,7 @@ def load_config(
         # The seed passes its ExperimentConfig: anything with these sections works.
         data = {
             name: _as_dict(getattr(source, name))
-            for name in ("monitoring", "trainer", "exporter", "charts")
+            for name in ("monitoring", "trainer", "exporter", "charts", "rl")
             if getattr(source, name, None) is not None
         }
         where = type(source).__name__

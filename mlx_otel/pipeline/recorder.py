@@ -204,11 +204,26 @@ class StepRecorder:
                 values["answer_tokens"] = answer_tokens
             elif answer_tokens is not MISSING:
                 self._count_slow(values, "answer", answer_tokens)
+            rl = None
             if custom and not (
                 custom.keys() <= self._admitted_custom
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
             ):
-                custom = self._custom_slow(custom, values)
+                # RL keywords are never admitted as custom names, so a step
+                # that has them comes here: a scalar-only step never pops them.
+                group_size = pop("group_size", MISSING)
+                completion_lengths = pop("completion_lengths", MISSING)
+                truncated = pop("truncated", MISSING)
+                correct = pop("correct", MISSING)
+                entropy = pop("entropy", MISSING)
+                kl = pop("kl", MISSING)
+                validation_reward = pop("validation_reward", MISSING)
+                rl = self._rl_slow(
+                    values, group_size, completion_lengths, truncated, correct, entropy, kl,
+                    validation_reward,
+                )
+                if custom:
+                    custom = self._custom_slow(custom, values)
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not MISSING:
@@ -337,6 +352,31 @@ class StepRecorder:
                     continue
             checked[key] = value
         return checked
+
+    def _rl_slow(
+        self,
+        values: dict[str, float],
+        group_size: Any,
+        completion_lengths: Any,
+        truncated: Any,
+        correct: Any,
+        entropy: Any,
+        kl: Any,
+        validation_reward: Any,
+    ) -> Any:
+        """Store the RL scalars; copy the per-completion lists for the worker.
+
+        TODO: per-completion lists (group statistics off the training thread).
+        """
+        if entropy is not MISSING:
+            self._store_slow(values, "entropy", entropy)
+        if kl is not MISSING:
+            self._store_slow(values, "kl", kl)
+        if validation_reward is not MISSING:
+            self._store_slow(values, "validation_reward", validation_reward)
+        if group_size is not MISSING:
+            self._store_slow(values, "group_size", group_size)
+        return None
 
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)

@@ -45,14 +45,30 @@ STEP_ARGUMENTS: tuple[StepArgument, ...] = (
     StepArgument("reward", "reward_mean", float, "mean reward of the step"),
     StepArgument("grad_norm", "grad_norm", float, "global gradient norm"),
     StepArgument("learning_rate", "learning_rate", float, "learning rate"),
-    StepArgument("thinking_tokens", "thinking_tokens", int, "thinking tokens generated"),
-    StepArgument("answer_tokens", "answer_tokens", int, "answer tokens generated"),
+    StepArgument("thinking_tokens", "thinking_tokens", int | Sequence[int],
+                 "thinking tokens generated (a count, or one count per completion)"),
+    StepArgument("answer_tokens", "answer_tokens", int | Sequence[int],
+                 "answer tokens generated (a count, or one count per completion)"),
     StepArgument("memory_allocated_mb", "memory_allocated_mb", float,
                  "memory the loop measured, in MiB"),  # fmt: skip
     StepArgument("rewards", "rewards", Sequence[float], "per-sample rewards (a histogram)"),
     StepArgument("step_time", "step_time", float,
-                 "the step's duration in seconds (else the interval between calls)"),  # fmt: skip
-)
+                 "the step's duration in seconds (else the interval between calls)"),
+    # RL health: per-completion lists have one entry per completion, in the
+    # order of ``rewards=`` (the completions of one prompt side by side).
+    StepArgument("group_size", "group_size", int,
+                 "completions per prompt (else the config's rl.group_size)"),
+    StepArgument("completion_lengths", "completion_lengths", Sequence[int],
+                 "tokens of each completion (a histogram)"),
+    StepArgument("truncated", "truncated", Sequence[bool],
+                 "whether each completion was cut at the maximum length"),
+    StepArgument("correct", "correct", Sequence[bool], "whether each completion was right"),
+    StepArgument("entropy", "entropy", float,
+                 "mean token entropy of the policy on the sampled completions"),
+    StepArgument("kl", "kl", float, "KL divergence of the policy from the reference policy"),
+    StepArgument("validation_reward", "validation_reward", float,
+                 "mean reward on held-out prompts"),
+)  # fmt: skip
 
 
 def documented_signature() -> inspect.Signature:
