@@ -6,7 +6,10 @@ way a user's GRPO loop would, so the demo fills every RL panel of the
 dashboards: one ``log_training_step`` per step with the per-completion lists
 (lengths, truncation, correctness, thinking and answer tokens), entropy and
 KL, the phases of the step timed by ``monitor.phase``, and a validation on
-held-out prompts every ``validation_every`` steps.
+held-out prompts every ``validation_every`` steps. It also passes, by their
+catalogue keys, the numbers mlx-lm-lora's GRPO trainer reports (reward
+spread within groups, rewards per reward function, completion length
+statistics, throughput), so one dashboard reads the demo and the trainers alike.
 
     >>> from mlx_otel import TrainingMonitor                       # doctest: +SKIP
     >>> trainer = DemoTrainer(DemoSettings(steps=50))               # doctest: +SKIP
@@ -29,19 +32,25 @@ __all__ = ["step_keywords", "train", "validation_keywords"]
 _MB = 2**20
 
 
-def step_keywords(result: StepResult) -> dict[str, Any]:
+def step_keywords(result: StepResult, *, trained_tokens: int = 0) -> dict[str, Any]:
     """The keywords of ``log_training_step`` for one demo step (``step`` apart).
 
     Per-completion values are lists, one entry per completion, the
     completions of one prompt side by side (the trainer's group layout).
+    ``trained_tokens`` is the run's total so far, this step included.
 
     Example:
         >>> from mlx_otel.demo.rl import DemoSettings, DemoTrainer
         >>> keywords = step_keywords(DemoTrainer(DemoSettings()).train_step(0))
         >>> keywords["group_size"], len(keywords["completion_lengths"])
         (8, 64)
+        >>> sorted(keywords["reward_function_mean"])
+        ['answer', 'format']
     """
     rewards = np.asarray(result.rewards)
+    grouped = rewards.reshape(-1, result.group_size)
+    lengths = result.completion_lengths
+    functions = result.reward_functions
     return {
         "loss": result.loss,
         "reward": result.reward_mean,
@@ -58,14 +67,36 @@ def step_keywords(result: StepResult) -> dict[str, Any]:
         "correct": result.correct.tolist(),
         "entropy": result.entropy,
         "kl": result.kl,
+        # What mlx-lm-lora's GRPO trainer reports, by catalogue key.
+        "reward_std": float(rewards.std()),
+        "grouped_reward_mean": float(grouped.mean(axis=1).mean()),
+        "grouped_reward_std": float(grouped.std(axis=1).mean()),
+        "reward_function_mean": {name: float(v.mean()) for name, v in functions.items()},
+        "reward_function_std": {name: float(v.std()) for name, v in functions.items()},
+        "reward_function_coverage": dict.fromkeys(functions, 1.0),  # every one scores all
+        "generated_tokens": {
+            "mean": float(lengths.mean()),
+            "max": float(lengths.max()),
+            "min": float(lengths.min()),
+        },  # fmt: skip
+        "iterations_per_second": 1.0 / result.step_time,
+        "tokens_per_second": result.generated_tokens / result.step_time,
+        "trained_tokens": trained_tokens,
+        "steps_per_report": 1,  # the demo reports every iteration
+        "trainer_peak_memory": mx.get_peak_memory(),
         # Custom metrics: the share of exact answers.
         "solved_fraction": float(np.mean(rewards >= 0.999)),
     }
 
 
-def validation_keywords(result: ValidationResult) -> dict[str, Any]:
+def validation_keywords(step: int, result: ValidationResult) -> dict[str, Any]:
     """The keywords of ``log_training_step`` that carry a validation's result."""
-    return {"validation_reward": result.reward_mean}
+    return {
+        "validation_reward": result.reward_mean,
+        "validation_loss": result.loss,
+        "validation_step": step + 1,  # iterations completed when it ran
+        "validation_duration": result.duration,
+    }
 
 
 def train(
@@ -91,6 +122,7 @@ def train(
     steps = trainer.settings.steps
     bar = tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True)
     means: list[float] = []
+    trained_tokens = 0
     try:
         for step in range(steps):
             if stop.is_set():
@@ -99,11 +131,12 @@ def train(
                 trainer.release_leak()
             with MemoryMonitor(monitor.memory_profiler, "train_step"):
                 result = trainer.train_step(step, phase=monitor.phase)
-            keywords = step_keywords(result)
+            trained_tokens += result.generated_tokens
+            keywords = step_keywords(result, trained_tokens=trained_tokens)
             if trainer.validation_due(step):
                 with monitor.phase("validation"):
                     validation = trainer.validate()
-                keywords.update(validation_keywords(validation))
+                keywords.update(validation_keywords(step, validation))
             monitor.log_training_step(step, **keywords)
             monitor.log_gradients(step, result.grads)
             monitor.log_samples(
