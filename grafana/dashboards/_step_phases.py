@@ -1,4 +1,4 @@
-""""Where the step goes": the panels of *MLX Training* on phases and throughput.
+"""Where the step goes: the panels of *MLX Training* on phases and throughput.
 
 In RL fine-tuning a step is generation, scoring, the update, evaluation;
 the split decides batch and group sizes and whether generation needs a
@@ -100,7 +100,8 @@ def tokens_against_best(panel_id: int) -> common.Panel:
         ],
         unit="suffix: tokens/s",
         description=common.describe(
-            "tokens", "Thinking and answer tokens together; the dashed line is the run's best "
+            "tokens",
+            "Thinking and answer tokens together; the dashed line is the run's best "
             "rate in the time range shown.",
         ),  # fmt: skip
         dashed=("^best",),

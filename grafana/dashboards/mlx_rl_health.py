@@ -115,9 +115,7 @@ def train_vs_validation_reward() -> common.Panel:
         "Reward: training vs validation",
         [
             common.target(common.series("reward_mean"), f"train {common.RUN_LEGEND}"),
-            common.target(
-                common.series("validation_reward"), f"validation {common.RUN_LEGEND}"
-            ),
+            common.target(common.series("validation_reward"), f"validation {common.RUN_LEGEND}"),
         ],
         unit=common.unit("validation_reward"),
         description=common.describe(
@@ -186,7 +184,8 @@ def length_by_correctness() -> common.Panel:
         "Completion length: right vs wrong answers",
         [
             common.target(
-                common.series("completion_length_mean"), f"correct={{{{correct}}}} {common.RUN_LEGEND}"
+                common.series("completion_length_mean"),
+                f"correct={{{{correct}}}} {common.RUN_LEGEND}",
             )
         ],
         unit=common.unit("completion_length_mean"),
@@ -290,8 +289,14 @@ dashboard = common.dashboard(
     description="Whether an RL (GRPO-style) run is still learning: group signal, entropy, KL, "
     "completion lengths and truncation, anomalies (mlx_otel).",
     rows=[
-        [no_signal_now(), entropy_now(), kl_now(), truncated_now(), validation_reward_now(),
-         group_size()],  # fmt: skip
+        [
+            no_signal_now(),
+            entropy_now(),
+            kl_now(),
+            truncated_now(),
+            validation_reward_now(),
+            group_size(),
+        ],  # fmt: skip
         [groups_without_signal(), train_vs_validation_reward()],
         [entropy(), kl()],
         [completion_lengths(), length_by_correctness()],

@@ -137,6 +137,8 @@ def train(
                 with monitor.phase("validation"):
                     validation = trainer.validate()
                 keywords.update(validation_keywords(step, validation))
+                # The step's wall time includes its validation, as its phases do.
+                keywords["step_time"] = result.step_time + validation.duration
             monitor.log_training_step(step, **keywords)
             monitor.log_gradients(step, result.grads)
             monitor.log_samples(
