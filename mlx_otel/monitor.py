@@ -111,6 +111,7 @@ class TrainingMonitor:
             reset_peak=trainer.reset_peak_each_step,
             strict=strict,
             started=self.start_time,
+            rl=self.config.rl,
         )
         self.phases = PhaseTimer(
             ledger=self.errors, max_phases=exporter.max_custom_metrics,

@@ -42,6 +42,14 @@ def test_exporter_produces_exactly_the_catalogued_names(monitor: TrainingMonitor
         labelled={m.key: {"x": 1.0} for m in trainer if m.labels},
     ))  # fmt: skip
     monitor.log_training_step(1, loss=1.0)
+    # RL health: every per-completion list, over enough steps for anomaly scores.
+    for step in range(2, 30):
+        monitor.log_training_step(
+            step, loss=1.0, rewards=[1.0, 0.0], group_size=2, completion_lengths=[3, 5],
+            truncated=[False, True], correct=[True, False], thinking_tokens=[2, 1],
+            answer_tokens=[1, 0], entropy=0.5, kl=0.1, validation_reward=0.5,
+        )  # fmt: skip
+    assert monitor.flush()
     monitor.log_gradients(1, {"layers": [{"weight": mx.ones((2,))}]})
     monitor.errors.drop("charts")
     samples = parse_exposition(monitor.telemetry.exposition())

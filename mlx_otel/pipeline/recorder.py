@@ -28,11 +28,21 @@ from typing import Any
 import numpy as np
 
 from mlx_otel.catalog import METRICS, Source
+from mlx_otel.config.settings import RLSection
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.numbers.anomaly import AnomalyDetector
+from mlx_otel.numbers.rl_health import rl_health
 from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
-from mlx_otel.records import MemoryReading, StepRecord, TrainerReport, to_number, to_numbers
+from mlx_otel.records import (
+    Completions,
+    MemoryReading,
+    StepRecord,
+    TrainerReport,
+    to_number,
+    to_numbers,
+)
 
 __all__ = ["StepRecorder"]
 
@@ -54,7 +64,7 @@ _REPORTABLE = {
     if m.source in (Source.STEP, Source.TRAINER)
     and m.read_from == m.key
     and m.buckets is None
-    and m.key not in ("steps", "step", "tokens", "custom")
+    and m.key not in ("steps", "step", "tokens", "custom", "anomaly_score", "anomalies")
 }
 #: Trainer metrics ``log_training_step`` also takes by their key (labelled ones
 #: as a mapping of label values to numbers), as a trainer report carries them.
@@ -62,6 +72,10 @@ _TRAINER_KEYWORDS = {k: m for k, m in _REPORTABLE.items() if m.source is Source.
 #: Label values longer than this are cut (they become Prometheus label values).
 _MAX_LABEL = 64
 _NO_LABELS: Mapping[str, Mapping[str, float]] = {}
+_NO_VALUES: Mapping[str, float] = {}
+#: Labelled values of a step's RL health: each replaces the last step's whole
+#: (a label absent from this step, e.g. no wrong answers, is not served stale).
+_RL_LABELLED = ("zero_std_groups_ratio", "completion_length_mean")
 
 
 class StepRecorder:
@@ -83,8 +97,10 @@ class StepRecorder:
         read_memory: bool = True,
         strict: bool = False,
         started: float | None = None,
+        rl: RLSection | None = None,
     ) -> None:
         self._ledger = ledger
+        self._rl = RLSection() if rl is None else rl
         self._profiler = profiler
         self._max_custom = max_custom
         self._max_records = max_records
@@ -118,12 +134,20 @@ class StepRecorder:
         self.labelled_view: dict[str, dict[str, float]] = {}
         # Labelled values stored outside steps (the layers' gradient norms).
         self._series: dict[str, Mapping[str, float]] = {}
+        # Spike scores, computed once per step as the worker drains it.
+        self._anomalies = AnomalyDetector(
+            self._rl.anomaly_metrics,
+            window=self._rl.anomaly_window,
+            threshold=self._rl.anomaly_threshold,
+        )
 
     def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
-        """Where :meth:`fold` records buffered samples, by buffer: ``rewards`` and
-        ``durations`` (finite float64 arrays, e.g.
-        :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`)."""
-        self.samples.fold_into(histograms["rewards"], histograms["durations"])
+        """Where :meth:`fold` records buffered samples, by buffer: ``rewards``,
+        ``durations`` and ``completion_lengths`` (finite float64 arrays, e.g.
+        :meth:`~mlx_otel.exporter.histograms.BulkHistogram.record_many`); other
+        names are not the recorder's."""
+        names = SampleBuffers.NAMES
+        self.samples.fold_into({k: v for k, v in histograms.items() if k in names})
 
     # -- what the instruments read ------------------------------------------------
     def value(self, key: str) -> float | None:
@@ -197,16 +221,17 @@ class StepRecorder:
             elif memory_allocated_mb is not MISSING:
                 self._store_slow(values, "memory_allocated_mb", memory_allocated_mb)
             tokens = self.tokens
+            thinking = answer = None  # per-completion counts
             if thinking_tokens.__class__ is int and 0 <= thinking_tokens <= _MAX_INT:
                 tokens["thinking"] += thinking_tokens
                 values["thinking_tokens"] = thinking_tokens
             elif thinking_tokens is not MISSING:
-                self._count_slow(values, "thinking", thinking_tokens)
+                thinking = self._count_slow(values, "thinking", thinking_tokens)
             if answer_tokens.__class__ is int and 0 <= answer_tokens <= _MAX_INT:
                 tokens["answer"] += answer_tokens
                 values["answer_tokens"] = answer_tokens
             elif answer_tokens is not MISSING:
-                self._count_slow(values, "answer", answer_tokens)
+                answer = self._count_slow(values, "answer", answer_tokens)
             rl = None
             labelled: Mapping[str, Mapping[str, float]] = _NO_LABELS
             if custom and not (
@@ -230,6 +255,8 @@ class StepRecorder:
                     trainer_values: dict[str, Mapping[str, float]] = {}
                     custom = self._custom_slow(custom, values, trainer_values)
                     labelled = trainer_values
+            if thinking is not None or answer is not None:
+                rl = self._with_tokens(rl, thinking, answer)
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not MISSING:
@@ -254,6 +281,10 @@ class StepRecorder:
                     samples.add(samples.rewards, chunk, "rewards")
             if timings:
                 values.update(timings)
+            if rl is not None:
+                self._add_lengths(rl)
+                if self.strict:
+                    self._check_completions(chunk, rl)
             # _queue(), inlined: a call costs about 0.1 µs on this path.
             memory = None
             if self._read_memory:
@@ -262,7 +293,7 @@ class StepRecorder:
             self.steps += 1
             self._buffer(
                 self._records,
-                (step, time.time(), values, custom, chunk, duration, memory, labelled),
+                (step, time.time(), values, custom, chunk, duration, memory, labelled, rl),
                 "step_record",
             )
         except Exception as exc:  # monitoring never kills training
@@ -296,6 +327,9 @@ class StepRecorder:
                 if stored:
                     labelled[key] = stored
             custom = self._custom_slow(report.custom, values) if report.custom else {}
+            chunk = rl = None
+            if report.completions is not None:
+                chunk, rl = self._completions_slow(report.completions, values)
             step = report.step
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
@@ -306,7 +340,7 @@ class StepRecorder:
                 self.samples.add(self.samples.durations, duration, "step_duration")
             if timings:
                 values.update(timings)
-            self._queue(step, values, custom, None, duration, labelled)
+            self._queue(step, values, custom, chunk, duration, labelled, rl)
         except Exception as exc:  # monitoring never kills training
             if self.strict:
                 raise
@@ -320,6 +354,7 @@ class StepRecorder:
         chunk: Any,
         duration: float | None,
         labelled: Mapping[str, Mapping[str, float]],
+        rl: Any = None,
     ) -> None:
         """Count the step and queue it for the worker."""
         memory = None
@@ -331,7 +366,7 @@ class StepRecorder:
         self.steps += 1
         self._buffer(
             self._records,
-            (step, time.time(), values, custom, chunk, duration, memory, labelled),
+            (step, time.time(), values, custom, chunk, duration, memory, labelled, rl),
             "step_record",
         )
 
@@ -372,6 +407,7 @@ class StepRecorder:
             checked[key] = value
         return checked
 
+    # -- RL completions (off the fast path; group arithmetic waits for the worker) ---
     def _rl_slow(
         self,
         values: dict[str, float],
@@ -382,20 +418,141 @@ class StepRecorder:
         entropy: Any,
         kl: Any,
         validation_reward: Any,
-    ) -> Any:
+    ) -> tuple[Any, ...] | None:
         """Store the RL scalars; copy the per-completion lists for the worker.
 
-        TODO: per-completion lists (group statistics off the training thread).
+        Returns the step's completions (group size, lengths, truncated,
+        correct, thinking and answer tokens; None where not given), or None.
         """
         if entropy is not MISSING:
-            self._store_slow(values, "entropy", entropy)
+            number = self._to_float("entropy", entropy)
+            if number is not None and math.isnan(number):
+                self._reject("entropy", entropy, "invalid_value", "the policy's entropy is NaN")
+            elif number is not None:
+                values["entropy"] = number
         if kl is not MISSING:
             self._store_slow(values, "kl", kl)
         if validation_reward is not MISSING:
             self._store_slow(values, "validation_reward", validation_reward)
-        if group_size is not MISSING:
-            self._store_slow(values, "group_size", group_size)
-        return None
+        if (
+            group_size is MISSING
+            and completion_lengths is MISSING
+            and truncated is MISSING
+            and correct is MISSING
+        ):
+            return None
+        return (
+            None if group_size is MISSING else group_size,
+            None if completion_lengths is MISSING else self._copy_list(completion_lengths),
+            None if truncated is MISSING else self._copy_list(truncated),
+            None if correct is MISSING else self._copy_list(correct),
+            None,
+            None,
+        )
+
+    def _completions_slow(
+        self, completions: Completions, values: dict[str, float]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """A report's completions as ``log_training_step`` takes the same keywords:
+        (the rewards' copy, the step's completions)."""
+        rewards = completions.rewards
+        chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
+        if chunk is not None:
+            self.samples.add(self.samples.rewards, chunk, "rewards")
+        thinking = answer = None
+        if completions.thinking_tokens is not None:
+            thinking = self._count_slow(values, "thinking", completions.thinking_tokens)
+        if completions.answer_tokens is not None:
+            answer = self._count_slow(values, "answer", completions.answer_tokens)
+        lengths, truncated, correct = (
+            None if v is None else self._copy_list(v)
+            for v in (completions.lengths, completions.truncated, completions.correct)
+        )
+        rl = (completions.group_size, lengths, truncated, correct, thinking, answer)
+        self._add_lengths(rl)
+        if self.strict:
+            self._check_completions(chunk, rl)
+        return chunk, rl
+
+    @staticmethod
+    def _with_tokens(rl: tuple[Any, ...] | None, thinking: Any, answer: Any) -> tuple[Any, ...]:
+        """The step's completions with per-completion token counts."""
+        if rl is None:
+            return (None, None, None, None, thinking, answer)
+        return (*rl[:4], thinking, answer)
+
+    def _add_lengths(self, rl: tuple[Any, ...]) -> None:
+        samples = self.samples
+        if rl[1] is not None and samples.wants("completion_lengths"):
+            samples.add(samples.completion_lengths, rl[1], "completion_lengths")
+
+    def _copy_list(self, values: Any) -> Any:
+        """A copy of a per-completion list the caller may reuse: a tuple or an array."""
+        if values.__class__ is list:
+            return tuple(values)
+        if values.__class__ is tuple:
+            return values
+        if isinstance(values, np.ndarray):
+            return values.ravel().copy()
+        try:
+            # MLX arrays: convert on this thread, where the array was made.
+            return np.array(values).ravel()
+        except Exception:  # checked (and counted) with the step's completions
+            return (values,)
+
+    def _health(self, chunk: Any, rl: tuple[Any, ...] | None) -> Any:
+        """The RL health of a step's rewards and completions (None: nothing to tell)."""
+        config = self._rl
+        if rl is None:
+            if chunk is None or config.group_size is None:
+                return None
+            rl = (None, None, None, None, None, None)
+        return rl_health(
+            None if chunk is None else to_numbers(chunk),
+            group_size=config.group_size if rl[0] is None else rl[0],
+            lengths=rl[1], truncated=rl[2], correct=rl[3],
+            thinking_tokens=rl[4], answer_tokens=rl[5],
+            solved_reward=config.solved_reward, unsolved_reward=config.unsolved_reward,
+        )  # fmt: skip
+
+    def _check_completions(self, chunk: Any, rl: tuple[Any, ...]) -> None:
+        """strict: the first problem of the step's completions, raised."""
+        health = self._health(chunk, rl)
+        if health is not None and health.problems:
+            raise ValueError(health.problems[0][1])
+
+    def _derive(
+        self, fields: Any, *, report: bool
+    ) -> tuple[dict[str, float], dict[str, dict[str, float]]] | None:
+        """The values a step's completions give, by catalogue key: (unlabelled, labelled).
+
+        ``report``: count and log the completions' problems (once per step:
+        only as the worker drains it).
+        """
+        try:
+            health = self._health(fields[4], fields[8])
+        except Exception as exc:  # monitoring never kills training
+            if report:
+                self._ledger.report_exception("invalid_value", "completions", exc)
+            return None
+        if health is None:
+            return None
+        if report:
+            for argument, message in health.problems:
+                self._ledger.report("invalid_value", argument, message)
+        values: dict[str, float] = {}
+        if health.group_size is not None:
+            values["group_size"] = health.group_size
+        if health.truncated_ratio is not None:
+            values["hit_max_tokens_ratio"] = health.truncated_ratio
+        if health.unclosed_thinking_ratio is not None:
+            values["unclosed_thinking_ratio"] = health.unclosed_thinking_ratio
+        labelled: dict[str, dict[str, float]] = {}
+        if health.zero_std is not None:
+            labelled["zero_std_groups_ratio"] = health.zero_std
+        if health.length_mean:
+            labelled["completion_length_mean"] = health.length_mean
+        return values, labelled
 
     def _trainer_keyword(
         self,
@@ -419,19 +576,53 @@ class StepRecorder:
         if number is not None:
             values[key] = number
 
-    def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> None:
+    def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> Any:
+        """Count a step's tokens; returns the per-completion counts' copy, if a list was given."""
         key = f"{kind}_tokens"
+        if value.__class__ in (list, tuple) or (
+            getattr(value, "ndim", 0) and getattr(value, "size", 1) != 1
+        ):
+            counts = self._copy_list(value)
+            total = self._total(key, counts)
+            if total is None:
+                return None
+            self.tokens[kind] += total
+            values[key] = total
+            return counts
         number = self._to_float(key, value)
         if number is None:
-            return
+            return None
         if not math.isfinite(number) or number != int(number) or number > _MAX_INT:
             self._reject(key, value, "invalid_value")
-            return
+            return None
         if number < 0:
             self._reject(key, value, "negative_count")
-            return
+            return None
         self.tokens[kind] += int(number)
         values[key] = int(number)
+        return None
+
+    def _total(self, key: str, counts: Any) -> int | None:
+        """The sum of per-completion token counts, or None (counted) if one is no count."""
+        if counts.__class__ is tuple:
+            try:  # plain ints: Python's sum and min beat NumPy's conversion
+                total, low = sum(counts), min(counts, default=0)
+            except TypeError:
+                total = low = None
+            if total.__class__ is int and low >= 0 and total <= _MAX_INT:  # type: ignore[operator]
+                return total  # type: ignore[return-value]
+        array = to_numbers(counts)
+        if array is None or not np.isfinite(array).all() or (array != np.round(array)).any():
+            self._reject(key, counts, "invalid_value", "expected token counts, one per completion")
+            return None
+        if (array < 0).any():
+            self._reject(key, counts, "negative_count")
+            return None
+        total = int(array.sum())
+        if total > _MAX_INT:
+            self._reject(key, counts, "invalid_value", "the counts add up beyond 2**53")
+            return None
+        return total
 
     def _to_float(self, key: str, value: Any) -> float | None:
         number = to_number(value)
@@ -505,10 +696,11 @@ class StepRecorder:
         labels[label] = name
         return name
 
-    def _reject(self, key: str, value: Any, kind: str) -> None:
+    def _reject(self, key: str, value: Any, kind: str, reason: str | None = None) -> None:
         key = _ARGUMENT_NAMES.get(key, key)
-        message = f"{key}={value!r} is not recorded: "
-        message += (
+        text = repr(value)
+        message = f"{key}={text if len(text) <= 60 else text[:57] + '...'} is not recorded: "
+        message += reason or (
             "a count cannot be negative"
             if kind == "negative_count"
             else "expected a number (int, float, NumPy or MLX scalar)"
@@ -524,8 +716,9 @@ class StepRecorder:
         custom: dict[str, float],
         labelled: dict[str, dict[str, float]],
         fields: Any,
+        derived: tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]] | None = None,
     ) -> None:
-        """Fold one queued step into latest-values mappings."""
+        """Fold one queued step (and what its completions gave) into latest-values mappings."""
         latest.update(fields[2])
         latest["step"] = fields[0]
         latest["step_timestamp"] = fields[1]
@@ -535,15 +728,34 @@ class StepRecorder:
                 custom[names[key]] = value
         for key, series in fields[7].items():
             labelled.setdefault(key, {}).update(series)
+        if derived is not None:
+            latest.update(derived[0])
+            for key, series in derived[1].items():
+                if key in _RL_LABELLED:
+                    labelled[key] = dict(series)
+                else:
+                    labelled.setdefault(key, {}).update(series)
+
+    def _derives(self, fields: Any) -> bool:
+        """Whether a queued step's completions (or rewards) give RL health values."""
+        return fields[8] is not None or (fields[4] is not None and self._rl.group_size is not None)
 
     def refresh_view(self) -> None:
-        """Latest values for a scrape: what was drained plus the steps still queued."""
+        """Latest values for a scrape: what was drained plus the steps still queued.
+
+        Of the queued steps, only the last one with completions has its RL
+        health computed (it is the one served); anomaly scores wait for the
+        worker, which computes them once per step.
+        """
         with self._latest_lock:
             view = dict(self._latest)
             custom = dict(self._latest_custom)
             labelled = {k: dict(v) for k, v in self._latest_labelled.items()}
-            for fields in list(self._records):
-                self._apply(view, custom, labelled, fields)
+            queued = list(self._records)
+            last = next((i for i in range(len(queued) - 1, -1, -1) if self._derives(queued[i])), -1)
+            for i, fields in enumerate(queued):
+                derived = self._derive(fields, report=False) if i == last else None
+                self._apply(view, custom, labelled, fields, derived)
         self.view = view
         self.custom_view = custom
         self.labelled_view = labelled
@@ -573,8 +785,14 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields)
-                step, stamp, values, custom, rewards, duration, memory, labelled = fields
+                derived = self._derive(fields, report=True) if self._derives(fields) else None
+                if derived is not None:
+                    fields[2].update(derived[0])  # popped: this dict is the record's alone
+                labelled = fields[7] if derived is None else {**fields[7], **derived[1]}
+                labelled = self._score(fields[2], labelled)
+                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields,
+                            (_NO_VALUES, labelled))  # fmt: skip
+                step, stamp, values, custom, rewards, duration, memory, _, _ = fields
                 if custom:
                     custom = {names[key]: float(value) for key, value in custom.items()}
                 batch.append(
@@ -584,6 +802,23 @@ class StepRecorder:
                     )  # fmt: skip
                 )
         return batch
+
+    def _score(
+        self, values: Mapping[str, float], labelled: Mapping[str, Mapping[str, float]]
+    ) -> Mapping[str, Mapping[str, float]]:
+        """A drained step's labelled values with its anomaly scores and counts.
+
+        The counts are served from a metric's first value (a counter starts
+        at 0); a step's record carries them once it has scores (after the
+        first few steps), so short runs keep their columns.
+        """
+        detector = self._anomalies
+        scores = detector.observe(values)
+        if not scores:
+            if detector.counts:
+                self._latest_labelled["anomalies"] = dict(detector.counts)
+            return labelled
+        return {**labelled, "anomaly_score": scores, "anomalies": dict(detector.counts)}
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
