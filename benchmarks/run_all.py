@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {
     "bench_flood.py": ["--steps", "20000"],
     "bench_hot_path.py": ["--quick"],
+    "bench_phases.py": ["--quick"],
     "bench_scale.py": ["--quick"],
     "bench_training_overhead.py": ["--steps", "200", "--repeats", "1"],
     "bench_startup.py": ["--repeats", "2"],

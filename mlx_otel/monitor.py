@@ -44,6 +44,7 @@ from mlx_otel.exporter.instruments import LedgerStore, build_instruments
 from mlx_otel.exporter.lifecycle import RunLifecycle
 from mlx_otel.exporter.memory_readings import MemoryReadings
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.exporter.tracing import step_tracer
 from mlx_otel.integrations.wandb_thread import start_background_wandb
 from mlx_otel.numbers.gradients import GradientNorms
 from mlx_otel.pipeline.dispatch import Dispatcher
@@ -131,6 +132,12 @@ class TrainingMonitor:
             on_otlp_failure=lambda m: self.errors.report("otlp", "otlp", m),
         )  # fmt: skip
         self._serve_catalogue()
+        # OTEL_TRACES_EXPORTER=otlp: a span per logged step, its phases as children.
+        self.tracer = step_tracer(
+            self.telemetry.resource, run_id=self.run_id, rank=self.rank,
+            on_failure=lambda m: self.errors.report("otlp", "otlp traces", m),
+            on_drop=self.errors.drop, max_pending=monitoring.queue_size * 8,
+        )  # fmt: skip
         self.lifecycle = RunLifecycle(
             self.telemetry,
             file_sd_dir=exporter.file_sd_dir,
@@ -174,8 +181,12 @@ class TrainingMonitor:
         )
         self.worker.add_periodic("fold", self.recorder.fold)
         self.worker.add_periodic("phase_fold", self.phases.fold)
+        if self.tracer is not None:
+            self.worker.add_periodic("traces", self.tracer.export_pending)
         self.worker.add_periodic("records", self.dispatcher.drain)
         closers: list[Closer] = list(self.sinks)
+        if self.tracer is not None:
+            closers.append(self.tracer)
         if exporter.pushgateway_url:
             closers.append(FinalPush(self.telemetry, exporter.pushgateway_url))
         closers.append(self.lifecycle)  # serving ends last
@@ -247,8 +258,11 @@ class TrainingMonitor:
         The keywords are :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`;
         this docstring and the signature are made from them (module end).
         """
-        if self.phases.step:
-            self.recorder.record(step, custom, self.phases.end_step()[0])
+        if self.phases.step or self.tracer is not None:
+            timings, phases = self.phases.end_step()
+            if self.tracer is not None:
+                self.tracer.step_ended(custom.get("step") if step is MISSING else step, phases)
+            self.recorder.record(step, custom, timings)
         else:
             self.recorder.record(step, custom)
 
@@ -258,8 +272,11 @@ class TrainingMonitor:
         What :mod:`mlx_otel.trainers` calls at each report of mlx-lm or
         mlx-lm-lora; costs microseconds and never raises (unless ``strict``).
         """
-        if self.phases.step:
-            self.recorder.record_report(report, self.phases.end_step()[0])
+        if self.phases.step or self.tracer is not None:
+            timings, phases = self.phases.end_step()
+            if self.tracer is not None:
+                self.tracer.step_ended(report.step, phases)
+            self.recorder.record_report(report, timings)
         else:
             self.recorder.record_report(report)
 

@@ -8,6 +8,12 @@ and interval come from the config or else from the standard variables
 ``_METRICS_`` forms). The resource carries ``service.name``, ``run_id`` and
 ``rank``. Temporality is cumulative, as Prometheus remote write expects.
 
+Traces (:mod:`mlx_otel.exporter.tracing`) follow the same variables:
+``OTEL_TRACES_EXPORTER=otlp`` turns them on, ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
+or ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks the protocol, and the SDK's span
+exporter reads the endpoint, headers and timeout from the ``_TRACES_`` or
+general forms itself (:func:`traces_settings`).
+
 Exports run on the SDK's own thread, never on the training thread. A
 collector that is down costs nothing but a failed export: the SDK's exporter
 retries with backoff within its timeout, then the failure is counted in
@@ -39,7 +45,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from mlx_otel.errors import ConfigError
 from mlx_otel.exporter.telemetry import Telemetry
 
-__all__ = ["OtlpSettings", "otlp_reader", "otlp_settings"]
+__all__ = ["OtlpSettings", "otlp_reader", "otlp_settings", "traces_settings"]
 
 PROTOCOLS = ("http/protobuf", "grpc")
 
@@ -54,6 +60,37 @@ class OtlpSettings:
     interval_seconds: float | None
 
 
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    """The OTLP protocol of ``signal`` (METRICS, TRACES) from the standard variables."""
+    name = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    if name not in env:
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = env.get(name, "http/protobuf").strip()
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"{name}={protocol!r} is not supported: use one of {', '.join(PROTOCOLS)}"
+            + (" (or set exporter.otlp_protocol)" if signal == "METRICS" else "")
+        )
+    return protocol
+
+
+def traces_settings(environ: Mapping[str, str] | None = None) -> OtlpSettings | None:
+    """Trace export settings, or ``None`` unless ``OTEL_TRACES_EXPORTER`` names ``otlp``.
+
+    The endpoint and headers are left to the SDK's span exporter, which reads
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (adding ``/v1/traces`` over HTTP) and their ``_HEADERS`` forms.
+    Raises :class:`ConfigError` naming the variable for an unknown protocol.
+    """
+    env = os.environ if environ is None else environ
+    wanted = [p.strip() for p in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    if "otlp" not in wanted:
+        return None
+    return OtlpSettings(
+        protocol=_protocol(env, "TRACES"), endpoint=None, headers=None, interval_seconds=None
+    )
+
+
 def otlp_settings(exporter: Any, environ: Mapping[str, str] | None = None) -> OtlpSettings | None:
     """The OTLP settings of an ``exporter`` config section, or ``None`` when off.
 
@@ -65,15 +102,7 @@ def otlp_settings(exporter: Any, environ: Mapping[str, str] | None = None) -> Ot
         return None
     protocol = exporter.otlp_protocol
     if protocol is None:
-        name = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
-        if name not in env:
-            name = "OTEL_EXPORTER_OTLP_PROTOCOL"
-        protocol = env.get(name, "http/protobuf").strip()
-        if protocol not in PROTOCOLS:
-            raise ConfigError(
-                f"{name}={protocol!r} is not supported: use one of {', '.join(PROTOCOLS)} "
-                "(or set exporter.otlp_protocol)"
-            )
+        protocol = _protocol(env, "METRICS")
     endpoint = exporter.otlp_endpoint
     if endpoint is not None and protocol == "http/protobuf" and urlparse(endpoint).path in ("", "/"):
         # As OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the signal's path.
@@ -135,6 +164,8 @@ class _HookedReader(PeriodicExportingMetricReader):
         with self._telemetry.sdk_collection():
             metrics = self._collect(self, timeout_millis=timeout_millis)  # type: ignore[call-arg]
             histograms = [h.otlp_metric() for h in self._telemetry.bulk_histograms]
+        # A labelled histogram with no label value yet has no point to send.
+        histograms = [h for h in histograms if h.data.data_points]
         metrics = _with_histograms(metrics, histograms, self._telemetry.resource)
         if metrics is not None:
             self._receive_metrics(metrics, timeout_millis=timeout_millis)  # type: ignore[arg-type]
