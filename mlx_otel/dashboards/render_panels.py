@@ -195,7 +195,9 @@ def timeseries(context: PanelContext, fig: Any, panel: dict[str, Any], box: Box)
     columns = max(1, min(n_legend, int((box.width - 0.4) // 2.4)))
     legend_rows = math.ceil(n_legend / columns) if n_legend else 0
     bottom = 0.36 + 0.19 * legend_rows
-    ax = _axes(fig, box, bottom=bottom)
+    # Room for the right axis' tick labels when an override puts series there.
+    margin = 0.6 if any(_right_axis_unit(panel, name) for name, _, _ in lines) else 0.2
+    ax = _axes(fig, box, bottom=bottom, right=margin)
     # The legend sits under the time axis' labels, as in Grafana.
     legend_y = -0.3 / max(0.1, box.height - 0.45 - bottom)
     if not lines:
