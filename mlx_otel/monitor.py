@@ -136,8 +136,9 @@ class TrainingMonitor:
         self.tracer = step_tracer(
             self.telemetry.resource, run_id=self.run_id, rank=self.rank,
             on_failure=lambda m: self.errors.report("otlp", "otlp traces", m),
-            on_drop=self.errors.drop, max_pending=monitoring.queue_size * 8,
+            on_drop=self.errors.drop, max_pending=monitoring.queue_size,
         )  # fmt: skip
+        self.phases.on_step = None if self.tracer is None else self.tracer.step_ended
         self.lifecycle = RunLifecycle(
             self.telemetry,
             file_sd_dir=exporter.file_sd_dir,
@@ -259,9 +260,7 @@ class TrainingMonitor:
         this docstring and the signature are made from them (module end).
         """
         if self.phases.step or self.tracer is not None:
-            timings, phases = self.phases.end_step()
-            if self.tracer is not None:
-                self.tracer.step_ended(custom.get("step") if step is MISSING else step, phases)
+            timings = self.phases.end_step(custom.get("step") if step is MISSING else step)
             self.recorder.record(step, custom, timings)
         else:
             self.recorder.record(step, custom)
@@ -273,26 +272,18 @@ class TrainingMonitor:
         mlx-lm-lora; costs microseconds and never raises (unless ``strict``).
         """
         if self.phases.step or self.tracer is not None:
-            timings, phases = self.phases.end_step()
-            if self.tracer is not None:
-                self.tracer.step_ended(report.step, phases)
-            self.recorder.record_report(report, timings)
+            self.recorder.record_report(report, self.phases.end_step(report.step))
         else:
             self.recorder.record_report(report)
 
     def phase(self, name: str, *, sync: bool = False, arrays: Any = None) -> Phase:
-        """Time a phase of the current step: ``with monitor.phase("generate"):``.
+        """Time a phase of the step: ``with monitor.phase("generate"):``, or a decorator.
 
-        Also a decorator (``@monitor.phase("reward")``); phases nest, each
-        level timing itself. Served as ``mlx_train_phase_duration_seconds{phase}``;
-        the step's summed time per phase is its ``timing/<phase>`` value in the
-        statistics, CSV/JSON and WandB, and a child span of its trace.
-
-        MLX is lazy: ``sync=True`` waits for MLX's stream at the end of the
-        phase, ``arrays=`` (arrays, a model, an optimizer's state) are
-        evaluated there, so the phase measures its own work. A name that is
-        not text or beyond ``exporter.max_custom_metrics`` is counted and the
-        block runs untimed (``strict`` raises).
+        Phases nest, each timing itself: ``mlx_train_phase_duration_seconds{phase}``,
+        the step's ``timing/<phase>`` (statistics, CSV/JSON, WandB) and a span of
+        its trace. MLX is lazy: ``sync=True`` waits for MLX's stream at the end,
+        ``arrays=`` (arrays, a model, an optimizer's state) are evaluated there.
+        A bad name is counted and the block runs untimed (``strict`` raises).
         """
         return self.phases.phase(name, sync=sync, arrays=arrays)
 

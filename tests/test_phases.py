@@ -10,6 +10,7 @@ and end to end against a real collector in ``tests/test_traces.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -107,6 +108,16 @@ def test_a_decorated_function_is_timed_at_each_call(monitor: TrainingMonitor) ->
     assert score([]) == []
     assert score.__name__ == "score" and score.__doc__ == "Scores completions."
     assert served(monitor, "count", "reward") == 2
+
+
+def test_a_decorated_coroutine_is_timed_until_it_returns(monitor: TrainingMonitor) -> None:
+    @monitor.phase("reward")
+    async def score() -> float:
+        await asyncio.sleep(0.02)
+        return 1.0
+
+    assert asyncio.run(score()) == 1.0
+    assert served(monitor, "sum", "reward") >= 0.02
 
 
 def test_a_trainer_report_carries_the_phases_of_its_step(monitor: TrainingMonitor) -> None:

@@ -2,9 +2,10 @@
 
 A monitor configured only by the standard OTEL_* variables sends each logged
 step as a ``train.step`` span with its phases as child spans; the Rotel
-collector's debug log prints every span it receives, which these tests read
-back: names, parent/child links, attributes and the resource. A collector
-that is down neither stops training nor goes unnoticed.
+collector's debug log prints every span (and metric) it receives, which these
+tests read back: names, parent/child links, attributes and the resource, and
+the phase histogram by phase. A collector that is down neither stops training
+nor goes unnoticed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mlx_otel.errors import ConfigError
 from mlx_otel.exporter.otlp import traces_settings
 from mlx_otel.monitor import TrainingMonitor
 from tests.servers import free_port, wait_for
-from tests.test_otlp import RotelCollector
+from tests.test_otlp import RotelCollector, last_value, parse_debug_log
 
 
 class RotelTraces(RotelCollector):
@@ -30,9 +31,14 @@ class RotelTraces(RotelCollector):
     name = "rotel-traces"
 
     def command(self) -> list[str]:
-        command = super().command()
-        command[command.index("metrics")] = "traces"  # --debug-log traces
-        return command
+        return [*super().command(), "--debug-log", "traces"]  # and metrics
+
+    def metric_exports(self, run_id: str) -> list[dict[str, Any]]:
+        """The metric exports of ``run_id``, read from the log's metric blocks only."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
+        blocks = re.split(r"(?m)^(?=Resource(?:Metrics|Spans) #)", text)
+        metrics = "".join(b for b in blocks if b.startswith("ResourceMetrics #"))
+        return [e for e in parse_debug_log(metrics) if e["resource"].get("run_id") == run_id]
 
     def spans(self, run_id: str) -> list[dict[str, Any]]:
         """Every span of ``run_id`` the collector logged, oldest first."""
@@ -121,8 +127,10 @@ def test_each_step_reaches_the_collector_as_a_span_with_its_phases(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
     if protocol == "grpc":
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_url)
-    else:  # the signal's own variable, a full URL
+    else:  # the signal's own variable, a full URL; metrics too, to the base URL
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{collector.http_url}/v1/traces")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.http_url)
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monitor = TrainingMonitor(monitor_config(tmp_path), run_id=run_id, rank=1, serve=False)
     try:
         for step in range(3):
@@ -159,6 +167,11 @@ def test_each_step_reaches_the_collector_as_a_span_with_its_phases(
     # One trace per step; the steps follow each other.
     assert len({s["trace"] for s in steps}) == 3
     assert steps[0]["end"] <= steps[1]["start"] + 1000
+    if protocol == "http/protobuf":  # the phase histogram reached the collector as metrics
+        wait_for(lambda: collector.metric_exports(run_id), timeout=30, what="the metrics")
+        exports = collector.metric_exports(run_id)
+        for phase in ("generate", "update", "validation"):
+            assert last_value(exports, "mlx.train.phase.duration", phase=phase) == 3
 
 
 @pytest.mark.integration

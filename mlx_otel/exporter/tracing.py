@@ -93,7 +93,10 @@ class StepTracer:
 
     ``exporter`` is any SDK span exporter (OTLP in a run); ``max_pending``
     bounds the steps waiting for the worker (beyond, the oldest is dropped
-    and counted by ``on_drop``).
+    and counted by ``on_drop``). The worker runs ten times a second, so the
+    default traces up to about 10,000 steps a second; a flood beyond that
+    keeps the newest steps rather than let span building and export compete
+    with training for the interpreter.
     """
 
     name = "traces"
@@ -108,7 +111,7 @@ class StepTracer:
         rank: int | None,
         on_failure: Callable[[str], None],
         on_drop: Callable[[str], None] = lambda task: None,
-        max_pending: int = 8192,
+        max_pending: int = 1024,
         processor_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._resource = resource
@@ -130,6 +133,8 @@ class StepTracer:
     # -- the training thread -------------------------------------------------------
     def step_ended(self, step: Any, phases: Sequence[Entry]) -> None:
         """A step was logged now; ``phases`` are the phases finished during it."""
+        if self._closed:  # steps logged after the end of the run are not traced
+            return
         now = time.perf_counter()
         pending = self._pending
         if len(pending) >= self._max_pending:
@@ -230,7 +235,7 @@ def step_tracer(
     rank: int | None,
     on_failure: Callable[[str], None],
     on_drop: Callable[[str], None] = lambda task: None,
-    max_pending: int = 8192,
+    max_pending: int = 1024,
     environ: Mapping[str, str] | None = None,
 ) -> StepTracer | None:
     """A tracer exporting by OTLP as the ``OTEL_*`` variables say, or ``None`` when off.

@@ -21,7 +21,8 @@ to two lists (well under a microsecond, about a third of prometheus-client's
 * :meth:`PhaseTimer.end_step`, at ``log_training_step``, hands over the
   phases of the step: their summed durations become the step's
   ``timing/<phase>`` values (statistics, CSV/JSON, WandB), and their start
-  and end times become child spans of the step's trace when tracing is on.
+  and end times go to :attr:`PhaseTimer.on_step`, the tracer that makes
+  them child spans of the step's trace when tracing is on.
 
 MLX evaluates lazily: a phase that only builds a graph measures nothing, and
 the work lands in whichever phase evaluates it. ``sync=True`` waits for MLX's
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import re
 import threading
 import time
@@ -126,6 +128,14 @@ class Phase:
 
     def __call__(self, func: F) -> F:
         timer, key, sync, arrays = self._timer, self._key, self._sync, self._arrays
+        if inspect.iscoroutinefunction(func):  # time the awaited work, not the coroutine's creation
+
+            @functools.wraps(func)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                with Phase(timer, key, sync, arrays):
+                    return await func(*args, **kwargs)
+
+            return timed_async  # type: ignore[return-value]
 
         @functools.wraps(func)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -160,6 +170,8 @@ class PhaseTimer:
         self._admitted = 0
         self._fold_lock = threading.Lock()
         self._record: Callable[..., None] | None = None
+        #: Called with (step, phases) as each step is logged (the tracer), or None.
+        self.on_step: Callable[[Any, list[PhaseEntry]], None] | None = None
 
     def fold_into(self, record: Callable[..., None]) -> None:
         """Where :meth:`fold` records durations: ``record(values, label=phase)``
@@ -177,15 +189,20 @@ class PhaseTimer:
             key = self._admit(name)
         return Phase(self, key, sync, arrays)
 
-    def end_step(self) -> tuple[dict[str, float], list[PhaseEntry]]:
-        """The phases finished since the last call: (summed seconds by
-        ``timing/<phase>``, the phases themselves in the order they ended)."""
+    def end_step(self, step: Any) -> dict[str, float]:
+        """Step ``step`` is logged: its summed seconds by ``timing/<phase>``.
+
+        The phases finished since the last step, in the order they ended, go
+        to :attr:`on_step` (the tracer) when it is set.
+        """
         entries, self.step = self.step, []
         totals: dict[str, float] = {}
         for key, start, end, _depth in entries:
             column = "timing/" + key
             totals[column] = totals.get(column, 0.0) + (end - start)
-        return totals, entries
+        if self.on_step is not None:
+            self.on_step(step, entries)
+        return totals
 
     def settle(self, sync: bool, arrays: Any) -> None:
         """Evaluate a phase's arrays and synchronise MLX; a failure is counted."""
