@@ -14,6 +14,7 @@ QUICK_ARGS = {
     "bench_flood.py": ["--steps", "20000"],
     "bench_hot_path.py": ["--quick"],
     "bench_phases.py": ["--quick"],
+    "bench_rl_step.py": ["--rounds", "5"],
     "bench_scale.py": ["--quick"],
     "bench_training_overhead.py": ["--steps", "200", "--repeats", "1"],
     "bench_startup.py": ["--repeats", "2"],

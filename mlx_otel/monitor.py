@@ -57,9 +57,11 @@ from mlx_otel.pipeline.sink import RunEnding, Sink
 from mlx_otel.pipeline.sinks import build_sinks
 from mlx_otel.pipeline.step_arguments import MISSING, documented_doc, documented_signature
 from mlx_otel.pipeline.worker import BackgroundWorker
-from mlx_otel.records import GradientRecord, StepRecord, TrainerReport
+from mlx_otel.records import Completions, GradientRecord, StepRecord, TrainerReport
 
-__all__ = ["MonitoringManager", "StepRecord", "TrainerReport", "TrainingMonitor"]
+__all__ = [
+    "Completions", "MonitoringManager", "StepRecord", "TrainerReport", "TrainingMonitor",
+]
 
 log = logging.getLogger("mlx_otel")
 

@@ -17,6 +17,8 @@ CASES = {
     "bench_hot_path.py": (["--quick"], "log_training_step / prometheus-client ="),
     "bench_memory_gradients.py": (["--rounds", "5"], "of an optimizer step"),
     "bench_phases.py": (["--quick"], "phase / prometheus-client ="),
+    "bench_rl_step.py": (["--rounds", "2", "--calls", "100"],
+                         "RL step ratio log_training_step / prometheus-client ="),
     "bench_scale.py": (["--quick"], "10,000 layer series: scrape mlx_otel / prometheus-client ="),
     "bench_startup.py": (["--repeats", "1"], "start-up ratio mlx_otel / bare ="),
     "bench_training_overhead.py": (["--steps", "20", "--repeats", "1"], "ratio on/off:"),

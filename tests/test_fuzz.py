@@ -3,8 +3,10 @@
 Hypothesis generates what loops produce by mistake or by design: NaN, ±inf,
 None, text, bools, NumPy and MLX scalars, 0-d and 1-element arrays, huge and
 negative numbers, steps that go backwards or repeat, empty, ragged and nested
-rewards, unicode and very long custom names, thousands of distinct names,
-gradient trees with leaves that are not arrays. For every input:
+rewards, per-completion lists of the wrong length or type (lengths,
+truncated, correct, token counts) and group sizes that do not divide them,
+unicode and very long custom names, thousands of distinct names, gradient
+trees with leaves that are not arrays. For every input:
 
 - nothing raises (the monitor is not strict);
 - every rejected value is counted in ``mlx_otel_errors_total``, exactly as an
@@ -153,6 +155,95 @@ def count_outcome(value: Any) -> str:
     return "negative_count" if number < 0 else "ok"
 
 
+def is_count_list(value: Any) -> bool:
+    """Token counts given per completion (a list, or an array of other than one element)."""
+    if isinstance(value, (list, tuple)):
+        return True
+    return isinstance(value, (np.ndarray, mx.array)) and value.ndim > 0 and value.size != 1
+
+
+def entries(value: Any) -> list[Any]:
+    """The entries of a per-completion list; a scalar is a list of one."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (np.ndarray, mx.array)):
+        return np.array(value).ravel().tolist()
+    return [value]
+
+
+def token_outcome(value: Any) -> str:
+    """Like count_outcome, for one count or one count per completion (summed)."""
+    if not is_count_list(value):
+        return count_outcome(value)
+    raw = entries(value)
+    if all(isinstance(v, int) for v in raw):  # Python ints are summed exactly
+        if raw and min(raw) < 0:
+            return "negative_count"
+        return "invalid_value" if sum(raw) > 2**53 else "ok"
+    numbers = [as_number(v) for v in raw]
+    if any(n is None or not math.isfinite(n) or n != int(n) for n in numbers):
+        return "invalid_value"
+    if any(n < 0 for n in numbers):  # type: ignore[operator]
+        return "negative_count"
+    return "invalid_value" if sum(numbers) > 2**53 else "ok"  # type: ignore[arg-type]
+
+
+def reward_count(value: Any) -> int:
+    """How many rewards a (nested) list, array or number holds."""
+    if isinstance(value, (np.ndarray, mx.array)):
+        return int(value.size)
+    if isinstance(value, (list, tuple)):
+        return sum(reward_count(v) for v in value)
+    return 1
+
+
+ABSENT: Any = object()
+
+
+def completion_problems(
+    *, rewards: Any = ABSENT, group_size: Any = ABSENT, lengths: Any = ABSENT,
+    truncated: Any = ABSENT, correct: Any = ABSENT, thinking: Any = ABSENT, answer: Any = ABSENT,
+) -> int:  # fmt: skip
+    """Problems counted when a step's completions are checked (one per culprit).
+
+    Lengths are numbers at or above zero, flags booleans; every list has as
+    many entries as the rewards (when they are numbers), else as the first
+    valid list; the group size is a positive int that divides that count.
+    Token lists refused when counted (token_outcome) are not checked again.
+    """
+    tokens = [v for v in (thinking, answer) if v is not ABSENT]
+    token_lists = [v for v in tokens if is_count_list(v) and token_outcome(v) == "ok"]
+    if (group_size is ABSENT or group_size is None) and lengths is ABSENT and (
+        truncated is ABSENT and correct is ABSENT and not token_lists
+    ):
+        return 0  # nothing to check: no completions
+    problems = 0
+    sizes = []
+    for value, flags in ((lengths, False), (truncated, True), (correct, True)):
+        if value is ABSENT:
+            continue
+        items = entries(value)
+        if flags:
+            valid = all(isinstance(v, (bool, np.bool_)) for v in items)
+        else:
+            numbers = [as_number(v) for v in items]
+            valid = all(n is not None and math.isfinite(n) and n >= 0 for n in numbers)
+        if valid:
+            sizes.append(len(items))
+        else:
+            problems += 1
+    sizes += [len(entries(v)) for v in token_lists]
+    if rewards is not ABSENT and not rewards_rejected(rewards):
+        sizes.insert(0, reward_count(rewards))
+    reference = sizes[0] if sizes else None
+    problems += sum(size != reference for size in sizes)
+    if group_size is not ABSENT and group_size is not None:
+        whole = isinstance(group_size, (int, np.integer)) and not isinstance(group_size, bool)
+        if not whole or group_size < 1 or (reference is not None and reference % group_size):
+            problems += 1
+    return problems
+
+
 def step_rejected(value: Any) -> bool:
     number = as_number(value)
     return number is None or not math.isfinite(number) or abs(number) > 2**53
@@ -221,7 +312,7 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
         # as non_finite by the worker instead, not as invalid_value.
         expected["invalid_value"] += 1
     for value in (thinking, answer):
-        outcome = count_outcome(value)
+        outcome = token_outcome(value)
         if outcome != "ok":
             expected[outcome] += 1
     if step_rejected(step):
@@ -230,6 +321,10 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
     if not (isinstance(samples, str) and samples == "absent"):
         kwargs["rewards"] = samples
         expected["invalid_value"] += rewards_rejected(samples)
+    # Per-completion token lists are checked against the rewards at the scrape below.
+    expected["invalid_value"] += completion_problems(
+        rewards=kwargs.get("rewards", ABSENT), thinking=thinking, answer=answer
+    )
     for name, value in custom.items():
         if name not in seen:
             seen.add(name)
@@ -250,6 +345,70 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
     after = counted(monitor)
     assert {k: after[k] - before[k] for k in COUNTED} == expected, kwargs
     assert monitor.steps_logged == steps_before + 1
+
+
+count_items = st.one_of(st.integers(-3, 10**6), finite_floats, st.booleans())
+flag_lists = st.one_of(
+    st.lists(st.booleans(), max_size=10),
+    st.lists(st.booleans(), max_size=10).map(lambda xs: np.array(xs, dtype=bool)),
+    st.lists(st.one_of(st.booleans(), st.integers(0, 1), st.none()), max_size=6),
+)
+absent = st.just(ABSENT)
+
+
+@FUZZ
+@example(n=4, group_size=3, lengths=[1, 2, 3, 4], truncated=[True] * 4, correct=ABSENT,
+         thinking=[1, 0, 2, 0], answer=[0, 0, 0], entropy=math.nan, kl=ABSENT,
+         validation_reward="x")  # fmt: skip
+@given(
+    n=st.integers(0, 9),
+    group_size=st.one_of(absent, st.integers(-1, 10), values),
+    lengths=st.one_of(absent, st.lists(count_items, max_size=10), values),
+    truncated=st.one_of(absent, flag_lists, values),
+    correct=st.one_of(absent, flag_lists, values),
+    thinking=st.one_of(absent, st.lists(st.integers(-2, 50), max_size=10), values),
+    answer=st.one_of(absent, st.lists(st.integers(-2, 50), max_size=10), values),
+    entropy=st.one_of(absent, values),
+    kl=st.one_of(absent, values),
+    validation_reward=st.one_of(absent, values),
+)
+def test_rl_keywords_never_raise_and_count_every_rejected_value(
+    fuzzed: TrainingMonitor, n: int, group_size: Any, lengths: Any, truncated: Any,
+    correct: Any, thinking: Any, answer: Any, entropy: Any, kl: Any, validation_reward: Any,
+) -> None:  # fmt: skip
+    """A GRPO loop's per-completion lists and scalars, junk included."""
+    monitor = fuzzed
+    before = counted(monitor)
+    steps_before = monitor.steps_logged
+    rewards = [float(i % 3) / 2 for i in range(n)]
+    given_values = dict(group_size=group_size, completion_lengths=lengths, truncated=truncated,
+                        correct=correct, thinking_tokens=thinking, answer_tokens=answer,
+                        entropy=entropy, kl=kl, validation_reward=validation_reward)  # fmt: skip
+    kwargs = {k: v for k, v in given_values.items() if v is not ABSENT}
+    expected = dict.fromkeys(COUNTED, 0)
+    for value in (kl, validation_reward):
+        expected["invalid_value"] += value is not ABSENT and as_number(value) is None
+    if entropy is not ABSENT:
+        number = as_number(entropy)
+        expected["invalid_value"] += number is None or math.isnan(number)
+    for value in (thinking, answer):
+        outcome = token_outcome(value) if value is not ABSENT else "ok"
+        if outcome != "ok":
+            expected[outcome] += 1
+    expected["invalid_value"] += group_size is None  # None given is not "not given"
+    expected["invalid_value"] += completion_problems(
+        rewards=rewards, group_size=group_size, lengths=lengths, truncated=truncated,
+        correct=correct, thinking=thinking, answer=answer,
+    )  # fmt: skip
+
+    monitor.log_training_step(7, rewards=rewards, **kwargs)
+    families = scrape_checked(monitor)
+
+    after = counted(monitor)
+    assert {k: after[k] - before[k] for k in COUNTED} == expected, kwargs
+    assert monitor.steps_logged == steps_before + 1
+    ratios = [s.value for s in families.get("mlx_train_zero_std_groups_ratio", [])]
+    assert all(0 <= r <= 1 for r in ratios) and sum(ratios) <= 1 + 1e-12
 
 
 @FUZZ

@@ -45,11 +45,13 @@ class Folded:
     def __init__(self) -> None:
         self.rewards: list[float] = []
         self.durations: list[float] = []
+        self.completion_lengths: list[float] = []
 
     def into(self) -> dict[str, Callable[[np.ndarray], None]]:
         return {
             "rewards": lambda a: self.rewards.extend(a.tolist()),
             "durations": lambda a: self.durations.extend(a.tolist()),
+            "completion_lengths": lambda a: self.completion_lengths.extend(a.tolist()),
         }
 
 
@@ -265,3 +267,90 @@ def test_a_step_stores_trainer_metrics_passed_by_their_keys_not_as_custom() -> N
     strict, _ = make_recorder(strict=True)
     with pytest.raises(ValueError, match="reward_function_std"):
         strict.record(1, {"reward_function_std": 0.5})  # labelled: needs a mapping
+# -- RL completions ----------------------------------------------------------------
+
+
+def test_completions_are_copied_on_the_call_and_computed_off_it() -> None:
+    recorder, ledger = make_recorder()
+    folded = Folded()
+    recorder.fold_into(folded.into())
+    rewards, lengths = [1.0, 1.0, 0.0, 1.0], [10, 20, 30, 40]
+    correct, thinking = [True, True, False, True], [5, 0, 7, 1]
+    recorder.record(0, {"rewards": rewards, "group_size": 2, "completion_lengths": lengths,
+                        "correct": correct, "thinking_tokens": thinking,
+                        "answer_tokens": np.array([1, 2, 0, 3]), "entropy": 0.5})  # fmt: skip
+    # The loop reuses its lists for the next step: the step keeps what it was given.
+    rewards[:], lengths[:], correct[:], thinking[:] = [0.0] * 4, [99] * 4, [False] * 4, [9] * 4
+    (record,) = recorder.drain()
+    assert record.values["group_size"] == 2 and record.values["entropy"] == 0.5
+    assert record.values["thinking_tokens"] == 13 and record.values["answer_tokens"] == 6
+    assert record.labelled["zero_std_groups_ratio"] == {"solved": 0.5, "unsolved": 0.0, "tied": 0.0}
+    assert record.labelled["completion_length_mean"] == {"true": 70 / 3, "false": 30.0}
+    assert record.values["unclosed_thinking_ratio"] == 0.25
+    recorder.fold()
+    assert folded.completion_lengths == [10, 20, 30, 40]
+    assert recorder.series("tokens") == {"thinking": 13, "answer": 6}
+    assert errors(ledger) == {}
+
+
+def test_a_scrape_and_the_worker_compute_a_step_once_and_count_its_problems_once() -> None:
+    recorder, ledger = make_recorder()
+    recorder.record(0, {"rewards": [1.0, 1.0, 1.0], "group_size": 2, "loss": 1.0})
+    recorder.refresh_view()  # the scrape computes the queued step and counts its problem
+    assert errors(ledger) == {"invalid_value": 1}
+    recorder.refresh_view()
+    (record,) = recorder.drain()
+    assert errors(ledger) == {"invalid_value": 1}  # not again
+    assert "group_size" not in record.values and "zero_std_groups_ratio" not in record.labelled
+
+
+def test_anomalies_are_scored_once_per_step_as_the_worker_drains() -> None:
+    recorder, _ = make_recorder(max_records=512)
+    for step in range(150):
+        recorder.record(step, {"grad_norm": 1.0})
+        recorder.refresh_view()  # scrapes in between do not score
+    recorder.record(150, {"grad_norm": 100.0})
+    for _ in range(3):
+        recorder.refresh_view()
+    records = recorder.drain()
+    assert [r.step for r in records if "anomaly_score" in r.labelled][0] == 20
+    assert records[-1].labelled["anomalies"] == {"grad_norm": 1}
+    assert records[-1].labelled["anomaly_score"]["grad_norm"] > 6
+    recorder.refresh_view()
+    assert recorder.series("anomalies") == {"grad_norm": 1}
+
+
+def test_a_report_with_completions_is_recorded_as_the_same_keywords() -> None:
+    from mlx_otel.records import Completions
+
+    by_keyword, _ = make_recorder()
+    by_report, _ = make_recorder()
+    folded = [Folded(), Folded()]
+    by_keyword.fold_into(folded[0].into())
+    by_report.fold_into(folded[1].into())
+    by_keyword.record(3, {"rewards": [0.5, 0.5], "group_size": 2, "completion_lengths": [4, 8],
+                          "truncated": [False, True], "step_time": 1.0})  # fmt: skip
+    by_report.record_report(TrainerReport(3, completions=Completions(
+        [0.5, 0.5], group_size=2, lengths=[4, 8], truncated=[False, True])))  # fmt: skip
+    ours, theirs = by_keyword.drain()[0], by_report.drain()[0]
+    assert theirs.labelled == ours.labelled == {
+        "zero_std_groups_ratio": {"solved": 0.0, "unsolved": 0.0, "tied": 1.0}}
+    assert theirs.values == {"group_size": 2, "hit_max_tokens_ratio": 0.5}
+    by_keyword.fold()
+    by_report.fold()
+    assert folded[0].rewards == folded[1].rewards == [0.5, 0.5]
+    assert folded[0].completion_lengths == folded[1].completion_lengths == [4, 8]
+
+
+def test_completion_lengths_are_folded_exactly_under_a_flood() -> None:
+    recorder, ledger = make_recorder(max_records=4)
+    folded = Folded()
+    recorder.fold_into(folded.into())
+    expected: list[float] = []
+    for step in range(50):  # twelve times the buffer bound: full buffers fold in place
+        recorder.record(step, {"completion_lengths": [step, step + 1], "step_time": 0.5})
+        expected += [step, step + 1]
+    recorder.fold()
+    assert sorted(folded.completion_lengths) == sorted(expected)
+    assert ledger.dropped() == {"step_record": 46}  # the record queue is bounded; samples not
+    assert errors(ledger) == {}

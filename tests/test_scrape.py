@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mlx_otel.catalog import RESOURCE_LABELS, Kind
+from mlx_otel.catalog import METRICS, RESOURCE_LABELS, Kind
 from mlx_otel.monitor import TrainingMonitor
 from tests.conftest import parse_exposition
 
@@ -64,7 +64,7 @@ def test_served_series_equal_the_sdk_exporters_for_the_same_instruments() -> Non
         reference = parse_exposition(sdk_exposition(monitor))
     finally:
         monitor.cleanup()
-    histograms = {f"{name}_{suffix}" for name in ("mlx_train_reward", "mlx_train_step_duration_seconds")
+    histograms = {f"{m.prometheus_name}_{suffix}" for m in METRICS if m.kind is Kind.HISTOGRAM
                   for suffix in ("bucket", "count", "sum")}  # fmt: skip
     observables = {k: v for k, v in ours.items() if k[0] not in histograms}
     # Memory is read at most every 0.25 s: both read the same cached values.

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -191,6 +199,20 @@ class RLSection(_Section):
     anomaly_threshold: float = Field(6.0, gt=0)
     anomaly_metrics: tuple[str, ...] = ("grad_norm", "kl", "entropy", "reward_mean", "loss")
 
+    @field_validator("anomaly_metrics")
+    @classmethod
+    def _step_values(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        for name in metrics:
+            if name not in ANOMALY_METRICS:
+                hint = _suggestion(name, sorted(ANOMALY_METRICS))
+                raise ValueError(
+                    f"{name!r} is no step value;{hint} choose among "
+                    f"{', '.join(sorted(ANOMALY_METRICS))}"
+                )
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"{list(metrics)} names a metric twice")
+        return metrics
+
     @model_validator(mode="after")
     def _consistent(self) -> RLSection:
         if not self.unsolved_reward < self.solved_reward:
@@ -198,14 +220,6 @@ class RLSection(_Section):
                 f"unsolved_reward ({self.unsolved_reward}) must be below solved_reward "
                 f"({self.solved_reward}): a group cannot be both solved and unsolved"
             )
-        unknown = sorted(set(self.anomaly_metrics) - ANOMALY_METRICS)
-        if unknown:
-            raise ValueError(
-                f"anomaly_metrics {unknown} are no step values; choose among "
-                f"{', '.join(sorted(ANOMALY_METRICS))}"
-            )
-        if len(set(self.anomaly_metrics)) != len(self.anomaly_metrics):
-            raise ValueError(f"anomaly_metrics {list(self.anomaly_metrics)} names one twice")
         return self
 
 

@@ -20,10 +20,13 @@ of the time):
   perfectly steady value scores 1), and :data:`ABSOLUTE_FLOOR` when the
   median is 0 too.
 
-Cost: the median and MAD are recomputed when a tenth of the history is new
-(NumPy's O(n) selection), so a step costs O(1) amortised and the window is
-a bounded deque. Between recomputations the reference is up to a tenth of a
-window old. A value that is not finite (a NaN loss) scores ``inf``, counts
+Cost: the median and MAD are recomputed when a quarter of the history is
+new (by sorting up to 2,048 values, by NumPy's O(n) selection beyond), so a
+step costs O(1) amortised (about a microsecond for a window of 100) and the
+window is a bounded deque. Between recomputations the reference is up to a
+quarter of a window old: for a series that drifts steadily (a KL growing over
+the run) the median then lies up to 0.75 windows back instead of 0.5, and a
+steady linear drift scores at most 2 instead of 1.35, far from the threshold. A value that is not finite (a NaN loss) scores ``inf``, counts
 as an anomaly and stays out of the reference.
 
     >>> scores = RobustZScore(window=100)
@@ -53,6 +56,16 @@ RELATIVE_FLOOR = 0.01
 ABSOLUTE_FLOOR = 1e-12
 
 
+#: Histories up to this long are sorted in Python, longer ones selected by NumPy.
+_SORT_BELOW = 2048
+
+
+def _middle(ordered: list[float]) -> float:
+    """The median of sorted values."""
+    n = len(ordered)
+    return (ordered[n // 2] + ordered[(n - 1) // 2]) / 2
+
+
 class RobustZScore:
     """The robust z-score of each new value against the previous ``window`` values.
 
@@ -68,32 +81,52 @@ class RobustZScore:
         self._history: deque[float] = deque(maxlen=window)
         self._since = 0  # values added since the reference was computed
         self._median = 0.0
-        self._scale = 0.0
+        self._scale = 0.0  # 0 until min_history values are known
+        self._due = 1
+        #: How many times the reference was recomputed (about once per window/4 values).
+        self.recomputed = 0
+
+    def __len__(self) -> int:
+        """Values in the history (at most ``window``)."""
+        return len(self._history)
 
     def update(self, value: float) -> float | None:
         """Score ``value`` against the reference, then add it to the history."""
         if not math.isfinite(value):
             return math.inf
-        history = self._history
         score = None
-        if len(history) >= self.min_history:
-            if self._since >= max(1, len(history) // 10) or not self._scale:
+        if self._scale:
+            if self._since >= self._due:
                 self._refresh()
             score = (value - self._median) / self._scale
-        history.append(value)
+        elif len(self._history) >= self.min_history:
+            self._refresh()
+            score = (value - self._median) / self._scale
+        self._history.append(value)
         self._since += 1
         return score
 
     def _refresh(self) -> None:
-        values = np.fromiter(self._history, np.float64, len(self._history))
-        median = float(np.median(values))
-        deviation = np.abs(values - median)
-        scale = MAD_SCALE * float(np.median(deviation))
+        count = len(self._history)
+        if count <= _SORT_BELOW:
+            # Sorting a few hundred floats in Python beats NumPy's call overhead.
+            ordered = sorted(self._history)
+            median = _middle(ordered)
+            deviations = sorted([abs(v - median) for v in ordered])
+            mad, mean_ad = _middle(deviations), sum(deviations) / count
+        else:  # NumPy's selection: O(n)
+            values = np.fromiter(self._history, np.float64, count)
+            median = float(np.median(values))
+            deviation = np.abs(values - median)
+            mad, mean_ad = float(np.median(deviation)), float(deviation.mean())
+        scale = MAD_SCALE * mad
         if scale == 0.0:
-            scale = MEAN_AD_SCALE * float(deviation.mean())
+            scale = MEAN_AD_SCALE * mean_ad
         self._median = median
         self._scale = max(scale, RELATIVE_FLOOR * abs(median), ABSOLUTE_FLOOR)
         self._since = 0
+        self._due = max(1, count // 4)  # the next recomputation, in values
+        self.recomputed += 1
 
 
 class AnomalyDetector:
@@ -125,10 +158,9 @@ class AnomalyDetector:
             if value is None:
                 continue
             score = detector.update(value)
-            counts.setdefault(name, 0)
             if score is None:
+                counts.setdefault(name, 0)
                 continue
             scores[name] = score
-            if abs(score) > self.threshold:
-                counts[name] += 1
+            counts[name] = counts.get(name, 0) + (abs(score) > self.threshold)
         return scores

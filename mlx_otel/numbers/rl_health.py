@@ -89,21 +89,25 @@ def rl_health(
     """
     problems: list[tuple[str, str]] = []
     values = _numbers(rewards)
+    # Every list has as many entries as the first valid one (rewards first).
+    checked = {
+        "completion_lengths": _counts("completion_lengths", lengths, problems),
+        "truncated": _flags("truncated", truncated, problems),
+        "correct": _flags("correct", correct, problems),
+        "thinking_tokens": _counts("thinking_tokens", thinking_tokens, problems),
+        "answer_tokens": _counts("answer_tokens", answer_tokens, problems),
+    }
     count = None if values is None else values.size
-    length_values = _counts("completion_lengths", lengths, problems)
-    if count is None and length_values is not None:
-        count = length_values.size
-    length_values = _same_count("completion_lengths", length_values, count, problems)
-    truncated_flags = _same_count(
-        "truncated", _flags("truncated", truncated, problems), count, problems
-    )
-    correct_flags = _same_count("correct", _flags("correct", correct, problems), count, problems)
-    thinking = _same_count(
-        "thinking_tokens", _counts("thinking_tokens", thinking_tokens, problems), count, problems
-    )
-    answer = _same_count(
-        "answer_tokens", _counts("answer_tokens", answer_tokens, problems), count, problems
-    )
+    for name, array in checked.items():
+        if array is None:
+            continue
+        if count is None:
+            count = array.size
+        elif array.size != count:
+            problems.append((name, f"{name} has {array.size} entries, not {count}: give one "
+                                   "entry per completion, in the order of rewards="))
+            checked[name] = None
+    length_values, truncated_flags, correct_flags, thinking, answer = checked.values()
     size = _group_size(group_size, count, problems)
 
     zero_std = None
@@ -174,7 +178,7 @@ def _counts(name: str, values: Any, problems: list[tuple[str, str]]) -> np.ndarr
     if values is None:
         return None
     array = _numbers(values)
-    if array is None or (array.size and np.asarray(values).dtype.kind == "b"):
+    if array is None:
         problems.append((name, f"{name}={_short(values)} is not recorded: expected token "
                                "counts, one number per completion"))
         return None
@@ -189,26 +193,15 @@ def _flags(name: str, values: Any, problems: list[tuple[str, str]]) -> np.ndarra
     """Booleans (Python or NumPy), one per completion, else a problem."""
     if values is None:
         return None
-    array = None
     try:
-        array = np.asarray(values)
+        array: np.ndarray | None = np.asarray(values)
     except (TypeError, ValueError):
-        pass
+        array = None
     if array is None or (array.dtype.kind != "b" and array.size):
         problems.append((name, f"{name}={_short(values)} is not recorded: expected booleans "
                                "(True/False), one per completion"))
         return None
     return array.astype(bool, copy=False).ravel()
-
-
-def _same_count(
-    name: str, array: np.ndarray | None, count: int | None, problems: list[tuple[str, str]]
-) -> np.ndarray | None:
-    if array is None or count is None or array.size == count:
-        return array
-    problems.append((name, f"{name} has {array.size} entries and rewards= {count}: give one "
-                           "entry per completion, in the order of rewards="))
-    return None
 
 
 def _group_size(value: Any, count: int | None, problems: list[tuple[str, str]]) -> int | None:

@@ -8,6 +8,9 @@ integration's :class:`~mlx_otel.records.TrainerReport` the same way.
 Everything slow happens elsewhere: :meth:`fold` records buffered samples into
 histograms (before each scrape and on the worker), and :meth:`drain` turns
 queued tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
+A GRPO step's per-completion lists are only copied here; the
+:class:`~mlx_otel.pipeline.completions.CompletionLog` judges them once, when
+the step is first served or drained, and scores spikes as the worker drains.
 
 The recorder is also where the instruments read the values it holds
 (:meth:`StepRecorder.value`, :meth:`StepRecorder.series`), by the names the
@@ -31,8 +34,8 @@ from mlx_otel.catalog import METRICS, Source
 from mlx_otel.config.settings import RLSection
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
-from mlx_otel.numbers.anomaly import AnomalyDetector
-from mlx_otel.numbers.rl_health import rl_health
+from mlx_otel.pipeline.completions import CompletionLog, Derived
+from mlx_otel.pipeline.completions import copy as copy_completions
 from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
 from mlx_otel.records import (
@@ -100,7 +103,6 @@ class StepRecorder:
         rl: RLSection | None = None,
     ) -> None:
         self._ledger = ledger
-        self._rl = RLSection() if rl is None else rl
         self._profiler = profiler
         self._max_custom = max_custom
         self._max_records = max_records
@@ -134,12 +136,12 @@ class StepRecorder:
         self.labelled_view: dict[str, dict[str, float]] = {}
         # Labelled values stored outside steps (the layers' gradient norms).
         self._series: dict[str, Mapping[str, float]] = {}
-        # Spike scores, computed once per step as the worker drains it.
-        self._anomalies = AnomalyDetector(
-            self._rl.anomaly_metrics,
-            window=self._rl.anomaly_window,
-            threshold=self._rl.anomaly_threshold,
-        )
+        # Completions: copied on the training thread, judged once off it.
+        self._completions = CompletionLog(
+            RLSection() if rl is None else rl, ledger=ledger,
+            reject=lambda key, value, kind, reason: self._reject(key, value, kind, reason),
+        )  # fmt: skip
+        self._group_size = self._completions.group_size
 
     def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
         """Where :meth:`fold` records buffered samples, by buffer: ``rewards``,
@@ -159,7 +161,12 @@ class StepRecorder:
     def series(self, key: str) -> Mapping[str, float]:
         """The latest labelled values under ``key``: label value -> number."""
         if key == "tokens":
-            return self.tokens
+            listed = self._completions.tokens
+            if not (listed["thinking"] or listed["answer"]):
+                return self.tokens
+            tokens = self.tokens
+            return {"thinking": tokens["thinking"] + listed["thinking"],
+                    "answer": tokens["answer"] + listed["answer"]}  # fmt: skip
         if key == "custom":
             return self.custom_view
         stored = self._series.get(key)
@@ -247,10 +254,23 @@ class StepRecorder:
                 entropy = pop("entropy", MISSING)
                 kl = pop("kl", MISSING)
                 validation_reward = pop("validation_reward", MISSING)
-                rl = self._rl_slow(
-                    values, group_size, completion_lengths, truncated, correct, entropy, kl,
-                    validation_reward,
-                )
+                if entropy.__class__ is float and entropy == entropy:  # NaN is refused
+                    values["entropy"] = entropy
+                elif entropy is not MISSING:
+                    self._store_slow(values, "entropy", entropy)
+                if kl.__class__ is float:
+                    values["kl"] = kl
+                elif kl is not MISSING:
+                    self._store_slow(values, "kl", kl)
+                if validation_reward is not MISSING:
+                    self._store_slow(values, "validation_reward", validation_reward)
+                if not (
+                    group_size is MISSING
+                    and completion_lengths is MISSING
+                    and truncated is MISSING
+                    and correct is MISSING
+                ):
+                    rl = self._completions.new(group_size, completion_lengths, truncated, correct)
                 if custom:
                     trainer_values: dict[str, Mapping[str, float]] = {}
                     custom = self._custom_slow(custom, values, trainer_values)
@@ -279,12 +299,14 @@ class StepRecorder:
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
                     samples.add(samples.rewards, chunk, "rewards")
+                    if rl is None and self._group_size is not None:
+                        rl = [None, None, None, None, None, None, None]  # groups by the config
             if timings:
                 values.update(timings)
             if rl is not None:
                 self._add_lengths(rl)
                 if self.strict:
-                    self._check_completions(chunk, rl)
+                    self._completions.check(chunk, rl)
             # _queue(), inlined: a call costs about 0.1 µs on this path.
             memory = None
             if self._read_memory:
@@ -407,52 +429,10 @@ class StepRecorder:
             checked[key] = value
         return checked
 
-    # -- RL completions (off the fast path; group arithmetic waits for the worker) ---
-    def _rl_slow(
-        self,
-        values: dict[str, float],
-        group_size: Any,
-        completion_lengths: Any,
-        truncated: Any,
-        correct: Any,
-        entropy: Any,
-        kl: Any,
-        validation_reward: Any,
-    ) -> tuple[Any, ...] | None:
-        """Store the RL scalars; copy the per-completion lists for the worker.
-
-        Returns the step's completions (group size, lengths, truncated,
-        correct, thinking and answer tokens; None where not given), or None.
-        """
-        if entropy is not MISSING:
-            number = self._to_float("entropy", entropy)
-            if number is not None and math.isnan(number):
-                self._reject("entropy", entropy, "invalid_value", "the policy's entropy is NaN")
-            elif number is not None:
-                values["entropy"] = number
-        if kl is not MISSING:
-            self._store_slow(values, "kl", kl)
-        if validation_reward is not MISSING:
-            self._store_slow(values, "validation_reward", validation_reward)
-        if (
-            group_size is MISSING
-            and completion_lengths is MISSING
-            and truncated is MISSING
-            and correct is MISSING
-        ):
-            return None
-        return (
-            None if group_size is MISSING else group_size,
-            None if completion_lengths is MISSING else self._copy_list(completion_lengths),
-            None if truncated is MISSING else self._copy_list(truncated),
-            None if correct is MISSING else self._copy_list(correct),
-            None,
-            None,
-        )
-
+    # -- RL completions (copied here; judged by the CompletionLog off this thread) ---
     def _completions_slow(
         self, completions: Completions, values: dict[str, float]
-    ) -> tuple[Any, tuple[Any, ...]]:
+    ) -> tuple[Any, list[Any]]:
         """A report's completions as ``log_training_step`` takes the same keywords:
         (the rewards' copy, the step's completions)."""
         rewards = completions.rewards
@@ -464,95 +444,28 @@ class StepRecorder:
             thinking = self._count_slow(values, "thinking", completions.thinking_tokens)
         if completions.answer_tokens is not None:
             answer = self._count_slow(values, "answer", completions.answer_tokens)
-        lengths, truncated, correct = (
-            None if v is None else self._copy_list(v)
-            for v in (completions.lengths, completions.truncated, completions.correct)
-        )
-        rl = (completions.group_size, lengths, truncated, correct, thinking, answer)
+        given = [MISSING if v is None else v for v in (
+            completions.group_size, completions.lengths, completions.truncated,
+            completions.correct)]  # fmt: skip
+        rl = self._completions.new(*given)
+        rl[4], rl[5] = thinking, answer
         self._add_lengths(rl)
         if self.strict:
-            self._check_completions(chunk, rl)
+            self._completions.check(chunk, rl)
         return chunk, rl
 
     @staticmethod
-    def _with_tokens(rl: tuple[Any, ...] | None, thinking: Any, answer: Any) -> tuple[Any, ...]:
+    def _with_tokens(rl: list[Any] | None, thinking: Any, answer: Any) -> list[Any]:
         """The step's completions with per-completion token counts."""
         if rl is None:
-            return (None, None, None, None, thinking, answer)
-        return (*rl[:4], thinking, answer)
+            return [None, None, None, None, thinking, answer, None]
+        rl[4], rl[5] = thinking, answer
+        return rl
 
-    def _add_lengths(self, rl: tuple[Any, ...]) -> None:
+    def _add_lengths(self, rl: list[Any]) -> None:
         samples = self.samples
         if rl[1] is not None and samples.wants("completion_lengths"):
             samples.add(samples.completion_lengths, rl[1], "completion_lengths")
-
-    def _copy_list(self, values: Any) -> Any:
-        """A copy of a per-completion list the caller may reuse: a tuple or an array."""
-        if values.__class__ is list:
-            return tuple(values)
-        if values.__class__ is tuple:
-            return values
-        if isinstance(values, np.ndarray):
-            return values.ravel().copy()
-        try:
-            # MLX arrays: convert on this thread, where the array was made.
-            return np.array(values).ravel()
-        except Exception:  # checked (and counted) with the step's completions
-            return (values,)
-
-    def _health(self, chunk: Any, rl: tuple[Any, ...] | None) -> Any:
-        """The RL health of a step's rewards and completions (None: nothing to tell)."""
-        config = self._rl
-        if rl is None:
-            if chunk is None or config.group_size is None:
-                return None
-            rl = (None, None, None, None, None, None)
-        return rl_health(
-            None if chunk is None else to_numbers(chunk),
-            group_size=config.group_size if rl[0] is None else rl[0],
-            lengths=rl[1], truncated=rl[2], correct=rl[3],
-            thinking_tokens=rl[4], answer_tokens=rl[5],
-            solved_reward=config.solved_reward, unsolved_reward=config.unsolved_reward,
-        )  # fmt: skip
-
-    def _check_completions(self, chunk: Any, rl: tuple[Any, ...]) -> None:
-        """strict: the first problem of the step's completions, raised."""
-        health = self._health(chunk, rl)
-        if health is not None and health.problems:
-            raise ValueError(health.problems[0][1])
-
-    def _derive(
-        self, fields: Any, *, report: bool
-    ) -> tuple[dict[str, float], dict[str, dict[str, float]]] | None:
-        """The values a step's completions give, by catalogue key: (unlabelled, labelled).
-
-        ``report``: count and log the completions' problems (once per step:
-        only as the worker drains it).
-        """
-        try:
-            health = self._health(fields[4], fields[8])
-        except Exception as exc:  # monitoring never kills training
-            if report:
-                self._ledger.report_exception("invalid_value", "completions", exc)
-            return None
-        if health is None:
-            return None
-        if report:
-            for argument, message in health.problems:
-                self._ledger.report("invalid_value", argument, message)
-        values: dict[str, float] = {}
-        if health.group_size is not None:
-            values["group_size"] = health.group_size
-        if health.truncated_ratio is not None:
-            values["hit_max_tokens_ratio"] = health.truncated_ratio
-        if health.unclosed_thinking_ratio is not None:
-            values["unclosed_thinking_ratio"] = health.unclosed_thinking_ratio
-        labelled: dict[str, dict[str, float]] = {}
-        if health.zero_std is not None:
-            labelled["zero_std_groups_ratio"] = health.zero_std
-        if health.length_mean:
-            labelled["completion_length_mean"] = health.length_mean
-        return values, labelled
 
     def _trainer_keyword(
         self,
@@ -573,22 +486,22 @@ class StepRecorder:
 
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)
-        if number is not None:
-            values[key] = number
+        if number is None:
+            return
+        if key == "entropy" and math.isnan(number):
+            # NaN is a loss's signal; a NaN entropy is a bug in computing it.
+            self._reject(key, value, "invalid_value", "the policy's entropy is NaN")
+            return
+        values[key] = number
 
     def _count_slow(self, values: dict[str, float], kind: str, value: Any) -> Any:
-        """Count a step's tokens; returns the per-completion counts' copy, if a list was given."""
+        """Count a step's tokens; a per-completion list is copied, returned and
+        counted with the step's completions (:meth:`CompletionLog.derive`)."""
         key = f"{kind}_tokens"
         if value.__class__ in (list, tuple) or (
-            getattr(value, "ndim", 0) and getattr(value, "size", 1) != 1
+            getattr(value, "ndim", 0) != 0 and getattr(value, "size", 1) != 1
         ):
-            counts = self._copy_list(value)
-            total = self._total(key, counts)
-            if total is None:
-                return None
-            self.tokens[kind] += total
-            values[key] = total
-            return counts
+            return copy_completions(value)
         number = self._to_float(key, value)
         if number is None:
             return None
@@ -601,28 +514,6 @@ class StepRecorder:
         self.tokens[kind] += int(number)
         values[key] = int(number)
         return None
-
-    def _total(self, key: str, counts: Any) -> int | None:
-        """The sum of per-completion token counts, or None (counted) if one is no count."""
-        if counts.__class__ is tuple:
-            try:  # plain ints: Python's sum and min beat NumPy's conversion
-                total, low = sum(counts), min(counts, default=0)
-            except TypeError:
-                total = low = None
-            if total.__class__ is int and low >= 0 and total <= _MAX_INT:  # type: ignore[operator]
-                return total  # type: ignore[return-value]
-        array = to_numbers(counts)
-        if array is None or not np.isfinite(array).all() or (array != np.round(array)).any():
-            self._reject(key, counts, "invalid_value", "expected token counts, one per completion")
-            return None
-        if (array < 0).any():
-            self._reject(key, counts, "negative_count")
-            return None
-        total = int(array.sum())
-        if total > _MAX_INT:
-            self._reject(key, counts, "invalid_value", "the counts add up beyond 2**53")
-            return None
-        return total
 
     def _to_float(self, key: str, value: Any) -> float | None:
         number = to_number(value)
@@ -736,9 +627,14 @@ class StepRecorder:
                 else:
                     labelled.setdefault(key, {}).update(series)
 
-    def _derives(self, fields: Any) -> bool:
-        """Whether a queued step's completions (or rewards) give RL health values."""
-        return fields[8] is not None or (fields[4] is not None and self._rl.group_size is not None)
+    def _derive(self, fields: Any) -> Derived | None:
+        """What a queued step's completions give (computed once; see CompletionLog.derive)."""
+        return self._completions.derive(fields[4], fields[8])
+
+    @staticmethod
+    def _derives(fields: Any) -> bool:
+        """Whether a queued step has completions (or rewards grouped by the config)."""
+        return fields[8] is not None
 
     def refresh_view(self) -> None:
         """Latest values for a scrape: what was drained plus the steps still queued.
@@ -754,7 +650,7 @@ class StepRecorder:
             queued = list(self._records)
             last = next((i for i in range(len(queued) - 1, -1, -1) if self._derives(queued[i])), -1)
             for i, fields in enumerate(queued):
-                derived = self._derive(fields, report=False) if i == last else None
+                derived = self._derive(fields) if i == last else None
                 self._apply(view, custom, labelled, fields, derived)
         self.view = view
         self.custom_view = custom
@@ -785,14 +681,18 @@ class StepRecorder:
         with self._latest_lock:
             for _ in range(count):
                 fields = records.popleft()
-                derived = self._derive(fields, report=True) if self._derives(fields) else None
-                if derived is not None:
+                # What the step's completions give and its spike scores, labelled
+                # values beside the step's own ones.
+                extra: dict[str, Mapping[str, float]] = {}
+                if fields[8] is not None and (derived := self._derive(fields)) is not None:
                     fields[2].update(derived[0])  # popped: this dict is the record's alone
-                labelled = fields[7] if derived is None else {**fields[7], **derived[1]}
-                labelled = self._score(fields[2], labelled)
+                    extra.update(derived[1])
+                self._score(fields[2], extra)
                 self._apply(self._latest, self._latest_custom, self._latest_labelled, fields,
-                            (_NO_VALUES, labelled))  # fmt: skip
-                step, stamp, values, custom, rewards, duration, memory, _, _ = fields
+                            (_NO_VALUES, extra) if extra else None)  # fmt: skip
+                step, stamp, values, custom, rewards, duration, memory, labelled, _ = fields
+                if extra:
+                    labelled = {**labelled, **extra}
                 if custom:
                     custom = {names[key]: float(value) for key, value in custom.items()}
                 batch.append(
@@ -803,22 +703,20 @@ class StepRecorder:
                 )
         return batch
 
-    def _score(
-        self, values: Mapping[str, float], labelled: Mapping[str, Mapping[str, float]]
-    ) -> Mapping[str, Mapping[str, float]]:
-        """A drained step's labelled values with its anomaly scores and counts.
+    def _score(self, values: Mapping[str, float], extra: dict[str, Mapping[str, float]]) -> None:
+        """Score a drained step's values; its scores and the counts go into ``extra``.
 
         The counts are served from a metric's first value (a counter starts
         at 0); a step's record carries them once it has scores (after the
         first few steps), so short runs keep their columns.
         """
-        detector = self._anomalies
+        detector = self._completions.anomalies
         scores = detector.observe(values)
-        if not scores:
-            if detector.counts:
-                self._latest_labelled["anomalies"] = dict(detector.counts)
-            return labelled
-        return {**labelled, "anomaly_score": scores, "anomalies": dict(detector.counts)}
+        if scores:
+            extra["anomaly_score"] = scores
+            extra["anomalies"] = dict(detector.counts)
+        elif len(detector.counts) != len(self._latest_labelled.get("anomalies", ())):
+            self._latest_labelled["anomalies"] = dict(detector.counts)  # a metric first seen
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
