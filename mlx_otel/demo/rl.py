@@ -253,7 +253,8 @@ class DemoTrainer:
             completions = np.array(self._sample(mx.array(prompts), key=mx.random.key(sample_seed)))
         with phase("reward"):
             stats = task.completion_stats(targets_per_sample, completions)
-            rewards = task.score_batch(targets_per_sample, completions)
+            # The reward is the sum of its parts, as task.score_completion adds them.
+            rewards = np.round(stats.rewards.sum(axis=0), 6).astype(np.float32)
             grouped = rewards.reshape(s.prompts_per_step, s.group_size)
             advantages = (grouped - grouped.mean(axis=1, keepdims=True)) / (
                 grouped.std(axis=1, keepdims=True) + s.advantage_eps
