@@ -132,6 +132,7 @@ PHASE_DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
+
 # Completions run from a few tokens to tens of thousands (DAPO: 20,480 at
 # most): powers of two.
 COMPLETION_LENGTH_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(4, 16))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
+import urllib.request
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -184,3 +187,113 @@ def test_task_description_names_the_parts_a_reader_sees_on_the_dashboard() -> No
     text = describe_task()
     for word in ("GRPO", "thinking", "answer", "reward", "group"):
         assert word in text
+
+
+# --- what the demo reports for RL health and phases ----------------------------
+
+
+def test_per_completion_lists_agree_with_the_generated_text() -> None:
+    settings = DemoSettings(steps=5, samples_to_show=64)
+    for result in _run(settings, 3):
+        texts = result.generations
+        assert result.completion_lengths.tolist() == [len(t) for t in texts]
+        assert result.thinking_per_completion.tolist() == [len(t.split("=", 1)[0]) for t in texts]
+        assert result.answer_per_completion.sum() == result.answer_tokens
+        assert result.truncated.tolist() == [
+            not t.endswith("$") and len(t) == settings.max_new_tokens for t in texts
+        ]
+        # Correct: the answer's digits sum to the prompt's target, whatever the format.
+        targets = [int(p[1:3]) for p in result.prompts]
+        assert result.correct.tolist() == [
+            task.is_correct(target, task.encode(t)) for target, t in zip(targets, texts, strict=True)
+        ]
+        parts = result.reward_functions
+        assert set(parts) == set(task.REWARD_FUNCTIONS)
+        np.testing.assert_allclose(parts["format"] + parts["answer"], result.rewards, atol=1e-6)
+
+
+def test_kl_to_the_initial_policy_starts_at_zero_and_grows(
+    default_run: list[StepResult],
+) -> None:
+    # Step 0 samples and scores with the initial policy itself.
+    assert default_run[0].kl == pytest.approx(0.0, abs=1e-6)
+    assert all(r.kl >= -1e-6 for r in default_run)
+    assert np.mean([r.kl for r in default_run[-20:]]) > 0.1
+
+
+def test_entropy_falls_as_the_policy_learns(default_run: list[StepResult]) -> None:
+    first, last = default_run[0].entropy, np.mean([r.entropy for r in default_run[-20:]])
+    # Sixteen tokens, PAD never sampled: at most ln(15) nats per token.
+    assert 0 < last < first <= math.log(task.VOCAB_SIZE - 1) + 1e-6
+
+
+def test_validation_scores_greedy_completions_of_every_target() -> None:
+    trainer = DemoTrainer(DemoSettings(steps=30, validation_every=10))
+    due = [step for step in range(30) if trainer.validation_due(step)]
+    assert due == [9, 19, 29]
+    before = trainer.validate()
+    assert before.prompts == trainer.settings.max_target + 1
+    assert trainer.validate().reward_mean == before.reward_mean  # greedy: deterministic
+    for step in range(30):
+        trainer.train_step(step)
+    after = trainer.validate()
+    assert 0 <= before.reward_mean <= 1 and 0 <= after.correct_ratio <= 1
+    assert after.reward_mean > before.reward_mean
+    assert math.isfinite(after.loss) and after.loss > 0
+    assert not DemoTrainer(DemoSettings(validation_every=0)).validation_due(199)
+
+
+def test_phases_are_timed_in_order_with_their_mlx_work_done() -> None:
+    timed: list[tuple[str, dict]] = []
+
+    class Recorder:
+        def __call__(self, name: str, **options: object):  # noqa: ANN204
+            timed.append((name, options))
+            return contextlib.nullcontext()
+
+    DemoTrainer(DemoSettings(steps=3)).train_step(0, phase=Recorder())
+    assert [name for name, _ in timed] == ["generate", "reward", "update"]
+    assert dict(timed)["update"] == {"sync": True}
+
+
+def test_settings_reject_a_negative_validation_interval() -> None:
+    with pytest.raises(ValueError, match="validation_every"):
+        DemoSettings(validation_every=-1)
+
+
+def test_the_monitored_loop_serves_every_signal_once_per_step(tmp_path: Path) -> None:
+    from mlx_otel import TrainingMonitor
+    from mlx_otel.demo.loop import train
+
+    config = {"exporter": {"port": 0}, "monitoring": {"output_dir": str(tmp_path)}}
+    trainer = DemoTrainer(DemoSettings(steps=10, validation_every=5))
+    with TrainingMonitor(config, run_id="demo-loop") as monitor:
+        means = train(trainer, monitor)
+        monitor.flush()
+        text = urllib.request.urlopen(monitor.endpoint, timeout=10).read().decode()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+    def value(metric: str, **labels: str) -> float:
+        wanted = {**labels, "run_id": "demo-loop"}
+        (found,) = [v for k, v in samples.items() if k.split("{")[0] == metric
+                    and all(f'{k2}="{v2}"' in k for k2, v2 in wanted.items())]  # fmt: skip
+        return found
+
+    assert len(means) == 10
+    assert value("mlx_train_steps_total") == 10  # trainer keywords add no steps
+    for phase, count in (("generate", 10), ("reward", 10), ("update", 10), ("validation", 2)):
+        assert value("mlx_train_phase_duration_seconds_count", phase=phase) == count, phase
+    assert value("mlx_train_validation_reward") >= 0
+    assert value("mlx_train_validation_step") == 10
+    assert value("mlx_train_entropy") > 0 and value("mlx_train_kl") > 0
+    assert value("mlx_train_steps_per_report") == 1
+    for name in task.REWARD_FUNCTIONS:
+        assert 0 <= value("mlx_train_reward_function_mean", reward_fn=name) <= 1
+        assert value("mlx_train_reward_function_coverage", reward_fn=name) == 1
+    assert value("mlx_train_generated_tokens", stat="max") <= trainer.settings.max_new_tokens
+    assert value("mlx_train_custom", name="solved_fraction") >= 0
+    assert not any('name="reward_std"' in k for k in samples)  # a trainer value, not custom

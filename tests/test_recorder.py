@@ -249,6 +249,24 @@ def test_series_set_outside_steps_are_replaced_whole() -> None:
 
 
 
+def test_a_step_stores_trainer_metrics_passed_by_their_keys_not_as_custom() -> None:
+    recorder, ledger = make_recorder(max_custom=2)
+    recorder.record(3, {
+        "loss": 1.0, "reward_std": 0.25, "validation_loss": np.float32(2.5),
+        "reward_function_mean": {"format": 0.3, "answer": 0.5},
+        "generated_tokens": {"mean": "x"}, "iterations_per_second": [1, 2], "other": 1.0,
+    })  # fmt: skip
+    (record,) = recorder.drain()
+    assert record.values["reward_std"] == 0.25 and record.values["validation_loss"] == 2.5
+    assert record.labelled == {"reward_function_mean": {"format": 0.3, "answer": 0.5}}
+    assert record.custom == {"other": 1.0}  # the only custom metric
+    assert errors(ledger) == {"invalid_value": 2}  # generated_tokens mean, iterations_per_second
+    recorder.refresh_view()
+    assert recorder.value("reward_std") == 0.25
+    assert recorder.series("reward_function_mean") == {"format": 0.3, "answer": 0.5}
+    strict, _ = make_recorder(strict=True)
+    with pytest.raises(ValueError, match="reward_function_std"):
+        strict.record(1, {"reward_function_std": 0.5})  # labelled: needs a mapping
 # -- RL completions ----------------------------------------------------------------
 
 

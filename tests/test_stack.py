@@ -67,7 +67,7 @@ def test_a_checkout_reads_the_shipped_files_from_the_repository() -> None:
     assert "prometheus/rules/mlx_otel_alerts.yml" in shipped
     assert "docker-compose.yml" in shipped and "docs/runbooks.md" in shipped
     assert not [name for name in shipped if name.endswith(".py")]  # dashboard sources stay out
-    assert len(shipped) == 22
+    assert len(shipped) == 25
 
 
 @pytest.mark.integration
@@ -75,7 +75,9 @@ def test_the_shipped_dashboards_are_valid_and_parse_as_promql() -> None:
     find_binary("promtool")
     assert validate(shipped_directory(), promtool="promtool") == []
     names = sorted(p.stem for p in shipped_directory().glob("*.json"))
-    assert names == ["gradient_flow", "mlx_memory", "mlx_preference", "mlx_ranks", "mlx_training"]
+    assert names == [
+        "gradient_flow", "mlx_memory", "mlx_preference", "mlx_ranks", "mlx_rl_health", "mlx_training",
+    ]
 
 
 def test_validate_names_an_unknown_variable_and_a_duplicate_panel_id(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def test_the_sdist_holds_the_top_level_files_and_the_wheel_built_from_it_ships_t
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = {name: archive.read(name) for name in archive.namelist()}
     shipped = shipped_files()
-    assert len(shipped) == 22
+    assert len(shipped) == 25
     for name in shipped:
         assert name in in_sdist, f"the sdist lacks {name}"
         assert in_wheel.get(f"mlx_otel/assets/{name}") == (REPO / name).read_bytes(), name
@@ -150,7 +150,7 @@ def test_stack_init_writes_what_promtool_accepts(installed: Installed) -> None:
     tests = sorted(str(p) for p in (stack / "prometheus" / "tests").glob("*.yml"))
     assert len(tests) == 5
     installed.ok(promtool, "test", "rules", *tests)
-    assert len(list((stack / "grafana" / "dashboards").glob("*.json"))) == 4
+    assert len(list((stack / "grafana" / "dashboards").glob("*.json"))) == 5
     assert (stack / "docker-compose.yml").exists() and (stack / "runbooks.md").exists()
 
     installed.ok(str(installed.bin / "mlx-otel"), "stack", "init", "--local", "local")
@@ -162,7 +162,10 @@ def test_the_shipped_rules_and_dashboards_validate(installed: Installed) -> None
     rules = installed.ok(str(installed.bin / "mlx-otel"), "rules")
     assert "MLXMemoryLeakSuspected" in rules
     checked = installed.ok(str(installed.bin / "mlx-otel"), "dashboards", "validate", "--promtool")
-    assert "is valid (gradient_flow.json, mlx_memory.json, mlx_preference.json, mlx_ranks.json, mlx_training.json" in checked
+    assert (
+        "is valid (gradient_flow.json, mlx_memory.json, mlx_preference.json, mlx_ranks.json, "
+        "mlx_rl_health.json, mlx_training.json"
+    ) in checked
 
 
 def test_preview_without_the_extra_names_the_install_command(installed: Installed) -> None:
@@ -187,5 +190,7 @@ def test_preview_with_the_extra_renders_the_shipped_dashboards(
             "--prometheus", prometheus.url, "--out", "previews", "--minutes", "5",
         )  # fmt: skip
     written = sorted(p.name for p in (installed.cwd / "previews").glob("*.png"))
-    assert written == ["gradient_flow.png", "mlx_memory.png", "mlx_preference.png", "mlx_ranks.png",
-                       "mlx_training.png"], output
+    assert written == [
+        "gradient_flow.png", "mlx_memory.png", "mlx_preference.png", "mlx_ranks.png",
+        "mlx_rl_health.png", "mlx_training.png",
+    ], output  # fmt: skip

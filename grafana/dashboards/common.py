@@ -161,12 +161,18 @@ def timeseries(
     log_base: int = 10,
     dashed: Sequence[str] = (),
     min_zero: bool = False,
+    stacked: bool = False,
+    right_axis: Sequence[str] = (),
+    right_unit: str = "short",
 ) -> g.TimeSeries:
     """A time series panel.
 
     ``log_scale`` draws the y axis logarithmic in ``log_base`` (2 gives
     power-of-two ticks for bytes). ``dashed`` are regular expressions of
     series names drawn as red dashed lines (limits and thresholds, not data).
+    ``stacked`` stacks the series as filled areas (shares of a whole);
+    ``right_axis`` are regular expressions of series drawn against a second
+    y axis on the right, in ``right_unit`` (a score beside its metric).
     """
     overrides = [
         {
@@ -177,6 +183,15 @@ def timeseries(
             ],
         }
         for pattern in dashed
+    ] + [
+        {
+            "matcher": {"id": "byRegexp", "options": pattern},
+            "properties": [
+                {"id": "custom.axisPlacement", "value": "right"},
+                {"id": "unit", "value": right_unit},
+            ],
+        }
+        for pattern in right_axis
     ]
     return g.TimeSeries(
         id=panel_id,
@@ -197,6 +212,8 @@ def timeseries(
         scaleDistributionLog=log_base,
         valueMin=0 if min_zero else None,
         overrides=overrides,
+        stacking={"mode": "normal", "group": "A"} if stacked else {},
+        fillOpacity=60 if stacked else 0,
     )
 
 

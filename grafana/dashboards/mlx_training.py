@@ -1,18 +1,21 @@
 """*MLX Training*: is the run learning, how fast, and is the exporter healthy?
 
 Progress (loss, rewards, gradient norm, learning rate), speed (steps per
-second, step-duration quantiles, generated tokens per second) and the
+second, step-duration quantiles, generated tokens per second), where the
+step goes (its phases, throughput against the run's best) and the
 exporter's own errors, for the runs and ranks chosen in the variables; then
-what mlx-lm and mlx-lm-lora report (validation loss, trained tokens and
-iterations per second, and for GRPO the reward spread, KL, clipping,
-per-reward-function means and completion lengths).
+what trainers report (validation loss, trained tokens and iterations per
+second, and for GRPO the reward spread, KL, clipping, per-reward-function
+means and completion lengths): mlx-lm and mlx-lm-lora through their
+callbacks, the demo and custom loops by the same keys of log_training_step.
+Clipping is the one panel only mlx-lm-lora fills.
 
     python -m mlx_otel dashboards   # writes mlx_training.json beside this file
 """
 
 from __future__ import annotations
 
-from . import common
+from . import _step_phases, common
 
 NAME = "mlx_training"
 
@@ -235,7 +238,7 @@ def report_interval() -> common.Panel:
         unit="s",
         description=common.describe(
             "steps_per_report", "divided by the iterations per second: the expected time "
-            "between two reports.", trainer_only=True,
+            "between two reports.",
         ),  # fmt: skip
     )
 
@@ -246,7 +249,7 @@ def validation_step() -> common.Panel:
         "Validated after iteration",
         [common.target(common.series("validation_step"))],
         unit=common.unit("validation_step"),
-        description=common.describe("validation_step", trainer_only=True),
+        description=common.describe("validation_step"),
     )
 
 
@@ -256,7 +259,7 @@ def validation_duration() -> common.Panel:
         "Validation duration",
         [common.target(common.series("validation_duration"))],
         unit=common.unit("validation_duration"),
-        description=common.describe("validation_duration", trainer_only=True),
+        description=common.describe("validation_duration"),
     )
 
 
@@ -266,7 +269,7 @@ def trained_tokens() -> common.Panel:
         "Trained tokens",
         [common.target(common.series("trained_tokens"))],
         unit=common.unit("trained_tokens"),
-        description=common.describe("trained_tokens", trainer_only=True),
+        description=common.describe("trained_tokens"),
     )
 
 
@@ -278,7 +281,6 @@ def trainer_peak_memory() -> common.Panel:
         unit=common.unit("trainer_peak_memory"),
         description=common.describe(
             "trainer_peak_memory", "mlx_otel never resets MLX's peak counter in these runs.",
-            trainer_only=True,
         ),  # fmt: skip
     )
 
@@ -297,7 +299,6 @@ def validation_loss() -> common.Panel:
             "validation_loss",
             "A validation loss that rises while the training loss falls is overfitting. "
             "mlx_train_validation_step tells after how many iterations it was measured.",
-            trainer_only=True,
         ),
     )
 
@@ -308,7 +309,7 @@ def trained_tokens_per_second() -> common.Panel:
         "Trained tokens per second",
         [common.target(common.series("tokens_per_second"))],
         unit=common.unit("tokens_per_second"),
-        description=common.describe("tokens_per_second", trainer_only=True),
+        description=common.describe("tokens_per_second"),
         min_zero=True,
     )
 
@@ -322,7 +323,6 @@ def iterations_per_second() -> common.Panel:
         description=common.describe(
             "iterations_per_second",
             "The trainer's own rate (iterations, not reports); validation time is left out.",
-            trainer_only=True,
         ),
         min_zero=True,
     )
@@ -343,7 +343,6 @@ def group_rewards() -> common.Panel:
         description=common.describe(
             "grouped_reward_mean", "reward_std", "grouped_reward_std",
             "GRPO learns from differences within a group: a spread at zero gives no signal.",
-            trainer_only=True,
         ),  # fmt: skip
         min_zero=True,
     )
@@ -357,7 +356,6 @@ def kl_divergence() -> common.Panel:
         unit=common.unit("kl"),
         description=common.describe(
             "kl", "A KL that keeps climbing means the policy drifts away from the reference.",
-            trainer_only=True,
         ),  # fmt: skip
         min_zero=True,
     )
@@ -398,7 +396,6 @@ def reward_functions() -> common.Panel:
         description=common.describe(
             "reward_function_mean", "reward_function_std", "reward_function_coverage",
             "Which reward the policy earns, and which one it games.",
-            trainer_only=True,
         ),  # fmt: skip
     )
 
@@ -409,7 +406,7 @@ def completion_length() -> common.Panel:
         "Completion length",
         [common.target(common.series("generated_tokens"), common.legend("stat"))],
         unit=common.unit("generated_tokens"),
-        description=common.describe("generated_tokens", trainer_only=True),
+        description=common.describe("generated_tokens"),
         min_zero=True,
     )
 
@@ -424,6 +421,9 @@ dashboard = common.dashboard(
         [reward_distribution(), grad_norm()],
         [learning_rate(), steps_per_second()],
         [step_duration(), tokens_per_second()],
+        # Where the step goes.
+        [_step_phases.phase_share(29), _step_phases.phase_quantiles(30)],
+        [_step_phases.steps_against_best(31), _step_phases.tokens_against_best(32)],
         [custom_metrics(), exporter_errors()],
         [last_step(), report_interval(), validation_step(), validation_duration(),
          trained_tokens(), trainer_peak_memory()],  # fmt: skip

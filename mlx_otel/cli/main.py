@@ -206,56 +206,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _train(trainer: Any, monitor: Any, args: argparse.Namespace, stop: threading.Event) -> list[float]:
-    import mlx.core as mx
-    import numpy as np
-    from tqdm import tqdm
+    from mlx_otel.demo.loop import train
 
-    from mlx_otel.exporter.mlx_memory import MemoryMonitor
-
-    steps = trainer.settings.steps
-    bar = tqdm(total=steps, unit="step", disable=args.no_progress, dynamic_ncols=True)
-    means: list[float] = []
-    try:
-        for step in range(steps):
-            if stop.is_set():
-                break
-            if args.leak_steps is not None and step == args.leak_steps:
-                trainer.release_leak()
-            with MemoryMonitor(monitor.memory_profiler, "train_step"):
-                result = trainer.train_step(step)
-            rewards = np.asarray(result.rewards)
-            monitor.log_training_step(
-                step=step,
-                loss=result.loss,
-                reward=result.reward_mean,
-                grad_norm=result.grad_norm,
-                learning_rate=result.learning_rate,
-                thinking_tokens=result.thinking_tokens,
-                answer_tokens=result.answer_tokens,
-                memory_allocated_mb=mx.get_active_memory() / 2**20,
-                rewards=result.rewards,
-                step_time=result.step_time,
-                # Custom metrics: the spread of rewards and the share of exact answers.
-                reward_std=float(rewards.std()),
-                solved_fraction=float(np.mean(rewards >= 0.999)),
-            )
-            monitor.log_gradients(step, result.grads)
-            monitor.log_samples(
-                step, result.prompts, result.generations, result.references, result.sample_rewards
-            )
-            means.append(result.reward_mean)
-            bar.set_postfix(
-                loss=f"{result.loss:.3f}",
-                reward=f"{result.reward_mean:.3f}",
-                mlx_mb=f"{mx.get_active_memory() / 2**20:.1f}",
-                refresh=False,
-            )
-            bar.update(1)
-            if args.step_delay > 0:
-                stop.wait(args.step_delay)
-    finally:
-        bar.close()
-    return means
+    return train(trainer, monitor, stop=stop, progress=not args.no_progress,
+                 leak_steps=args.leak_steps, step_delay=args.step_delay)  # fmt: skip
 
 
 def _add_plugins(subparsers: Any) -> None:

@@ -133,6 +133,49 @@ def _line_style(panel: dict[str, Any], name: str) -> dict[str, Any]:
     return style
 
 
+def _right_axis_unit(panel: dict[str, Any], name: str) -> str | None:
+    """The unit of series ``name`` when an override puts it on the right axis, else None."""
+    for override in panel.get("fieldConfig", {}).get("overrides", []):
+        matcher = override.get("matcher", {})
+        if matcher.get("id") != "byRegexp" or not re.search(matcher.get("options", ""), name):
+            continue
+        props = {prop.get("id"): prop.get("value") for prop in override.get("properties", [])}
+        if props.get("custom.axisPlacement") == "right":
+            return str(props.get("unit") or "short")
+    return None
+
+
+def _stacked(lines: list[tuple[str, Any, Any]]) -> tuple[Any, list[Any]]:
+    """Series on one time grid for a stacked plot: a missing or NaN value counts as 0."""
+    import numpy as np
+
+    grid = np.unique(np.concatenate([np.asarray(times, dtype=float) for _, times, _ in lines]))
+    stacked = []
+    for _, times, values in lines:
+        row = np.zeros(grid.size)
+        row[np.searchsorted(grid, np.asarray(times, dtype=float))] = np.nan_to_num(
+            np.asarray(values, dtype=float), nan=0.0, posinf=0.0, neginf=0.0
+        )
+        stacked.append(row)
+    return grid, stacked
+
+
+def _draw_right_axis(ax: Any, right: list[tuple[str, Any, Any]], unit: str) -> list[Any]:
+    """Series drawn against a second y axis on the right, in their own unit."""
+    from matplotlib.ticker import FuncFormatter
+
+    twin = ax.twinx()
+    handles = []
+    colours = ("#8f3bb8", "#fa6400", "#1f60c4")
+    for index, (name, times, values) in enumerate(right):
+        (line,) = twin.plot(dates(times), values, label=name, linewidth=1.2, linestyle=":",
+                            color=colours[index % len(colours)])  # fmt: skip
+        handles.append(line)
+    twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_value(v, unit)))
+    twin.tick_params(labelsize=8)
+    return handles
+
+
 def _draw_regions(ax: Any, context: PanelContext) -> None:
     for begin, end, _title, colour in context.regions:
         ax.axvspan(*dates([begin, min(end, context.end)]), color=colour, alpha=0.12,
@@ -152,7 +195,9 @@ def timeseries(context: PanelContext, fig: Any, panel: dict[str, Any], box: Box)
     columns = max(1, min(n_legend, int((box.width - 0.4) // 2.4)))
     legend_rows = math.ceil(n_legend / columns) if n_legend else 0
     bottom = 0.36 + 0.19 * legend_rows
-    ax = _axes(fig, box, bottom=bottom)
+    # Room for the right axis' tick labels when an override puts series there.
+    margin = 0.6 if any(_right_axis_unit(panel, name) for name, _, _ in lines) else 0.2
+    ax = _axes(fig, box, bottom=bottom, right=margin)
     # The legend sits under the time axis' labels, as in Grafana.
     legend_y = -0.3 / max(0.1, box.height - 0.45 - bottom)
     if not lines:
@@ -164,11 +209,28 @@ def timeseries(context: PanelContext, fig: Any, panel: dict[str, Any], box: Box)
     scale_type = defaults.get("custom", {}).get("scaleDistribution", {}).get("type")
     log = scale_type == "log" and all(p.size == 0 or p.min() > 0 for p in present)
     finite = [float(np.abs(p).max()) for p in present if p.size]
+    # Series an override puts on the right axis (a score beside its metric).
+    on_right = [_right_axis_unit(panel, name) is not None for name, _, _ in lines]
+    right = []
+    if any(on_right) and not all(on_right):
+        right = [line for line, r in zip(lines, on_right, strict=True) if r]
+        lines = [line for line, r in zip(lines, on_right, strict=True) if not r]
+    present = [v[np.isfinite(v)] for _, _, v in lines]
+    finite = [float(np.abs(p).max()) for p in present if p.size]
     # On a log axis each tick carries its own unit (1 MiB, 1 GiB), so no scaling.
     scale = Scale(1.0, "") if log else unit_scale(unit, max(finite, default=0.0))
-    for name, times, values in lines:
-        ax.plot(dates(times), values / scale.factor, label=name, linewidth=1.6,
-                **_line_style(panel, name))  # fmt: skip
+    if defaults.get("custom", {}).get("stacking", {}).get("mode") == "normal":
+        grid, stacked = _stacked(lines)
+        ax.stackplot(dates(grid), *[row / scale.factor for row in stacked],
+                     labels=[name for name, _, _ in lines], alpha=0.75)  # fmt: skip
+        totals = np.sum(stacked, axis=0)
+        present = [totals[np.isfinite(totals)]]
+        finite = [float(np.abs(totals).max())] if totals.size else []
+    else:
+        for name, times, values in lines:
+            ax.plot(dates(times), values / scale.factor, label=name, linewidth=1.6,
+                    **_line_style(panel, name))  # fmt: skip
+    extra = _draw_right_axis(ax, right, _right_axis_unit(panel, right[0][0]) or "") if right else []
     _draw_regions(ax, context)
     if log:
         base = defaults.get("custom", {}).get("scaleDistribution", {}).get("log", 10)
@@ -200,6 +262,7 @@ def timeseries(context: PanelContext, fig: Any, panel: dict[str, Any], box: Box)
     ax.set_xlim(dates([context.start])[0], dates([context.end])[0])
     _time_axis(ax, context)
     handles, names = ax.get_legend_handles_labels()
+    handles, names = [*handles, *extra], [*names, *(h.get_label() for h in extra)]
     if len(names) > 10:
         handles, names = handles[:10], [*names[:9], f"… and {len(names) - 9} more"]
     ax.legend(handles, names, loc="upper left", bbox_to_anchor=(0, legend_y), ncol=columns,

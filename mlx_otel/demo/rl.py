@@ -5,7 +5,13 @@ A two-layer GRU policy over a 16-token vocabulary learns the toy task of
 samples a group of completions per prompt, scores them with a verifiable
 reward, turns rewards into group-relative advantages and takes one Adam step
 on the policy-gradient loss. It exists to feed the monitor real numbers:
-loss, rewards, gradient trees, token counts, MLX memory and step times.
+loss, rewards, gradient trees, token counts, MLX memory and step times, and
+the RL health signals a GRPO user watches: per-completion lengths,
+truncation and correctness, the policy's token entropy, its KL divergence
+from a frozen copy of the initial policy, and a validation reward on a fixed
+set of prompts no update uses. Each step runs in phases (generate, reward,
+update) that a caller can time: each phase ends by evaluating what it built,
+so its time is MLX's real work, not the building of a lazy graph.
 
 Example:
     >>> trainer = DemoTrainer(DemoSettings(steps=200))
@@ -19,22 +25,43 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from mlx.utils import tree_map
 
 from mlx_otel.demo import task
+from mlx_otel.demo.settings import DemoSettings
 
-__all__ = ["DemoSettings", "DemoTrainer", "GRUPolicy", "StepResult", "describe_task"]
+__all__ = [
+    "DemoSettings",
+    "DemoTrainer",
+    "GRUPolicy",
+    "PhaseTimer",
+    "StepResult",
+    "ValidationResult",
+    "describe_task",
+]
+
+#: Times a named phase: ``phase("generate", sync=True)`` is a context manager
+#: (``TrainingMonitor.phase`` has this shape).
+PhaseTimer = Callable[..., AbstractContextManager[Any]]
 
 _BYTES_PER_MB = 1024 * 1024
 # Added to the PAD logit so the policy never samples it: PAD marks "after
 # EOS" unambiguously. Large but finite, so entropy stays free of inf * 0.
 _MASKED_LOGIT = -1e9
+
+
+def _no_phase(name: str, **_: Any) -> AbstractContextManager[Any]:
+    """The phase timer of a step nobody times."""
+    return nullcontext()
 
 
 def describe_task() -> str:
@@ -62,78 +89,6 @@ def describe_task() -> str:
     )
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    """Knobs of the demo run; the defaults learn the task in about ten seconds.
-
-    Example:
-        >>> DemoSettings(steps=50, seed=3).group_size
-        8
-    """
-
-    steps: int = 200
-    seed: int = 0
-    group_size: int = 8
-    prompts_per_step: int = 8
-    learning_rate: float = 3e-3
-    warmup_steps: int = 20
-    max_new_tokens: int = 10
-    leak_mb_per_step: float = 0.0
-    hidden_size: int = 32
-    num_layers: int = 2
-    max_target: int = 18
-    min_learning_rate_ratio: float = 0.1  # cosine decays to this fraction of the peak
-    entropy_coef: float = 0.01
-    max_grad_norm: float = 1.0
-    advantage_eps: float = 1e-4
-    samples_to_show: int = 8  # completions of the first prompt copied into StepResult
-
-    def __post_init__(self) -> None:
-        positive = (
-            "steps",
-            "group_size",
-            "prompts_per_step",
-            "max_new_tokens",
-            "hidden_size",
-            "num_layers",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must not be negative, got {self.warmup_steps!r}")
-        if not self.leak_mb_per_step >= 0:
-            raise ValueError(
-                f"leak_mb_per_step must not be negative, got {self.leak_mb_per_step!r}"
-            )
-        if not 0 <= self.max_target <= 99:
-            raise ValueError(f"max_target must be in 0..99, got {self.max_target!r}")
-        if not 0 <= self.min_learning_rate_ratio <= 1:
-            raise ValueError(
-                f"min_learning_rate_ratio must be in [0, 1], got {self.min_learning_rate_ratio!r}"
-            )
-
-    def learning_rate_at(self, step: int) -> float:
-        """Linear warmup to ``learning_rate``, then cosine decay over the rest.
-
-        Steps count from 0; steps past the end stay at the final rate.
-
-        Example:
-            >>> s = DemoSettings(steps=100, learning_rate=1e-3, warmup_steps=10)
-            >>> s.learning_rate_at(4), s.learning_rate_at(10), s.learning_rate_at(99) < 2e-4
-            (0.0005, 0.001, True)
-        """
-        peak = self.learning_rate
-        if step < self.warmup_steps:
-            return peak * (step + 1) / self.warmup_steps
-        decay_steps = max(1, self.steps - 1 - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
-        floor = peak * self.min_learning_rate_ratio
-        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 @dataclass
 class StepResult:
     """What one training step produced, as plain Python and NumPy values.
@@ -159,6 +114,32 @@ class StepResult:
     sample_rewards: list[float]
     step_time: float  # wall seconds of train_step
     generated_tokens: int = 0  # thinking_tokens + answer_tokens, counted independently
+    group_size: int = 1
+    # One entry per completion, groups contiguous (see task.completion_stats).
+    completion_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    thinking_per_completion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    answer_per_completion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: Reward function name -> its per-completion rewards (they sum to ``rewards``).
+    reward_functions: dict[str, np.ndarray] = field(default_factory=dict)
+    entropy: float = math.nan  # mean token entropy of the policy on the sampled completions
+    kl: float = math.nan  # mean token KL(policy || initial policy) on the sampled completions
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Greedy completions of the validation prompts, scored; no update uses them.
+
+    ``loss`` is the policy's mean negative log-likelihood per token of the
+    reference completions (:func:`task.reference_answer`).
+    """
+
+    reward_mean: float
+    correct_ratio: float
+    loss: float
+    duration: float
+    prompts: int
 
 
 class GRUPolicy(nn.Module):
@@ -219,9 +200,19 @@ class DemoTrainer:
             hidden_size=settings.hidden_size,
             num_layers=settings.num_layers,
         )
+        # A frozen copy of the initial policy: KL to it tells how far training moved.
+        self.reference = GRUPolicy(
+            vocab_size=task.VOCAB_SIZE,
+            hidden_size=settings.hidden_size,
+            num_layers=settings.num_layers,
+        )
+        self.reference.update(tree_map(mx.array, self.model.parameters()))
+        self.reference.freeze()
         self.optimizer = optim.Adam(learning_rate=settings.learning_rate)
         self.optimizer.init(self.model.trainable_parameters())
-        mx.eval(self.model.parameters(), self.optimizer.state)
+        mx.eval(self.model.parameters(), self.reference.parameters(), self.optimizer.state)
+        # Every target once: a fixed validation set, scored greedily.
+        self._validation_targets = np.arange(settings.max_target + 1)
         self._value_and_grad = nn.value_and_grad(self.model, self._loss)
         self._pad_mask = mx.where(mx.arange(task.VOCAB_SIZE) == task.PAD, _MASKED_LOGIT, 0.0)
         self._leaked: list[mx.array] = []
@@ -242,10 +233,13 @@ class DemoTrainer:
         if stop:
             self._leaking = False
 
-    def train_step(self, step: int) -> StepResult:
+    def train_step(self, step: int, *, phase: PhaseTimer = _no_phase) -> StepResult:
         """Sample, score and update once; returns the step's numbers.
 
         ``step`` counts from 0 and sets the learning rate of the schedule.
+        ``phase`` times the step's phases ``generate``, ``reward`` and
+        ``update`` (e.g. ``monitor.phase``); each ends with the MLX work it
+        built evaluated, and ``sync=True`` asks the timer to wait for MLX too.
         """
         started = time.perf_counter()
         s = self.settings
@@ -254,28 +248,37 @@ class DemoTrainer:
         targets_per_sample = np.repeat(targets, s.group_size)  # groups are contiguous
         prompts = task.make_prompts(targets_per_sample)
 
-        completions = np.array(self._sample(mx.array(prompts), key=mx.random.key(sample_seed)))
-        rewards = task.score_batch(targets_per_sample, completions)
-        grouped = rewards.reshape(s.prompts_per_step, s.group_size)
-        advantages = (grouped - grouped.mean(axis=1, keepdims=True)) / (
-            grouped.std(axis=1, keepdims=True) + s.advantage_eps
-        )
+        with phase("generate", sync=True):
+            # _sample evaluates the completions: rewards are scored in NumPy.
+            completions = np.array(self._sample(mx.array(prompts), key=mx.random.key(sample_seed)))
+        with phase("reward"):
+            stats = task.completion_stats(targets_per_sample, completions)
+            # The reward is the sum of its parts, as task.score_completion adds them.
+            rewards = np.round(stats.rewards.sum(axis=0), 6).astype(np.float32)
+            grouped = rewards.reshape(s.prompts_per_step, s.group_size)
+            advantages = (grouped - grouped.mean(axis=1, keepdims=True)) / (
+                grouped.std(axis=1, keepdims=True) + s.advantage_eps
+            )
 
         learning_rate = s.learning_rate_at(step)
         self.optimizer.learning_rate = learning_rate
-        tokens = mx.array(np.concatenate([prompts, completions], axis=1))
-        loss, grads = self._value_and_grad(
-            tokens,
-            mx.array(completions != task.PAD),
-            mx.array(advantages.reshape(-1).astype(np.float32)),
-        )
-        clipped, grad_norm = optim.clip_grad_norm(grads, s.max_grad_norm)
-        self.optimizer.update(self.model, clipped)
-        leaked = self._leak(step)
-        # The one synchronisation point of the step: everything above is lazy.
-        mx.eval(loss, grad_norm, grads, self.model.parameters(), self.optimizer.state, leaked)
+        with phase("update", sync=True):
+            tokens = mx.array(np.concatenate([prompts, completions], axis=1))
+            (loss, (entropy, kl)), grads = self._value_and_grad(
+                tokens,
+                mx.array(completions != task.PAD),
+                mx.array(advantages.reshape(-1).astype(np.float32)),
+            )
+            clipped, grad_norm = optim.clip_grad_norm(grads, s.max_grad_norm)
+            self.optimizer.update(self.model, clipped)
+            leaked = self._leak(step)
+            # The update's synchronisation point: everything above is lazy.
+            mx.eval(
+                loss, entropy, kl, grad_norm, grads, self.model.parameters(),
+                self.optimizer.state, leaked,
+            )  # fmt: skip
 
-        thinking, answer = task.count_tokens(completions)
+        thinking, answer = int(stats.thinking.sum()), int(stats.answer.sum())
         shown = min(s.samples_to_show, len(rewards))
         return StepResult(
             step=step,
@@ -293,21 +296,75 @@ class DemoTrainer:
             sample_rewards=[float(r) for r in rewards[:shown]],
             step_time=time.perf_counter() - started,
             generated_tokens=int(np.sum(completions != task.PAD)),
+            group_size=s.group_size,
+            completion_lengths=stats.lengths,
+            truncated=stats.truncated,
+            correct=stats.correct,
+            thinking_per_completion=stats.thinking,
+            answer_per_completion=stats.answer,
+            reward_functions=dict(zip(task.REWARD_FUNCTIONS, stats.rewards, strict=True)),
+            entropy=entropy.item(),
+            kl=kl.item(),
         )
 
-    def _sample(self, prompts: mx.array, *, key: mx.array) -> mx.array:
+    def validation_due(self, step: int) -> bool:
+        """Whether the validation runs after ``step``: every ``validation_every`` steps
+        and after the last one."""
+        every = self.settings.validation_every
+        if every == 0:
+            return False
+        return (step + 1) % every == 0 or step + 1 == self.settings.steps
+
+    def validate(self) -> ValidationResult:
+        """Score greedy completions of the validation prompts; the policy is not updated."""
+        started = time.perf_counter()
+        targets = self._validation_targets
+        prompts = task.make_prompts(targets)
+        completions = np.array(self._sample(mx.array(prompts), key=None))
+        rewards = task.score_batch(targets, completions)
+        correct = task.completion_stats(targets, completions).correct
+        loss = self._reference_nll(prompts, targets)
+        return ValidationResult(
+            reward_mean=float(rewards.mean()),
+            correct_ratio=float(correct.mean()),
+            loss=loss,
+            duration=time.perf_counter() - started,
+            prompts=len(targets),
+        )
+
+    def _reference_nll(self, prompts: np.ndarray, targets: np.ndarray) -> float:
+        """Mean negative log-likelihood per token of the reference completions."""
+        references = [task.encode(task.reference_answer(int(t)).split("e.g. ")[1]) for t in targets]
+        width = max(len(r) for r in references)
+        completions = np.full((len(references), width), task.PAD, dtype=np.int32)
+        for row, reference in enumerate(references):
+            completions[row, : len(reference)] = reference
+        tokens = mx.array(np.concatenate([prompts, completions], axis=1))
+        log_probs, completion = self._completion_log_probs(self.model, tokens)
+        chosen = mx.take_along_axis(log_probs, completion[..., None], axis=-1).squeeze(-1)
+        mask = mx.array(completions != task.PAD).astype(mx.float32)
+        nll = -(chosen * mask).sum() / mask.sum()
+        mx.eval(nll)
+        return float(np.asarray(nll))
+
+    def _sample(self, prompts: mx.array, *, key: mx.array | None) -> mx.array:
         """Sample completions for a batch of prompts, one token position at a time.
 
         Returns int32 tokens of shape ``(batch, max_new_tokens)``, PAD after EOS.
+        Without a ``key`` the most likely token is taken (greedy decoding).
         """
         steps = self.settings.max_new_tokens
-        keys = mx.random.split(key, steps)
+        keys = None if key is None else mx.random.split(key, steps)
         logits, hidden = self.model(prompts)
         next_logits = logits[:, -1, :]
         done = mx.zeros((prompts.shape[0],), dtype=mx.bool_)
         columns = []
         for position in range(steps):
-            token = mx.random.categorical(next_logits + self._pad_mask, key=keys[position])
+            masked = next_logits + self._pad_mask
+            if keys is None:
+                token = mx.argmax(masked, axis=-1)
+            else:
+                token = mx.random.categorical(masked, key=keys[position])
             token = mx.where(done, task.PAD, token).astype(mx.int32)
             columns.append(token)
             done = done | (token == task.EOS)
@@ -319,24 +376,42 @@ class DemoTrainer:
         mx.eval(completions)
         return completions
 
-    def _loss(self, tokens: mx.array, mask: mx.array, advantages: mx.array) -> mx.array:
+    def _completion_log_probs(
+        self, model: nn.Module, tokens: mx.array
+    ) -> tuple[mx.array, mx.array]:
+        """``model``'s log-probabilities at each completion position, and the completion.
+
+        ``tokens`` is prompt + completion; position i predicts token i + 1.
+        """
+        logits, _ = model(tokens[:, :-1])
+        logits = logits[:, task.PROMPT_LENGTH - 1 :, :] + self._pad_mask
+        log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return log_probs, tokens[:, task.PROMPT_LENGTH :]
+
+    def _loss(
+        self, tokens: mx.array, mask: mx.array, advantages: mx.array
+    ) -> tuple[mx.array, tuple[mx.array, mx.array]]:
         """Policy-gradient loss over the completion tokens, minus an entropy bonus.
 
         ``tokens`` is prompt + completion; ``mask`` marks generated tokens
         (up to and including EOS); ``advantages`` has one value per sample.
+        Also returns, not differentiated, the mean token entropy and the mean
+        token KL divergence from the frozen initial policy (exact over the
+        vocabulary; the loss has no KL term, as in DAPO and Dr. GRPO).
         """
-        logits, _ = self.model(tokens[:, :-1])
-        # Position i predicts token i + 1: keep the predictions of completion tokens.
-        logits = logits[:, task.PROMPT_LENGTH - 1 :, :] + self._pad_mask
-        log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        completion = tokens[:, task.PROMPT_LENGTH :]
+        log_probs, completion = self._completion_log_probs(self.model, tokens)
         chosen = mx.take_along_axis(log_probs, completion[..., None], axis=-1).squeeze(-1)
         mask = mask.astype(mx.float32)
         count = mx.maximum(mask.sum(), 1.0)
         policy_loss = -(advantages[:, None] * chosen * mask).sum() / count
-        entropy = -(mx.exp(log_probs) * log_probs).sum(axis=-1)
+        probs = mx.exp(log_probs)
+        entropy = -(probs * log_probs).sum(axis=-1)
         mean_entropy = (entropy * mask).sum() / count
-        return policy_loss - self.settings.entropy_coef * mean_entropy
+        reference, _ = self._completion_log_probs(self.reference, tokens)
+        kl = (mx.stop_gradient(probs * (log_probs - reference))).sum(axis=-1)
+        mean_kl = (kl * mask).sum() / count
+        loss = policy_loss - self.settings.entropy_coef * mean_entropy
+        return loss, (mx.stop_gradient(mean_entropy), mean_kl)
 
     def _leak(self, step: int) -> list[mx.array]:
         """Allocate and keep this step's share of the simulated leak."""

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,11 +30,16 @@ __all__ = [
     "PROMPT_LENGTH",
     "VOCAB",
     "VOCAB_SIZE",
+    "REWARD_FUNCTIONS",
+    "CompletionStats",
+    "completion_stats",
     "count_tokens",
     "decode",
     "encode",
+    "is_correct",
     "make_prompts",
     "reference_answer",
+    "reward_parts",
     "score_batch",
     "score_completion",
 ]
@@ -132,6 +138,34 @@ def _generated(tokens: Sequence[int] | np.ndarray) -> list[int]:
     return out
 
 
+#: The reward's parts, as a trainer's reward functions: their sum is the reward.
+REWARD_FUNCTIONS: tuple[str, ...] = ("format", "answer")
+
+
+def reward_parts(target: int, tokens: Sequence[int] | np.ndarray) -> tuple[float, float]:
+    """The format and answer parts of a completion's reward (see :func:`score_completion`).
+
+    Example:
+        >>> reward_parts(12, encode("..7=94$"))
+        (0.3, 0.622222)
+    """
+    generated = _generated(tokens)
+    if ANSWER not in generated:
+        return 0.0, 0.0
+    delimiter = generated.index(ANSWER)
+    after = generated[delimiter + 1 :]
+    terminated = EOS in after
+    answer = after[: after.index(EOS)] if terminated else after
+    form = _DELIMITER_CREDIT
+    form += _THOUGHT_CREDIT if delimiter > 0 else 0.0
+    form += _EOS_CREDIT if terminated else 0.0
+    credit = 0.0
+    if 1 <= len(answer) <= MAX_ANSWER_DIGITS and all(t <= 9 for t in answer):
+        miss = abs(sum(answer) - int(target))
+        credit = _ANSWER_CREDIT * max(0.0, 1.0 - miss / _SUM_TOLERANCE)
+    return round(form, 6), round(credit, 6)
+
+
 def score_completion(target: int, tokens: Sequence[int] | np.ndarray) -> float:
     """Reward in [0, 1] for one completion (trailing padding is ignored).
 
@@ -146,20 +180,21 @@ def score_completion(target: int, tokens: Sequence[int] | np.ndarray) -> float:
         >>> score_completion(5, encode("...5"))  # never answers
         0.0
     """
-    generated = _generated(tokens)
-    if ANSWER not in generated:
-        return 0.0
-    delimiter = generated.index(ANSWER)
-    after = generated[delimiter + 1 :]
-    terminated = EOS in after
-    answer = after[: after.index(EOS)] if terminated else after
-    reward = _DELIMITER_CREDIT
-    reward += _THOUGHT_CREDIT if delimiter > 0 else 0.0
-    reward += _EOS_CREDIT if terminated else 0.0
-    if 1 <= len(answer) <= MAX_ANSWER_DIGITS and all(t <= 9 for t in answer):
-        miss = abs(sum(answer) - int(target))
-        reward += _ANSWER_CREDIT * max(0.0, 1.0 - miss / _SUM_TOLERANCE)
-    return round(reward, 6)
+    form, credit = reward_parts(target, tokens)
+    return round(form + credit, 6)
+
+
+def is_correct(target: int, tokens: Sequence[int] | np.ndarray) -> bool:
+    """Whether the answer is right: one to three digits summing exactly to ``target``.
+
+    The verifiable check, apart from the format: a right answer that never
+    writes ``$`` is still right (its reward lacks the end credit).
+
+    Example:
+        >>> is_correct(12, encode("..=93$")), is_correct(12, encode("..=94$"))
+        (True, False)
+    """
+    return reward_parts(target, tokens)[1] >= _ANSWER_CREDIT - 1e-9
 
 
 def score_batch(targets: np.ndarray, completions: np.ndarray) -> np.ndarray:
@@ -194,3 +229,53 @@ def count_tokens(completions: np.ndarray) -> tuple[int, int]:
     answer = int(np.sum(in_answer & generated))
     thinking = int(np.sum(generated)) - answer
     return thinking, answer
+
+
+@dataclass(frozen=True)
+class CompletionStats:
+    """Per-completion numbers of a batch, one entry per completion (row).
+
+    ``lengths`` counts the generated tokens (up to and including EOS);
+    ``truncated`` marks completions that reached the maximum length without
+    EOS; ``thinking``/``answer`` split each length at the first delimiter;
+    ``correct`` is :func:`is_correct`; ``rewards`` has one row per reward
+    function of :data:`REWARD_FUNCTIONS`.
+    """
+
+    lengths: np.ndarray
+    truncated: np.ndarray
+    correct: np.ndarray
+    thinking: np.ndarray
+    answer: np.ndarray
+    rewards: np.ndarray
+
+
+def completion_stats(targets: np.ndarray, completions: np.ndarray) -> CompletionStats:
+    """Lengths, truncation, correctness, token split and reward parts of a batch.
+
+    Example:
+        >>> rows = np.array([encode("..=3$_"), encode("......")])
+        >>> stats = completion_stats(np.array([3, 3]), rows)
+        >>> stats.lengths.tolist(), stats.truncated.tolist(), stats.correct.tolist()
+        ([5, 6], [False, True], [True, False])
+        >>> stats.thinking.tolist(), stats.answer.tolist(), stats.rewards.tolist()
+        ([2, 6], [3, 0], [[0.3, 0.0], [0.7, 0.0]])
+    """
+    completions = np.asarray(completions)
+    generated = completions != PAD
+    lengths = generated.sum(axis=1)
+    ended = ((completions == EOS) & generated).any(axis=1)
+    in_answer = np.cumsum((completions == ANSWER) & generated, axis=1) > 0
+    answer = (in_answer & generated).sum(axis=1)
+    parts = np.array(
+        [reward_parts(int(t), row) for t, row in zip(targets, completions, strict=True)],
+        dtype=np.float64,
+    ).reshape(-1, len(REWARD_FUNCTIONS))
+    return CompletionStats(
+        lengths=lengths.astype(np.int64),
+        truncated=~ended & (lengths == completions.shape[1]),
+        correct=parts[:, 1] >= _ANSWER_CREDIT - 1e-9,
+        thinking=(lengths - answer).astype(np.int64),
+        answer=answer.astype(np.int64),
+        rewards=parts.T.copy(),
+    )

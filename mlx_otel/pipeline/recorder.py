@@ -69,6 +69,9 @@ _REPORTABLE = {
     and m.buckets is None
     and m.key not in ("steps", "step", "tokens", "custom", "anomaly_score", "anomalies")
 }
+#: Trainer metrics ``log_training_step`` also takes by their key (labelled ones
+#: as a mapping of label values to numbers), as a trainer report carries them.
+_TRAINER_KEYWORDS = {k: m for k, m in _REPORTABLE.items() if m.source is Source.TRAINER}
 #: Label values longer than this are cut (they become Prometheus label values).
 _MAX_LABEL = 64
 _NO_LABELS: Mapping[str, Mapping[str, float]] = {}
@@ -237,6 +240,7 @@ class StepRecorder:
             elif answer_tokens is not MISSING:
                 answer = self._count_slow(values, "answer", answer_tokens)
             rl = None
+            labelled: Mapping[str, Mapping[str, float]] = _NO_LABELS
             if custom and not (
                 custom.keys() <= self._admitted_custom
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
@@ -268,7 +272,9 @@ class StepRecorder:
                 ):
                     rl = self._completions.new(group_size, completion_lengths, truncated, correct)
                 if custom:
-                    custom = self._custom_slow(custom, values)
+                    trainer_values: dict[str, Mapping[str, float]] = {}
+                    custom = self._custom_slow(custom, values, trainer_values)
+                    labelled = trainer_values
             if thinking is not None or answer is not None:
                 rl = self._with_tokens(rl, thinking, answer)
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
@@ -309,7 +315,7 @@ class StepRecorder:
             self.steps += 1
             self._buffer(
                 self._records,
-                (step, time.time(), values, custom, chunk, duration, memory, _NO_LABELS, rl),
+                (step, time.time(), values, custom, chunk, duration, memory, labelled, rl),
                 "step_record",
             )
         except Exception as exc:  # monitoring never kills training
@@ -393,11 +399,24 @@ class StepRecorder:
         buffer.append(item)
 
     # -- validation (off the fast path) -----------------------------------------
-    def _custom_slow(self, custom: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
-        """Admit new custom keywords and convert values that are not plain numbers."""
+    def _custom_slow(
+        self,
+        custom: dict[str, Any],
+        values: dict[str, float],
+        labelled: dict[str, Mapping[str, float]] | None = None,
+    ) -> dict[str, float]:
+        """Admit new custom keywords and convert values that are not plain numbers.
+
+        With ``labelled``, a keyword named after a catalogued trainer metric
+        (``reward_std=``, ``validation_loss=``, ``reward_function_mean={"format": 0.3}``)
+        is stored as that metric, as a trainer report would store it.
+        """
         checked: dict[str, float] = {}
         names = self._custom_names
         for key, value in custom.items():
+            if labelled is not None and key in _TRAINER_KEYWORDS:
+                self._trainer_keyword(values, labelled, key, value)
+                continue
             name = names.get(key)
             if name is None:
                 name = self._admit_custom(key)
@@ -447,6 +466,23 @@ class StepRecorder:
         samples = self.samples
         if rl[1] is not None and samples.wants("completion_lengths"):
             samples.add(samples.completion_lengths, rl[1], "completion_lengths")
+
+    def _trainer_keyword(
+        self,
+        values: dict[str, float],
+        labelled: dict[str, Mapping[str, float]],
+        key: str,
+        value: Any,
+    ) -> None:
+        """Store a catalogued trainer value given to ``log_training_step`` by its key."""
+        if not _TRAINER_KEYWORDS[key].labels:
+            self._store_slow(values, key, value)
+        elif isinstance(value, Mapping):
+            stored = self._labelled_slow(key, value)
+            if stored:
+                labelled[key] = stored
+        else:
+            self._reject(key, value, "invalid_value")
 
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
         number = self._to_float(key, value)

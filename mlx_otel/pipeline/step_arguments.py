@@ -94,7 +94,10 @@ def documented_doc() -> str:
         Python, NumPy or MLX numbers (0-d arrays too). Values that are not
         numbers are counted in ``mlx_otel_errors_total`` and logged once per
         key; NaN and inf are recorded as they are. Extra keywords become
-        custom metrics (``mlx_train_custom{{name=...}}``).
+        custom metrics (``mlx_train_custom{{name=...}}``), except the keys of
+        the metrics trainers report (``reward_std=``, ``validation_loss=``,
+        ``iterations_per_second=``; labelled ones as a mapping,
+        ``reward_function_mean={{"format": 0.3}}``), stored as those metrics.
 
 {items}
         """
