@@ -3,7 +3,7 @@
 Plain Python (no MLX), so the command line can validate them before MLX loads.
 
 Example:
-    >>> DemoSettings(steps=120).learning_rate_at(0)
+    >>> round(DemoSettings(steps=120).learning_rate_at(0), 10)
     0.00015
 """
 
