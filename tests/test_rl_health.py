@@ -425,3 +425,17 @@ def test_rl_values_reach_wandb_under_rl(tmp_path: Path, monkeypatch: pytest.Monk
     assert rows[0]["rl/entropy"] == 0.75 and rows[0]["rl/kl"] == 0.125
     assert rows[0]["rl/hit_max_tokens_ratio"] == 1 / 16
     assert rows[24]["rl/anomaly_score/loss"] == 0 and rows[24]["rl/anomalies/loss"] == 0
+
+
+def test_a_series_mostly_at_one_value_is_judged_by_the_range_it_has_shown() -> None:
+    # A GRPO loss is exactly 0 whenever no group has reward spread, and moves a
+    # little on the other steps: those moves are the run, not spikes.
+    rng = np.random.default_rng(7)
+    detector = AnomalyDetector(["loss"], window=100, threshold=6.0)
+    for _ in range(400):
+        value = 0.0 if rng.random() < 0.85 else float(rng.uniform(-0.05, 0.05))
+        detector.observe({"loss": value})
+    assert detector.counts == {"loss": 0}
+    # A move a hundred times larger than any seen is still one anomaly.
+    detector.observe({"loss": 5.0})
+    assert detector.counts == {"loss": 1}

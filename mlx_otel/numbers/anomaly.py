@@ -14,8 +14,12 @@ scale needs no warm-up beyond a few values. Two floors keep the score finite
 where the MAD is 0 (a series that is constant, or constant more than half
 of the time):
 
-* the mean absolute deviation around the median, times 1.2533 (the
-  fallback of Iglewicz and Hoaglin's modified z-score), when the MAD is 0;
+* when the MAD is 0, the larger of the mean absolute deviation around the
+  median times 1.2533 (the fallback of Iglewicz and Hoaglin's modified
+  z-score) and a quarter of the window's range: a series that sits at one
+  value most of the time and leaves it now and then (a GRPO loss that is
+  exactly 0 whenever no group has reward spread) scores at most 4 for a value
+  inside the range it has already shown, and a first spike still scores high;
 * :data:`RELATIVE_FLOOR` of the median's magnitude (a change of 1% of a
   perfectly steady value scores 1), and :data:`ABSOLUTE_FLOOR` when the
   median is 0 too.
@@ -50,6 +54,8 @@ __all__ = ["ABSOLUTE_FLOOR", "AnomalyDetector", "RELATIVE_FLOOR", "RobustZScore"
 MAD_SCALE = 1.4826
 #: The mean absolute deviation of normal data times this estimates it too.
 MEAN_AD_SCALE = 1.2533
+#: Where the MAD is 0, a value this many scales from the median spans the window's range.
+RANGE_DIVISOR = 4.0
 #: Smallest scale, relative to the median's magnitude.
 RELATIVE_FLOOR = 0.01
 #: Smallest scale of all (a median of 0 and a MAD of 0).
@@ -121,7 +127,11 @@ class RobustZScore:
             mad, mean_ad = float(np.median(deviation)), float(deviation.mean())
         scale = MAD_SCALE * mad
         if scale == 0.0:
-            scale = MEAN_AD_SCALE * mean_ad
+            # Constant more than half of the time (a GRPO loss that is exactly 0
+            # whenever no group has reward spread): a value inside the range the
+            # series has already shown is no spike.
+            spread = ordered[-1] - ordered[0] if count <= _SORT_BELOW else float(np.ptp(values))
+            scale = max(MEAN_AD_SCALE * mean_ad, spread / RANGE_DIVISOR)
         self._median = median
         self._scale = max(scale, RELATIVE_FLOOR * abs(median), ABSOLUTE_FLOOR)
         self._since = 0
