@@ -301,8 +301,8 @@ def test_log_training_step_never_raises_and_counts_every_rejected_value(
     monitor = fuzzed
     before = counted(monitor)
     steps_before = monitor.steps_logged
-    admitted = {key for key, stored in monitor.recorder._custom_names.items() if stored}
-    seen = set(monitor.recorder._custom_names)
+    admitted = {key for key, stored in monitor.recorder.admission.custom_names.items() if stored}
+    seen = set(monitor.recorder.admission.custom_names)
 
     expected = dict.fromkeys(COUNTED, 0)
     expected["invalid_value"] += sum(as_number(v) is None for v in named.values())
@@ -428,7 +428,7 @@ def test_trainer_reports_count_every_rejected_value_and_cap_labelled_series(
     monitor = fuzzed
     before = counted(monitor)
     steps_before = monitor.steps_logged
-    known = {key: dict(labels) for key, labels in monitor.recorder._labels.items()}
+    known = {key: dict(labels) for key, labels in monitor.recorder.admission.labels.items()}
     expected = dict.fromkeys(COUNTED, 0)
     expected["invalid_value"] += sum(as_number(v) is None for v in plain.values())
     for key, series in labelled.items():
@@ -490,12 +490,12 @@ def test_thousands_of_layer_names_stay_under_the_layer_cap(fuzzed: TrainingMonit
 def test_thousands_of_custom_names_stay_under_the_custom_cap(fuzzed: TrainingMonitor) -> None:
     before = counted(fuzzed)["custom_metric_cap"]
     new = [f"custom_name_{i}_{'é' * (i % 7)}" for i in range(2000)]
-    fresh = [n for n in new if n not in fuzzed.recorder._custom_names]
+    fresh = [n for n in new if n not in fuzzed.recorder.admission.custom_names]
     for start in range(0, len(new), 100):
         fuzzed.log_training_step(10, **{n: 1.0 for n in new[start : start + 100]})
     families = scrape_checked(fuzzed)
     assert 0 < len(families["mlx_train_custom"]) <= MAX_CUSTOM
-    admitted_now = sum(1 for n in fresh if fuzzed.recorder._custom_names.get(n))
+    admitted_now = sum(1 for n in fresh if fuzzed.recorder.admission.custom_names.get(n))
     assert counted(fuzzed)["custom_metric_cap"] - before == len(fresh) - admitted_now
 
 
@@ -504,14 +504,14 @@ def test_thousands_of_reward_functions_stay_under_the_series_cap(fuzzed: Trainin
     metric = by_key("reward_function_mean")
     before = counted(fuzzed)["custom_metric_cap"]
     names = [f"fn_{i}" for i in range(500)]
-    seen = dict(fuzzed.recorder._labels.get(metric.key, {}))
+    seen = dict(fuzzed.recorder.admission.labels.get(metric.key, {}))
     fresh = [n for n in names if n not in seen]
     for start in range(0, len(names), 50):
         series = {n: 0.5 for n in names[start : start + 50]}
         fuzzed.record_report(TrainerReport(11, labelled={metric.key: series}))
     served = scrape_checked(fuzzed)[metric.prometheus_name]
     assert len(served) <= MAX_CUSTOM, f"{len(served)} series of {metric.key}, cap {MAX_CUSTOM}"
-    labels = fuzzed.recorder._labels[metric.key]
+    labels = fuzzed.recorder.admission.labels[metric.key]
     admitted = [n for n in fresh if labels.get(n)]
     assert {s.labels["reward_fn"] for s in served} >= set(admitted)
     assert sum(map(bool, labels.values())) == MAX_CUSTOM  # the cap is reached, not passed

@@ -21,7 +21,6 @@ declared once, in :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`.
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import deque
@@ -34,26 +33,22 @@ from mlx_otel.catalog import METRICS, Source
 from mlx_otel.config.settings import RLSection
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.pipeline.admission import Admission
 from mlx_otel.pipeline.completions import CompletionLog, Derived
 from mlx_otel.pipeline.completions import copy as copy_completions
 from mlx_otel.pipeline.samples import SampleBuffers
-from mlx_otel.pipeline.step_arguments import MISSING, STEP_ARGUMENTS
+from mlx_otel.pipeline.step_arguments import MISSING
 from mlx_otel.records import (
     Completions,
     MemoryReading,
     StepRecord,
     TrainerReport,
-    to_number,
     to_numbers,
 )
 
 __all__ = ["StepRecorder"]
 
 
-# Custom metric names become label values: keep them tidy and bounded.
-_NAME_RE = re.compile(r"[^a-zA-Z0-9_]+")
-#: Keyword of log_training_step for a stored key, where the two differ.
-_ARGUMENT_NAMES = {a.stored: a.name for a in STEP_ARGUMENTS if a.stored != a.name}
 #: Custom value types stored without conversion (bool is not one: it is
 #: checked; nor int: a huge int would overflow every float reader).
 _PLAIN_NUMBERS = frozenset({float})
@@ -72,8 +67,6 @@ _REPORTABLE = {
 #: Trainer metrics ``log_training_step`` also takes by their key (labelled ones
 #: as a mapping of label values to numbers), as a trainer report carries them.
 _TRAINER_KEYWORDS = {k: m for k, m in _REPORTABLE.items() if m.source is Source.TRAINER}
-#: Label values longer than this are cut (they become Prometheus label values).
-_MAX_LABEL = 64
 _NO_LABELS: Mapping[str, Mapping[str, float]] = {}
 _NO_VALUES: Mapping[str, float] = {}
 #: Labelled values of a step's RL health: each replaces the last step's whole
@@ -104,21 +97,16 @@ class StepRecorder:
     ) -> None:
         self._ledger = ledger
         self._profiler = profiler
-        self._max_custom = max_custom
         self._max_records = max_records
         self._reset_peak = reset_peak
         self._read_memory = read_memory
-        self.strict = strict
         # Hot-path state: plain Python objects the scrape thread only reads.
         self.tokens = {"thinking": 0, "answer": 0}
         self.steps = 0
         self.step_peak: int | None = None
         self._last_call: float | None = None
-        # keyword -> sanitised custom name, or "" once refused
-        self._custom_names: dict[str, str] = {}
-        # labelled catalogue key -> label value given -> label value stored, or "" once refused
-        self._labels: dict[str, dict[str, str]] = {}
-        self._admitted_custom: frozenset[str] = frozenset()
+        #: Custom names and label values admitted so far; the refusal of the rest.
+        self.admission = Admission(ledger=ledger, max_custom=max_custom, strict=strict)
         self.samples = SampleBuffers(ledger=ledger, max_samples=max_records)
         # Plain tuples in StepRecord's field order: a NamedTuple costs 0.3 µs
         # more to build on the training thread; drain() makes StepRecords.
@@ -139,9 +127,18 @@ class StepRecorder:
         # Completions: copied on the training thread, judged once off it.
         self._completions = CompletionLog(
             RLSection() if rl is None else rl, ledger=ledger,
-            reject=lambda key, value, kind, reason: self._reject(key, value, kind, reason),
+            reject=lambda key, value, kind, reason: self.admission.reject(key, value, kind, reason),
         )  # fmt: skip
         self._group_size = self._completions.group_size
+
+    @property
+    def strict(self) -> bool:
+        """Raise on bad input instead of counting it (tests, debugging)."""
+        return self.admission.strict
+
+    @strict.setter
+    def strict(self, strict: bool) -> None:
+        self.admission.strict = strict
 
     def fold_into(self, histograms: Mapping[str, Callable[[np.ndarray], None]]) -> None:
         """Where :meth:`fold` records buffered samples, by buffer: ``rewards``,
@@ -242,7 +239,7 @@ class StepRecorder:
             rl = None
             labelled: Mapping[str, Mapping[str, float]] = _NO_LABELS
             if custom and not (
-                custom.keys() <= self._admitted_custom
+                custom.keys() <= self.admission.admitted_custom
                 and set(map(type, custom.values())) <= _PLAIN_NUMBERS
             ):
                 # RL keywords are never admitted as custom names, so a step
@@ -280,7 +277,7 @@ class StepRecorder:
             if step.__class__ is not int or not -_MAX_INT <= step <= _MAX_INT:
                 step = self._to_step(step)
             if step_time is not MISSING:
-                duration = self._to_float("step_time", step_time)
+                duration = self.admission.to_float("step_time", step_time)
             elif self._last_call is not None:
                 duration = now - self._last_call
             else:
@@ -345,7 +342,7 @@ class StepRecorder:
                 metric = _REPORTABLE.get(key)
                 if metric is None or not metric.labels:
                     raise ValueError(f"{key!r} is no labelled metric a trainer reports")
-                stored = self._labelled_slow(key, series)
+                stored = self.admission.labelled(key, series)
                 if stored:
                     labelled[key] = stored
             custom = self._custom_slow(report.custom, values) if report.custom else {}
@@ -412,18 +409,18 @@ class StepRecorder:
         is stored as that metric, as a trainer report would store it.
         """
         checked: dict[str, float] = {}
-        names = self._custom_names
+        names = self.admission.custom_names
         for key, value in custom.items():
             if labelled is not None and key in _TRAINER_KEYWORDS:
                 self._trainer_keyword(values, labelled, key, value)
                 continue
             name = names.get(key)
             if name is None:
-                name = self._admit_custom(key)
+                name = self.admission.custom_name(key)
             if not name:
                 continue  # refused (counted when first seen)
             if value.__class__ is not float:
-                value = self._to_float(key, value)
+                value = self.admission.to_float(key, value)
                 if value is None:
                     continue
             checked[key] = value
@@ -478,19 +475,19 @@ class StepRecorder:
         if not _TRAINER_KEYWORDS[key].labels:
             self._store_slow(values, key, value)
         elif isinstance(value, Mapping):
-            stored = self._labelled_slow(key, value)
+            stored = self.admission.labelled(key, value)
             if stored:
                 labelled[key] = stored
         else:
-            self._reject(key, value, "invalid_value")
+            self.admission.reject(key, value, "invalid_value")
 
     def _store_slow(self, values: dict[str, float], key: str, value: Any) -> None:
-        number = self._to_float(key, value)
+        number = self.admission.to_float(key, value)
         if number is None:
             return
         if key == "entropy" and math.isnan(number):
             # NaN is a loss's signal; a NaN entropy is a bug in computing it.
-            self._reject(key, value, "invalid_value", "the policy's entropy is NaN")
+            self.admission.reject(key, value, "invalid_value", "the policy's entropy is NaN")
             return
         values[key] = number
 
@@ -502,31 +499,25 @@ class StepRecorder:
             getattr(value, "ndim", 0) != 0 and getattr(value, "size", 1) != 1
         ):
             return copy_completions(value)
-        number = self._to_float(key, value)
+        number = self.admission.to_float(key, value)
         if number is None:
             return None
         if not math.isfinite(number) or number != int(number) or number > _MAX_INT:
-            self._reject(key, value, "invalid_value")
+            self.admission.reject(key, value, "invalid_value")
             return None
         if number < 0:
-            self._reject(key, value, "negative_count")
+            self.admission.reject(key, value, "negative_count")
             return None
         self.tokens[kind] += int(number)
         values[key] = int(number)
         return None
 
-    def _to_float(self, key: str, value: Any) -> float | None:
-        number = to_number(value)
-        if number is None:
-            self._reject(key, value, "invalid_value")
-        return number
-
     def _to_step(self, value: Any) -> int:
-        number = self._to_float("step", value)
+        number = self.admission.to_float("step", value)
         if number is None:
             return self.steps
         if not math.isfinite(number) or abs(number) > _MAX_INT:
-            self._reject("step", value, "invalid_value")
+            self.admission.reject("step", value, "invalid_value")
             return self.steps
         return int(number)
 
@@ -536,69 +527,8 @@ class StepRecorder:
         # MLX arrays: convert on this thread, where the array was made.
         array = to_numbers(samples)
         if array is None:
-            self._reject("rewards", samples, "invalid_value")
+            self.admission.reject("rewards", samples, "invalid_value")
         return array
-
-    def _admit_custom(self, key: str) -> str:
-        """The sanitised name of a new custom metric, or "" if refused."""
-        name = _NAME_RE.sub("_", key).strip("_").lower()[:64]
-        admitted = sum(1 for v in self._custom_names.values() if v)
-        stored = ""
-        if not name:
-            self._reject(key, key, "invalid_value")
-        elif admitted >= self._max_custom:
-            self._ledger.report(
-                "custom_metric_cap",
-                key,
-                f"custom metric {key!r} not exported: the cap of {self._max_custom} custom "
-                "metrics is reached (raise exporter.max_custom_metrics)",
-            )
-        else:
-            stored = name
-            self._admitted_custom = self._admitted_custom | {key}
-        self._custom_names[key] = stored
-        return stored
-
-    def _labelled_slow(self, key: str, series: Mapping[Any, Any]) -> dict[str, float]:
-        """The admitted label values of a labelled metric, as numbers."""
-        labels = self._labels.setdefault(key, {})
-        stored: dict[str, float] = {}
-        for label, value in series.items():
-            name = labels.get(label)
-            if name is None:
-                name = self._admit_label(key, labels, label)
-            if name and (number := self._to_float(f"{key}/{name}", value)) is not None:
-                stored[name] = number
-        return stored
-
-    def _admit_label(self, key: str, labels: dict[str, str], label: Any) -> str:
-        """The stored label value of a labelled metric, or "" beyond the cap (per metric)."""
-        name = str(label)[:_MAX_LABEL]
-        if not name:  # Prometheus reads an empty label value as no label at all
-            self._reject(f"{key}/", label, "invalid_value")
-        elif sum(1 for v in labels.values() if v) >= self._max_custom:
-            self._ledger.report(
-                "custom_metric_cap",
-                f"{key}/{name}",
-                f"{key}={name!r} not exported: the cap of {self._max_custom} series per metric "
-                "is reached (raise exporter.max_custom_metrics)",
-            )
-            name = ""
-        labels[label] = name
-        return name
-
-    def _reject(self, key: str, value: Any, kind: str, reason: str | None = None) -> None:
-        key = _ARGUMENT_NAMES.get(key, key)
-        text = repr(value)
-        message = f"{key}={text if len(text) <= 60 else text[:57] + '...'} is not recorded: "
-        message += reason or (
-            "a count cannot be negative"
-            if kind == "negative_count"
-            else "expected a number (int, float, NumPy or MLX scalar)"
-        )
-        if self.strict:
-            raise ValueError(message)
-        self._ledger.report(kind, key, message)
 
     # -- off the training thread -------------------------------------------------
     def _apply(
@@ -614,7 +544,7 @@ class StepRecorder:
         latest["step"] = fields[0]
         latest["step_timestamp"] = fields[1]
         if fields[3]:
-            names = self._custom_names
+            names = self.admission.custom_names
             for key, value in fields[3].items():
                 custom[names[key]] = value
         for key, series in fields[7].items():
@@ -676,7 +606,7 @@ class StepRecorder:
         """
         records = self._records
         batch = []
-        names = self._custom_names
+        names = self.admission.custom_names
         count = len(records) if limit is None else min(limit, len(records))
         with self._latest_lock:
             for _ in range(count):
