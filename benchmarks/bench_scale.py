@@ -94,6 +94,8 @@ def raw_registry(exposition: str) -> CollectorRegistry:
                 {float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")}
                 - {float("inf")}
             )
+            if not bounds:  # a labelled histogram with no series yet (no phase timed)
+                continue
             metric = Histogram(family.name, family.documentation, labelnames,
                                registry=registry, buckets=bounds)  # fmt: skip
             for s in family.samples:

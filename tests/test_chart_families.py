@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -166,3 +167,20 @@ def test_a_threshold_far_above_the_data_leaves_the_data_readable() -> None:
                 colours(ChartStyle(), 1), threshold=2000.0)  # fmt: skip
     assert ax.get_ylim()[1] >= 2000.0
     assert "threshold 2,000 MiB" in [line.get_label() for line in ax.get_lines()]
+
+
+def test_checkpoint_charts_show_the_headline_metrics_of_a_wide_run() -> None:
+    from mlx_otel.integrations.charts.curves import HEADLINE_LIMIT, headline_metrics
+
+    # A GRPO run reports about sixty values a step: sixty panels were unreadable
+    # and took seconds to draw at every checkpoint.
+    frame = pd.DataFrame({"step": [0, 1], "run_id": ["r", "r"]}
+                         | {f"timing/p{i}": [0.1, 0.2] for i in range(50)}
+                         | {"loss": [1.0, 0.5], "entropy": [2.0, 1.9]})  # fmt: skip
+    chosen = headline_metrics(frame)
+    metrics = [c for c in chosen.columns if c not in ("step", "run_id")]
+    assert len(metrics) == HEADLINE_LIMIT
+    assert {"loss", "entropy"} <= set(metrics)
+    assert "step" in chosen.columns  # still the x axis
+    narrow = frame[["step", "loss", "entropy"]]
+    assert headline_metrics(narrow) is narrow

@@ -19,6 +19,7 @@ from mlx_otel.integrations.charts.figure import (
     styled_figure,
 )
 from mlx_otel.integrations.charts.inputs import (
+    NON_METRIC_COLUMNS,
     axis_label,
     require_finite,
     series_map,
@@ -27,7 +28,47 @@ from mlx_otel.integrations.charts.inputs import (
     x_values,
 )
 
-__all__ = ["panel_grid", "plot_training_curves"]
+__all__ = ["HEADLINE_LIMIT", "headline_metrics", "panel_grid", "plot_training_curves"]
+
+#: Most metrics a checkpoint's training curves and correlation matrix show.
+HEADLINE_LIMIT = 16
+#: Shown first, in this order, when a run reports more than the limit; the
+#: others follow in the order given.
+HEADLINE_ORDER: tuple[str, ...] = (
+    "loss", "reward_mean", "grad_norm", "learning_rate", "kl", "entropy",
+    "validation_reward", "validation_loss", "reward_std", "hit_max_tokens_ratio",
+    "zero_std_groups_ratio/unsolved", "zero_std_groups_ratio/solved",
+    "zero_std_groups_ratio/tied", "unclosed_thinking_ratio", "step_time", "tokens_per_second",
+)  # fmt: skip
+
+
+def headline_metrics(
+    data: Mapping[str, Sequence[float]] | pd.DataFrame,
+) -> Mapping[str, Sequence[float]] | pd.DataFrame:
+    """``data`` with at most :data:`HEADLINE_LIMIT` metrics, those of
+    :data:`HEADLINE_ORDER` first; ``data`` itself when it has no more.
+
+    A DataFrame keeps its ``step`` and other non-metric columns.
+
+        >>> sorted(headline_metrics({f"m{i}": [0.0] for i in range(20)} | {"kl": [1.0]}))[:3]
+        ['kl', 'm0', 'm1']
+        >>> len(headline_metrics({f"m{i}": [0.0] for i in range(20)}))
+        16
+    """
+    if isinstance(data, pd.DataFrame):
+        names = [str(c) for c in data.columns if c not in NON_METRIC_COLUMNS]
+    elif isinstance(data, Mapping):
+        names = [str(k) for k in data]
+    else:
+        return data
+    if len(names) <= HEADLINE_LIMIT:
+        return data
+    first = [name for name in HEADLINE_ORDER if name in names]
+    chosen = (first + [name for name in names if name not in first])[:HEADLINE_LIMIT]
+    if isinstance(data, pd.DataFrame):
+        kept = set(chosen)
+        return data[[c for c in data.columns if c in NON_METRIC_COLUMNS or c in kept]]
+    return {name: data[name] for name in chosen}
 
 
 def panel_grid(

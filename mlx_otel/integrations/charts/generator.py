@@ -18,7 +18,7 @@ import pandas as pd
 
 from mlx_otel.config.visualization import VisualizationConfig
 from mlx_otel.integrations.charts.correlation import plot_correlation_matrix
-from mlx_otel.integrations.charts.curves import plot_training_curves
+from mlx_otel.integrations.charts.curves import headline_metrics, plot_training_curves
 from mlx_otel.integrations.charts.dashboard import create_dashboard
 from mlx_otel.integrations.charts.distributions import (
     plot_reward_distribution,
@@ -302,7 +302,11 @@ class ChartGenerator:
         """Render every chart that the given data allows; never raises for bad data.
 
         ``data`` is the metric history (typically
-        ``ComprehensiveStatsCollector.to_dataframe()``). Memory series default
+        ``ComprehensiveStatsCollector.to_dataframe()``). The training curves and
+        the correlation matrix show its :func:`headline_metrics` (at most
+        :data:`HEADLINE_LIMIT`; every column stays in the CSV/JSON exports): a
+        GRPO run reports sixty values a step, and sixty panels are neither
+        readable nor quick to draw. Memory series default
         to its memory-like columns (``*_mb`` or containing "memory"). Each
         chart that fails is logged and reported in ``ChartBatch.errors`` so a
         background worker can count it and go on; a chart the data is too
@@ -327,9 +331,10 @@ class ChartGenerator:
                 logger.warning("charts: %s failed: %s", kind, error)
                 batch.errors[kind] = error
 
-        attempt("training_curves", lambda: self.plot_training_curves(data, step=step))
+        headline = headline_metrics(data)
+        attempt("training_curves", lambda: self.plot_training_curves(headline, step=step))
         attempt("dashboard", lambda: self.create_dashboard(data, step=step))
-        attempt("correlation_matrix", lambda: self.plot_correlation_matrix(data))
+        attempt("correlation_matrix", lambda: self.plot_correlation_matrix(headline))
         if rewards is not None:
             attempt("reward_dist", lambda: self.plot_reward_distribution(rewards, step=step))
         if thinking_tokens is not None or answer_tokens is not None:
