@@ -444,8 +444,7 @@ class StepRecorder:
         given = [MISSING if v is None else v for v in (
             completions.group_size, completions.lengths, completions.truncated,
             completions.correct)]  # fmt: skip
-        rl = self._completions.new(*given)
-        rl[4], rl[5] = thinking, answer
+        rl = self._with_tokens(self._completions.new(*given), thinking, answer)
         self._add_lengths(rl)
         if self.strict:
             self._completions.check(chunk, rl)
