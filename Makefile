@@ -28,6 +28,9 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# mlx-tune's datasets<4 pin cannot be met beside mlx-vlm 0.7 (pyproject.toml
+	# says more); its trainers run with the datasets installed above.
+	$(BIN)/python -m pip install --quiet --no-deps 'mlx-tune>=0.6.0' 'mlx-embeddings>=0.1.0'
 	touch $(VENV)/.installed $@
 
 system-deps:
