@@ -336,6 +336,11 @@ class MemoryProfiler:
         return snapshot
 
     @property
+    def history_capacity(self) -> int:
+        """How many snapshots are kept (the newest): older readings need not be added."""
+        return self._snapshots.maxlen or 0
+
+    @property
     def latest(self) -> MemorySnapshot | None:
         """The last stored snapshot, or None before the first one."""
         snapshots = self._snapshots

@@ -96,6 +96,28 @@ class MetricBuffer:
         self.steps[index] = step
         self.timestamps[index] = timestamp
 
+    def extend(self, values: np.ndarray, steps: np.ndarray, timestamps: np.ndarray) -> None:
+        """:meth:`append` of each entry in turn, a slice at a time."""
+        if values.size > self.capacity:  # only the newest capacity entries stay
+            keep = slice(values.size - self.capacity, None)
+            values, steps, timestamps = values[keep], steps[keep], timestamps[keep]
+        while values.size:
+            if self.size < self.capacity:
+                if self.size == self.values.size:
+                    self._grow()
+                index, room = self.size, self.values.size - self.size
+            else:
+                index, room = self.start, self.capacity - self.start
+            count = min(room, values.size)
+            self.values[index : index + count] = values[:count]
+            self.steps[index : index + count] = steps[:count]
+            self.timestamps[index : index + count] = timestamps[:count]
+            if self.size < self.capacity:
+                self.size += count
+            else:
+                self.start = (self.start + count) % self.capacity
+            values, steps, timestamps = values[count:], steps[count:], timestamps[count:]
+
     def _grow(self) -> None:
         new_size = min(self.capacity, self.values.size * 2)
         for attr in ("values", "steps", "timestamps"):

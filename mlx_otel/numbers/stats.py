@@ -26,13 +26,14 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlx_otel.numbers.columns import gather_columns
 from mlx_otel.numbers.describe import describe, moving_averages, validate_window
 from mlx_otel.numbers.history import MetricBuffer, MetricHistory, histories_frame
 from mlx_otel.tables import json_safe, write_json, write_metrics_csv
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["ComprehensiveStatsCollector", "MetricHistory", "histories_frame"]
 
 logger = logging.getLogger(__name__)
+
 
 class ComprehensiveStatsCollector:
     """Bounded per-metric history with statistics and exports.
@@ -159,6 +161,41 @@ class ComprehensiveStatsCollector:
                     rejected.append(name)
         return rejected
 
+    def record_steps(self, rows: Sequence[tuple[int, Mapping[str, float], float]]) -> list[str]:
+        """:meth:`record_step` for each ``(step, values, timestamp)`` row, in order.
+
+        The worker's path: when every value is a plain ``float``/``int``
+        (what the monitor hands over) the batch is copied into the buffers a
+        metric at a time (:mod:`mlx_otel.numbers.columns`), about ten times
+        cheaper than value by value; otherwise the rows go one by one.
+        """
+        columns = gather_columns(rows) if rows else None
+        if columns is None:
+            return [name for row in rows for name in self.record_step(*row)]
+        rejected: list[str] = []
+        with self._lock:
+            for step, _, stamp in rows:  # as _record_locked counts them, a row at a time
+                if self._max_step is None or step > self._max_step:
+                    self._max_step = step
+                    self._distinct_steps += 1
+                if self._first_timestamp is None or stamp < self._first_timestamp:
+                    self._first_timestamp = stamp
+                if self._last_timestamp is None or stamp > self._last_timestamp:
+                    self._last_timestamp = stamp
+            for name, column in columns.items():
+                buffer = self._metrics.get(name)
+                if buffer is None:
+                    if not name or len(self._metrics) >= self.max_metrics:
+                        logger.warning("stats: skipping %r: max_metrics=%d reached or no name",
+                                       name, self.max_metrics)  # fmt: skip
+                        rejected.append(name)
+                        continue
+                    buffer = self._metrics[name] = MetricBuffer(self.max_history)
+                buffer.last_step = int(column.steps[-1])
+                buffer.non_finite += int(column.values.size - np.isfinite(column.values).sum())
+                buffer.extend(column.values, column.steps, column.timestamps)
+        return rejected
+
     @staticmethod
     def _coerce_value(name: str, value: Any) -> float:
         if not isinstance(name, str) or not name:
@@ -226,6 +263,12 @@ class ComprehensiveStatsCollector:
         """Bytes held by the history buffers (bounded by max_history)."""
         with self._lock:
             return sum(buffer.nbytes for buffer in self._metrics.values())
+
+    @property
+    def non_finite_total(self) -> int:
+        """NaN/inf values recorded, all metrics together."""
+        with self._lock:
+            return sum(buffer.non_finite for buffer in self._metrics.values())
 
     @property
     def total_steps(self) -> int:

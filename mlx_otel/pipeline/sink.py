@@ -71,15 +71,32 @@ def seconds_left(deadline: float, *, floor: float = 0.0) -> float:
 _MEMORY_FIELDS = ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
 
 
+#: Column names already made, by (catalogue key, label) and by custom name: a
+#: step's record is turned into columns on the worker thousands of times a
+#: second in a flood, always with the same few names.
+_COLUMNS: dict[tuple[str, str], str] = {}
+_CUSTOM_COLUMNS: dict[str, str] = {}
+_NAMES_KEPT = 4096
+
+
 def step_values(record: StepRecord, *, memory: bool) -> dict[str, float]:
     """A step's values under the names statistics and CSV use (the catalogue's columns)."""
     values = dict(record.values)
     for key, series in record.labelled.items():
-        metric = by_key(key)
         for label, value in series.items():
-            values[metric.column(label)] = value
+            column = _COLUMNS.get((key, label))
+            if column is None:
+                column = by_key(key).column(label)
+                if len(_COLUMNS) < _NAMES_KEPT:
+                    _COLUMNS[key, label] = column
+            values[column] = value
     for name, value in record.custom.items():
-        values[custom_key(name)] = value
+        column = _CUSTOM_COLUMNS.get(name)
+        if column is None:
+            column = custom_key(name)
+            if len(_CUSTOM_COLUMNS) < _NAMES_KEPT:
+                _CUSTOM_COLUMNS[name] = column
+        values[column] = value
     if memory and record.memory is not None:
         for field, reading in zip(_MEMORY_FIELDS, record.memory, strict=True):
             values[field] = reading / 2**20

@@ -8,7 +8,6 @@ closing it has nothing to wait for.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
 from mlx_otel.pipeline.sink import Record, step_values
-from mlx_otel.records import GradientRecord, to_numbers
+from mlx_otel.records import GradientRecord, MemoryReading, StepRecord, to_numbers
 
 __all__ = ["StatisticsSink"]
 
@@ -30,7 +29,9 @@ class StatisticsSink:
 
     name = "statistics"
     error_kind = "worker"
-    whole_drain = False
+    whole_drain = (
+        True  # the history is copied a metric at a time: the bigger the batch, the cheaper
+    )
 
     def __init__(
         self,
@@ -52,30 +53,53 @@ class StatisticsSink:
         self._ledger = ledger
 
     def handle(self, batch: Sequence[Record]) -> None:
+        rows: list[tuple[int, dict[str, float], float]] = []
+        rewarded: list[Any] = []
+        readings: list[tuple[StepRecord, MemoryReading]] = []
         for record in batch:
             if isinstance(record, GradientRecord):
                 self.layer_norms = dict(record.per_layer)
                 continue
             if record.memory is not None:
-                self.profiler.add_reading(
-                    step=record.step,
-                    timestamp=record.timestamp,
-                    active_bytes=record.memory.active_bytes,
-                    cache_bytes=record.memory.cache_bytes,
-                    peak_bytes=record.memory.peak_bytes,
-                )
-            values = step_values(record, memory=self.log_memory)
-            if any(not math.isfinite(v) for v in values.values()):
-                self._ledger.report(
-                    "non_finite", "statistics", "NaN/inf values are left out of statistics"
-                )
-            for name in self.stats.record_step(record.step, values, record.timestamp):
-                self._ledger.report("invalid_value", name, f"statistics rejected {name!r}")
-            # Rewards that are not numbers are counted when the histogram folds them.
-            rewards = None if record.rewards is None else to_numbers(record.rewards)
-            if rewards is not None:
-                self.recent_rewards.extend(rewards[np.isfinite(rewards)].tolist())
+                readings.append((record, record.memory))
+            rows.append((record.step, step_values(record, memory=self.log_memory),
+                         record.timestamp))  # fmt: skip
+            if record.rewards is not None:
+                rewarded.append(record.rewards)
             self.last_step = record.step
+        non_finite = self.stats.non_finite_total
+        for name in self.stats.record_steps(rows):
+            self._ledger.report("invalid_value", name, f"statistics rejected {name!r}")
+        if self.stats.non_finite_total > non_finite:
+            self._ledger.report(
+                "non_finite", "statistics", "NaN/inf values are left out of statistics"
+            )
+        self._keep_recent(rewarded)
+        # The profiler keeps the newest readings only: a flood's older ones would be pushed out.
+        for record, memory in readings[-self.profiler.history_capacity :]:
+            self.profiler.add_reading(
+                step=record.step,
+                timestamp=record.timestamp,
+                active_bytes=memory.active_bytes,
+                cache_bytes=memory.cache_bytes,
+                peak_bytes=memory.peak_bytes,
+            )
+
+    def _keep_recent(self, rewarded: list[Any]) -> None:
+        """The finite rewards of the newest steps, up to what ``recent_rewards`` holds."""
+        room = self.recent_rewards.maxlen or 0
+        newest: list[np.ndarray] = []
+        for rewards in reversed(rewarded):  # older steps would only be pushed out again
+            # Rewards that are not numbers are counted when the histogram folds them.
+            numbers = to_numbers(rewards)
+            if numbers is None:
+                continue
+            newest.append(numbers[np.isfinite(numbers)])
+            room -= newest[-1].size
+            if room <= 0:
+                break
+        for numbers in reversed(newest):
+            self.recent_rewards.extend(numbers.tolist())
 
     def chart_arguments(
         self, step: int | None, threshold_mb: float
