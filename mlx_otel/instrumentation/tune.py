@@ -115,7 +115,7 @@ class _Run:
 class MlxTuneInstrumentor(TrainerInstrumentor):
     """Monitors mlx-tune's RL trainers (its SFT goes through mlx-lm's ``train``).
 
-        MlxTuneInstrumentor().instrument()      # then train as usual
+    ``MlxTuneInstrumentor().instrument()`` before mlx-tune is imported, then train as usual.
     """
 
     requirement = "mlx-tune >= 0.6.0, < 1"
