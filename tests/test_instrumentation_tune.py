@@ -78,6 +78,19 @@ class DPOTrainer:
         return "trained"
 
 
+class KTOTrainer(DPOTrainer):
+    def train(self):
+        print("iter 2: loss 0.5")
+        return "trained"
+
+
+class SimPOTrainer(DPOTrainer):
+    use_native = False
+
+    def train(self):
+        return "trained in a subprocess"
+
+
 class GRPOTrainer(DPOTrainer):
     def __init__(self, reward_fn):
         super().__init__()
@@ -131,6 +144,22 @@ def test_a_step_line_in_another_format_trains_unmonitored_with_one_warning(
     assert capsys.readouterr().out.count("- loss=0.5000") == 4  # printed as before
     (said,) = _warnings(caplog)
     assert "step line mlx_otel does not know" in said and "unmonitored" in said
+
+
+def test_a_trainer_that_prints_no_step_line_trains_unmonitored_with_one_warning(
+    changed_tune: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert changed_tune.KTOTrainer().train() == "trained"
+    (said,) = _warnings(caplog)
+    assert "KTOTrainer printed no step line mlx_otel knows" in said and "unmonitored" in said
+
+
+def test_a_trainer_training_in_a_subprocess_is_said_to_be_unmonitored(
+    changed_tune: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert changed_tune.SimPOTrainer().train() == "trained in a subprocess"
+    (said,) = _warnings(caplog)
+    assert "use_native=False" in said and "unmonitored" in said
 
 
 def test_a_trainer_without_an_attribute_it_had_trains_unmonitored_with_one_warning(

@@ -103,6 +103,10 @@ def _should_have_printed(instance: Any) -> bool:
         return False
 
 
+def _nothing() -> None:
+    """Nothing to undo."""
+
+
 class _Run:
     """What one ``train`` call changed and saw."""
 
@@ -110,6 +114,7 @@ class _Run:
         self.callback = callback
         self.lines = 0
         self.active = True
+        self.restore: Any = _nothing
 
 
 class MlxTuneInstrumentor(TrainerInstrumentor):
@@ -165,11 +170,14 @@ class MlxTuneInstrumentor(TrainerInstrumentor):
     def _train(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if self._run is not None or not self._active:
             return wrapped(*args, **kwargs)  # a train inside a train: the outer one is the run
-        run = self._start(instance)
+        try:
+            run = self._start(instance)
+        except Exception as exc:  # never into the trainer
+            self._warn(f"cannot monitor {type(instance).__name__} ({exc!r})")
+            run = None
         if run is None:
             return wrapped(*args, **kwargs)
         self._run = run
-        restore = self._observe_rewards(instance, run)
         returned = False
         try:
             result = wrapped(*args, **kwargs)
@@ -177,27 +185,47 @@ class MlxTuneInstrumentor(TrainerInstrumentor):
             return result
         finally:
             self._run = None
-            restore()
-            if returned and run.active and run.lines == 0 and _should_have_printed(instance):
-                self._warn(f"{type(instance).__name__} printed no step line mlx_otel knows")
-            self._close_run(run.callback)
+            self._end(instance, run, returned)
 
     def _start(self, instance: Any) -> _Run | None:
+        """The run of this ``train`` call, observing the instance; None to train unmonitored."""
         name = type(instance).__name__
         missing = [a for a in (*_REQUIRED, *TRAINERS.get(name, ())) if not hasattr(instance, a)]
         if missing:
             self._warn(f"{name} has no {', '.join(missing)} any more")
             return None
+        if getattr(instance, "use_native", True) is False:
+            self._warn(f"{name} trains in an mlx_lm.lora subprocess (use_native=False)")
+            return None
         config = {"iters": instance.iters, "steps_per_report": instance.logging_steps}
         callback = self._open_run(config)
-        return _Run(callback) if isinstance(callback, MlxTuneCallback) else None
+        if not isinstance(callback, MlxTuneCallback):
+            return None
+        run = _Run(callback)
+        try:
+            run.restore = self._observe_rewards(instance, run)
+        except Exception:
+            callback.close()
+            raise
+        return run
+
+    def _end(self, instance: Any, run: _Run, returned: bool) -> None:
+        """``train`` is over: the instance as it was; the run ended as the settings say."""
+        try:
+            run.restore()
+            if returned and run.active and run.lines == 0 and _should_have_printed(instance):
+                self._warn(f"{type(instance).__name__} printed no step line mlx_otel knows")
+        except Exception:  # never into the trainer
+            log.exception("mlx_otel: ending the monitoring of %s failed", type(instance).__name__)
+        finally:
+            self._close_run(run.callback)
 
     def _observe_rewards(self, instance: Any, run: _Run) -> Any:
         """GRPO: the instance's ``reward_fn`` records each score; returns what undoes it."""
         reward_fn = getattr(instance, "reward_fn", None)
         hooks = run.callback.hooks
         if not callable(reward_fn) or not isinstance(hooks, RewardLog):
-            return lambda: None
+            return _nothing
         hooks.group_size = getattr(instance, "num_generations", None)
         own = "reward_fn" in vars(instance)
 
