@@ -29,6 +29,7 @@ class or attribute gone, a step line in a format not known here.
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -143,7 +144,8 @@ class MlxTuneInstrumentor(TrainerInstrumentor):
                 if not callable(getattr(getattr(module, name, None), "train", None)):
                     self._warn(f"{self.module}.{name}.train is gone")
                     continue
-                wrapt.wrap_function_wrapper(module, f"{name}.train", self._train)
+                wrapper = functools.partial(self._train, name)  # subclasses are that trainer
+                wrapt.wrap_function_wrapper(module, f"{name}.train", wrapper)
                 self._classes.append(name)
             self._had_print = "print" in vars(module)
             self._saved_print = vars(module).get("print")
@@ -167,11 +169,11 @@ class MlxTuneInstrumentor(TrainerInstrumentor):
                 del module.print
 
     # -- each run --------------------------------------------------------------------
-    def _train(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    def _train(self, trainer: str, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if self._run is not None or not self._active:
             return wrapped(*args, **kwargs)  # a train inside a train: the outer one is the run
         try:
-            run = self._start(instance)
+            run = self._start(trainer, instance)
         except Exception as exc:  # never into the trainer
             self._warn(f"cannot monitor {type(instance).__name__} ({exc!r})")
             run = None
@@ -187,10 +189,10 @@ class MlxTuneInstrumentor(TrainerInstrumentor):
             self._run = None
             self._end(instance, run, returned)
 
-    def _start(self, instance: Any) -> _Run | None:
+    def _start(self, trainer: str, instance: Any) -> _Run | None:
         """The run of this ``train`` call, observing the instance; None to train unmonitored."""
         name = type(instance).__name__
-        missing = [a for a in (*_REQUIRED, *TRAINERS.get(name, ())) if not hasattr(instance, a)]
+        missing = [a for a in (*_REQUIRED, *TRAINERS[trainer]) if not hasattr(instance, a)]
         if missing:
             self._warn(f"{name} has no {', '.join(missing)} any more")
             return None
@@ -249,7 +251,7 @@ class MlxTuneInstrumentor(TrainerInstrumentor):
 
     def _print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` for mlx-tune's RL module: prints, then reads a step line into the run."""
-        builtins.print(*args, **kwargs)
+        (self._saved_print or builtins.print)(*args, **kwargs)
         run = self._run
         if run is None or not run.active or len(args) != 1 or not isinstance(args[0], str):
             return
