@@ -1,10 +1,12 @@
 """mlx-tune's trainers, unmodified, monitored: SFT through mlx-lm's ``train``, the RL trainers
 through their step lines and GRPO's reward function.
 
-Real runs of mlx-tune's DPO, GRPO and SFT trainers on the shared tiny model
-(loaded with mlx-tune's own ``FastLanguageModel``, offline), each a plain
-script started with ``mlx-otel run -- python script.py`` and scraped by one
-real Prometheus: what a user checks is the served loss, GRPO's mean reward,
+Real runs of mlx-tune's DPO, GRPO, SFT and ORPO trainers on the shared tiny
+model (loaded with mlx-tune's own ``FastLanguageModel``, offline), side by
+side, each a plain script started with ``mlx-otel run -- python script.py``
+(ORPO with ``opentelemetry-instrument python script.py``, which finds the
+instrumentor through this checkout's entry points) and scraped by one real
+Prometheus: what a user checks is the served loss, GRPO's mean reward,
 its groups without learning signal (``zero_std_groups_ratio``) and the
 group size, under the run id given. Fast tests cover the rest of the
 contract: uninstrument restores mlx-tune's module and classes, and a trainer
@@ -28,12 +30,13 @@ import pytest
 from mlx_otel.instrumentation import INSTRUMENTORS, MlxTuneInstrumentor
 from tests import processes
 from tests.servers import PrometheusServer, ServerDied, free_port, wait_for
-from tests.test_instrumentation import _env, _last
+from tests.test_instrumentation import _env, _last, _metadata
 from tests.tiny_model import build_model
 
 ITERS, REPORT = 4, 2
 RUN_TIMEOUT = 300.0
-RUNS = ("tune_dpo", "tune_grpo", "tune_sft")
+#: Run id -> trainer; tune_orpo is started by opentelemetry-instrument, the others by mlx-otel run.
+RUNS = {"tune_dpo": "dpo", "tune_grpo": "grpo", "tune_sft": "sft", "tune_orpo": "orpo"}
 _OFF = {"exporter": {"enabled": False}}
 
 
@@ -181,7 +184,7 @@ import itertools
 import sys
 
 from mlx_tune import (DPOConfig, DPOTrainer, FastLanguageModel, GRPOConfig, GRPOTrainer,
-                      SFTConfig, SFTTrainer)
+                      ORPOConfig, ORPOTrainer, SFTConfig, SFTTrainer)
 
 mode = sys.argv[1]
 model, tokenizer = FastLanguageModel.from_pretrained({model!r}, max_seq_length=64)
@@ -189,11 +192,11 @@ model = FastLanguageModel.get_peft_model(model, r=4, target_modules=["q_proj", "
 sums = [(i % 7, (i * 3) % 5) for i in range(8)]
 common = dict(max_steps={iters}, logging_steps={report}, per_device_train_batch_size=1,
               output_dir=mode)
-if mode == "dpo":
+if mode in ("dpo", "orpo"):
     rows = [{{"prompt": f"what is {{a}} plus {{b}} ?", "chosen": f" {{a + b}} </s>",
              "rejected": f" {{(a + b + 3) % 20}} </s>"}} for a, b in sums]
-    DPOTrainer(model=model, train_dataset=rows, tokenizer=tokenizer,
-               args=DPOConfig(**common)).train()
+    trainer, config = (DPOTrainer, DPOConfig) if mode == "dpo" else (ORPOTrainer, ORPOConfig)
+    trainer(model=model, train_dataset=rows, tokenizer=tokenizer, args=config(**common)).train()
 elif mode == "grpo":
     calls = itertools.count()
     # Groups of two: [0, 1], then [0, 0] (all equal: no learning signal, the update skipped).
@@ -220,16 +223,23 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict
     script = root / "train_tune.py"
     script.write_text(textwrap.dedent(_SCRIPT.format(
         model=str(root / "model"), iters=ITERS, report=REPORT)))  # fmt: skip
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    if not launcher.exists():
+        pytest.skip("opentelemetry-instrumentation is not installed")
+    _metadata(root / "metadata")  # this checkout's entry points, which the launcher reads
     ports = {run: free_port() for run in RUNS}
     targets = [f"127.0.0.1:{port}" for port in ports.values()]
     with PrometheusServer(root / "prometheus", targets=targets) as prom:
         started: dict[str, tuple[subprocess.Popen[Any], Path]] = {}
         try:
-            for run in RUNS:
+            for run, mode in RUNS.items():
                 log = root / f"{run}.log"
                 command = [sys.executable, "-m", "mlx_otel", "run", "--run-id", run, "--",
-                           "python", str(script), run.removeprefix("tune_")]  # fmt: skip
+                           "python", str(script), mode]  # fmt: skip
                 env = {**_env(root, run, ports[run]), "MLX_OTEL_METRICS_LINGER": "300"}
+                if mode == "orpo":
+                    command = [str(launcher), sys.executable, str(script), mode]
+                    env["MLX_OTEL_RUN_ID"] = run
                 with log.open("w") as out:
                     started[run] = processes.popen(command, cwd=root, env=env, stdout=out,
                                                    stderr=subprocess.STDOUT), log  # fmt: skip
@@ -251,7 +261,10 @@ def _until_served(prom: Any, run: str, process: subprocess.Popen[Any], log: Path
 
     wait_for(ended, timeout=RUN_TIMEOUT, interval=1.0, what=f"the last report of {run}")
     process.send_signal(signal.SIGTERM)  # ends the linger
-    assert process.wait(timeout=120) == 0, log.read_text(errors="replace")[-4000:]
+    # mlx-otel run returns the script's status; under the launcher, the monitor's SIGTERM
+    # handler ends the run's linger and then lets the signal end the process.
+    ok = (0, -signal.SIGTERM) if run == "tune_orpo" else (0,)
+    assert process.wait(timeout=120) in ok, log.read_text(errors="replace")[-4000:]
     return log.read_text(errors="replace")
 
 
@@ -265,6 +278,17 @@ def test_mlx_tune_dpo_serves_its_loss(served: tuple[Any, dict[str, str]]) -> Non
     assert 0 < loss < 10
     (every,) = _last(prom, f"mlx_train_steps_per_report{selector}").values()
     assert every == REPORT
+
+
+@pytest.mark.integration
+def test_opentelemetry_instrument_serves_an_unmodified_mlx_tune_orpo_script(
+    served: tuple[Any, dict[str, str]],
+) -> None:
+    prom, outputs = served
+    assert "script trained orpo" in outputs["tune_orpo"]
+    selector = '{run_id="tune_orpo"}'
+    (loss,) = _last(prom, f"mlx_train_loss{selector}").values()
+    assert loss > 0
 
 
 @pytest.mark.integration
