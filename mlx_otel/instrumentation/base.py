@@ -188,8 +188,7 @@ class TrainerInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             try:
                 return wrapped(*call_args, **call_kwargs)
             finally:
-                if not (self._keep_open or self._linger > 0):
-                    callback.close()
+                self._close_run(callback)
 
     def _chain(
         self, wrapped: Any, args: Any, kwargs: Any
@@ -204,10 +203,23 @@ class TrainerInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return None  # `mlx-otel lora`, or a callback the user made
         try:
             config = self.trainer_config(bound.arguments)
+            run_name = self.run_name(bound.arguments)
+        except Exception as exc:
+            self._warn(f"cannot monitor {self.module}.{self.function} ({exc!r})")
+            return None
+        callback = self._open_run(config, given, run_name)
+        if callback is None:
+            return None
+        bound.arguments[CALLBACK_PARAMETER] = callback
+        return bound.args, bound.kwargs, callback
+
+    def _open_run(
+        self, config: Mapping[str, Any], given: Any = None, run_name: str | None = None
+    ) -> MlxLmCallback | None:
+        """A callback monitoring one run of the trainer, ended as the settings say; or None."""
+        try:
             run_id = resolve_run_id(
-                self._run_id
-                or os.environ.get(RUN_ID_VARIABLE, "").strip()
-                or self.run_name(bound.arguments)
+                self._run_id or os.environ.get(RUN_ID_VARIABLE, "").strip() or run_name
             )
             kept = self._keep_open or self._linger > 0
             callback = self.callback(
@@ -222,8 +234,12 @@ class TrainerInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 self._open.append(callback)
         elif kept:  # after the callback's own exit hook, so this one runs first
             atexit.register(callback.close, linger=self._linger)
-        bound.arguments[CALLBACK_PARAMETER] = callback
-        return bound.args, bound.kwargs, callback
+        return callback
+
+    def _close_run(self, callback: MlxLmCallback) -> None:
+        """The trainer returned: end the run now, unless kept for the caller or a linger."""
+        if not (self._keep_open or self._linger > 0):
+            callback.close()
 
     def close_runs(self, *, linger: float = 0.0, stop: threading.Event | None = None) -> None:
         """End the runs kept open (``keep_open=True``): export, serve ``linger`` s more, close."""
