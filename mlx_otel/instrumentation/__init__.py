@@ -21,12 +21,14 @@ from mlx_otel.instrumentation.device import working_set_supplied
 from mlx_otel.instrumentation.guided_grpo import MlxGuidedGrpoInstrumentor
 from mlx_otel.instrumentation.lm import MlxLmInstrumentor
 from mlx_otel.instrumentation.lm_lora import MlxLmLoraInstrumentor
+from mlx_otel.instrumentation.vlm import MlxVlmInstrumentor
 
 __all__ = [
     "INSTRUMENTORS",
     "MlxGuidedGrpoInstrumentor",
     "MlxLmInstrumentor",
     "MlxLmLoraInstrumentor",
+    "MlxVlmInstrumentor",
     "TrainerInstrumentor",
     "is_monitored",
     "working_set_supplied",
@@ -37,4 +39,5 @@ INSTRUMENTORS: dict[str, type[TrainerInstrumentor]] = {
     "mlx_lm": MlxLmInstrumentor,
     "mlx_lm_lora": MlxLmLoraInstrumentor,
     "mlx_guided_grpo": MlxGuidedGrpoInstrumentor,
+    "mlx_vlm": MlxVlmInstrumentor,
 }
