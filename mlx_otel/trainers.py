@@ -332,11 +332,6 @@ class MlxLmCallback:
         last = self._config_int("iters")
         return iteration == 1 or iteration == last or (every is not None and iteration % every == 0)
 
-    def _ends_at_report(self, iteration: int) -> bool:
-        """Whether the report of ``iteration`` is the trainer's last call (the run ends there)."""
-        iters = self._config_int("iters")
-        return iters is not None and iteration >= iters
-
     def _iterations_per_second(self, reported: float, iteration: int) -> float:
         # mlx-lm divides steps_per_report (not the iterations of the interval)
         # by the interval's time, overstating a short last interval.
@@ -372,7 +367,8 @@ class MlxLmCallback:
         self._add_observed(report)
         self._last_iteration = iteration
         self.monitor.record_report(report)
-        if self._ends_at_report(iteration):
+        iters = self._config_int("iters")
+        if iters is not None and iteration >= iters:  # the trainer's last report
             self._end_of_training()
         else:
             self.hooks.reported(validation_next=self._validates_at(iteration + 1))

@@ -35,21 +35,23 @@ do the rest, so a vision-language run serves the series a language run does:
   ``padding_fraction``, ``vision_tokens_per_second``, ORPO's ``odds_margin``,
   a log-odds ratio and not a reward margin...) is ``mlx_train_custom{name}``.
 
-mlx-vlm validates after the report of the same iteration (mlx-lm before
-its step), and validates at the last iteration too: the run then ends at
-that last validation rather than at the last report. A validation is
-labelled with the iterations completed, as mlx-vlm reports it. The phases
-``train`` and ``evaluate`` are timed at the engine's ``evaluate``, like mlx-lm's.
+mlx-vlm validates right after the report of the same iteration (mlx-lm
+before its step), the last iteration included: such a report is recorded
+once its validation is in, so a step carries its own validation and the
+run ends after the last one. A validation is labelled with the iterations
+completed, as mlx-vlm reports it. The phases ``train`` and ``evaluate``
+are timed at the engine's ``evaluate``, like mlx-lm's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from mlx_otel.integrations.trainer_hooks import FunctionHooks, MlxLmHooks
+from mlx_otel.integrations.trainer_hooks import FunctionHooks
 from mlx_otel.records import to_number
 from mlx_otel.trainers import MlxLmCallback
 
@@ -127,18 +129,29 @@ def vlm_report(info: Mapping[str, Any], *, per_token_logps: bool | None = None) 
     return renamed
 
 
-class MlxVlmHooks(MlxLmHooks):
+class MlxVlmHooks(FunctionHooks):
     """mlx-vlm's phases: ``evaluate`` (the engine's ``evaluate``) and ``train`` (the rest).
 
-    The engine validates right after a report: no training runs in between,
-    so a report followed by a validation starts no ``train`` phase.
+    ``train`` runs from a recorded report to the engine's next validation or
+    report: the iterations in between, which the engine evaluates (``mx.eval``)
+    before it reports. The stretch before the first report is not timed.
     """
 
     module_name = ENGINE_MODULE
 
+    def _wrap(self, module: Any) -> dict[str, Any]:
+        timed = self._timed("evaluate", module.evaluate, "evaluate")
+
+        @functools.wraps(module.evaluate)
+        def evaluate(*args: Any, **kwargs: Any) -> Any:
+            if self.active:
+                self.end_open_phase()  # the training since the last report
+            return timed(*args, **kwargs)
+
+        return {"evaluate": evaluate}
+
     def reported(self, *, validation_next: bool = False) -> None:
-        if not validation_next:
-            self._start_open_phase("train")
+        self._start_open_phase("train")
 
 
 class MlxVlmCallback(MlxLmCallback):
@@ -146,42 +159,55 @@ class MlxVlmCallback(MlxLmCallback):
 
     ``config`` is the engine's ``args`` as a mapping (``iters``,
     ``steps_per_report``, ``steps_per_eval``; ``steps_per_eval`` None when
-    there is no validation set, DPO's ``loss_type``). Constructed like
-    :class:`~mlx_otel.trainers.MlxLmCallback`; the engine's ``train`` takes it:
+    there is no validation set, DPO's ``loss_type``). A report the engine
+    follows with a validation is recorded with it, as one step. Constructed
+    like :class:`~mlx_otel.trainers.MlxLmCallback`; the engine's ``train``
+    takes it:
 
         train(model, optimizer, train_set, val_set, args, task,
               training_callback=MlxVlmCallback(config=vars(args), run_id="vlm_001"))
     """
 
+    _held: Mapping[str, Any] | None = None
+
+    @property
+    def _hooks_import(self) -> bool:
+        return True  # the callback may be made before mlx-vlm's engine is imported
+
     def _make_hooks(self, phase: Any) -> FunctionHooks:
         return MlxVlmHooks(phase)
 
-    def _per_token_logps(self, info: Mapping[str, Any]) -> bool | None:
-        if self.trainer_config.get("loss_type") == "ipo":
-            return True
-        return None
+    def _renamed(self, info: Mapping[str, Any]) -> dict[str, Any]:
+        per_token = True if self.trainer_config.get("loss_type") == "ipo" else None
+        return vlm_report(info, per_token_logps=per_token)
 
     def _iterations_per_second(self, reported: float, iteration: int) -> float:
         return reported  # mlx-vlm divides the interval's own iterations
 
-    def _validates_at(self, iteration: int) -> bool:
-        """Whether the engine validates before ``iteration``: after ``iteration - 1``."""
-        done = iteration - 1
+    def _validates_after(self, iteration: int) -> bool:
+        """Whether the engine validates right after the report of ``iteration``."""
         every = self._config_int("steps_per_eval")
-        return every is not None and (done % every == 0 or done == self._config_int("iters"))
-
-    def _ends_at_report(self, iteration: int) -> bool:
-        # A validation after the last iteration ends the run instead.
-        return super()._ends_at_report(iteration) and not self._validates_at(iteration + 1)
+        return every is not None and (
+            iteration % every == 0 or iteration == self._config_int("iters")
+        )
 
     def _train_report(self, info: Mapping[str, Any]) -> None:
-        super()._train_report(vlm_report(info, per_token_logps=self._per_token_logps(info)))
+        self._record_held()  # its validation never came (no validation set)
+        number = to_number(info.get("iteration"))
+        if number is not None and math.isfinite(number) and self._validates_after(int(number)):
+            self._held = info  # recorded with the validation that follows
+            return
+        super()._train_report(self._renamed(info))
 
     def _val_report(self, info: Mapping[str, Any]) -> None:
-        super()._val_report(vlm_report(info, per_token_logps=self._per_token_logps(info)))
-        iteration = to_number(info.get("iteration"))
-        iters = self._config_int("iters")
-        if iters is None or iteration is None or not math.isfinite(iteration):
-            return
-        if iteration >= iters:  # the validation after the last iteration
-            self._end_of_training()
+        super()._val_report(self._renamed(info))
+        self._record_held()
+
+    def _record_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            super()._train_report(self._renamed(held))
+
+    def _flush_validation(self) -> None:
+        self._record_held()  # training stopped between a report and its validation
+        super()._flush_validation()
