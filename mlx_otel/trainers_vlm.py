@@ -46,8 +46,10 @@ are timed at the engine's ``evaluate``, like mlx-lm's.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,6 +58,8 @@ from mlx_otel.records import to_number
 from mlx_otel.trainers import MlxLmCallback
 
 __all__ = ["ENGINE_MODULE", "MlxVlmCallback", "vlm_report"]
+
+log = logging.getLogger("mlx_otel")
 
 #: mlx-vlm's one training loop (``train``) and its validation (``evaluate``).
 ENGINE_MODULE = "mlx_vlm.trainer.common.engine"
@@ -191,23 +195,39 @@ class MlxVlmCallback(MlxLmCallback):
             iteration % every == 0 or iteration == self._config_int("iters")
         )
 
-    def _train_report(self, info: Mapping[str, Any]) -> None:
-        self._record_held()  # its validation never came (no validation set)
-        number = to_number(info.get("iteration"))
-        if number is not None and math.isfinite(number) and self._validates_after(int(number)):
-            self._held = info  # recorded with the validation that follows
-            return
-        super()._train_report(self._renamed(info))
+    # -- the trainer's calls: a report waits for the validation that follows it --------
+    def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
+        try:
+            self._record_held()  # its validation never came (no validation set)
+            number = to_number(train_info.get("iteration"))
+            finite = number is not None and math.isfinite(number)
+            if finite and self._validates_after(int(number or 0)):
+                self._held = train_info  # recorded with the validation that follows
+            else:
+                self._train_report(self._renamed(train_info))
+        except Exception:
+            log.exception("mlx_otel: could not record a training report; training goes on")
+        if self.wrapped_callback is not None:
+            self.wrapped_callback.on_train_loss_report(train_info)
 
-    def _val_report(self, info: Mapping[str, Any]) -> None:
-        super()._val_report(self._renamed(info))
-        self._record_held()
+    def on_val_loss_report(self, val_info: dict[str, Any]) -> None:
+        try:
+            self._val_report(self._renamed(val_info))
+            self._record_held()
+        except Exception:
+            log.exception("mlx_otel: could not record a validation report; training goes on")
+        if self.wrapped_callback is not None:
+            self.wrapped_callback.on_val_loss_report(val_info)
 
     def _record_held(self) -> None:
         held, self._held = self._held, None
         if held is not None:
-            super()._train_report(self._renamed(held))
+            self._train_report(self._renamed(held))
 
-    def _flush_validation(self) -> None:
-        self._record_held()  # training stopped between a report and its validation
-        super()._flush_validation()
+    def close(self, *, linger: float = 0.0, stop: threading.Event | None = None) -> None:
+        """As :meth:`MlxLmCallback.close`; a report still waiting for its validation is recorded."""
+        try:
+            self._record_held()  # training stopped between a report and its validation
+        except Exception:
+            log.exception("mlx_otel: could not record the last training report")
+        super().close(linger=linger, stop=stop)

@@ -156,7 +156,9 @@ def test_grpo_keys_made_by_mlx_vlm_map_onto_the_grpo_series(tmp_path: Path) -> N
     values.update(kl=0.01, kl_clip_ratio=0.0, clip_ratio=0.125, average_generated_tokens=2.0,
                   hit_max_tokens_ratio=0.25, weight=4)  # fmt: skip
     info = {"iteration": 2, **report_loss_metrics(values, "train"), "completions_per_second": 8.0}
-    monitor = TrainingMonitor({"monitoring": {"output_dir": str(tmp_path)}}, serve=False)
+    monitor = TrainingMonitor(
+        {"monitoring": {"output_dir": str(tmp_path), "charts_timeout": 0.5}}, serve=False
+    )
     MlxVlmCallback(monitor=monitor).on_train_loss_report(info)
     samples = parse_exposition(monitor.telemetry.exposition())
     monitor.cleanup()
@@ -182,6 +184,26 @@ def test_logps_are_per_token_for_orpo_and_ipo_else_summed_sequence_scores() -> N
     assert vlm_report(dpo, per_token_logps=True)["train_policy_chosen_logps"] == -9.0
     orpo = {"train_preference_accuracy": 1.0, "train_rejected_logps": -2.0}
     assert vlm_report(orpo) == {"train_accuracies": 1.0, "train_policy_rejected_logps": -2.0}
+
+
+def test_a_report_whose_validation_never_comes_is_recorded_all_the_same(tmp_path: Path) -> None:
+    """The user's callback has each report at once; the monitor records it at the next call or
+    at close when the validation the schedule promised does not come (a validation that fails)."""
+    recorder = Recorder()
+    monitor = TrainingMonitor(
+        {"monitoring": {"output_dir": str(tmp_path), "charts_timeout": 0.5}}, serve=False
+    )
+    config = {"iters": ITERS, "steps_per_report": REPORT, "steps_per_eval": REPORT}
+    callback = MlxVlmCallback(config=config, monitor=monitor, wrapped_callback=recorder)
+    callback.on_train_loss_report({"iteration": REPORT, "train_loss": 2.0})
+    assert len(recorder.train) == 1 and monitor.steps_logged == 0  # waits for its validation
+    callback.on_train_loss_report({"iteration": ITERS, "train_loss": 1.0})
+    assert monitor.steps_logged == 1
+    callback.close()
+    samples = parse_exposition(monitor.telemetry.exposition())
+    monitor.cleanup()
+    assert sample(samples, "mlx_train_step") == ITERS and sample(samples, "mlx_train_loss") == 1.0
+    assert sample(samples, "mlx_train_steps_total") == 2
 
 
 # -- real runs of mlx-vlm's engine, in process -------------------------------------------------

@@ -56,28 +56,26 @@ class MlxVlmInstrumentor(TrainerInstrumentor):
             config["steps_per_eval"] = None  # the engine validates only with a set
         return config
 
-    def _wrap(self, module: Any) -> None:
-        super()._wrap(module)
-        if self._wrapped_in is not module:
-            return
-        wrapper = getattr(module, self.function)
+    def instrument(self, **kwargs: Any) -> Any:
+        """Wrap the engine's ``train`` (now, or at its import), and where mlx-vlm bound it."""
+        result = super().instrument(**kwargs)
+        engine = sys.modules.get(self.module)
+        wrapper = getattr(engine, self.function, None)
         original = getattr(wrapper, "__wrapped__", None)
         self._rebound = []
-        # Modules of mlx-vlm that bound the original `train` before the wrap.
+        if original is None:  # not wrapped (yet): modules imported later bind the wrapper
+            return result
         for name, other in list(sys.modules.items()):
-            if (
-                name.startswith("mlx_vlm.")
-                and other is not module
-                and original is not None
-                and getattr(other, self.function, None) is original
-            ):
+            if name.startswith("mlx_vlm.") and getattr(other, self.function, None) is original:
                 setattr(other, self.function, wrapper)
                 self._rebound.append(other)
+        return result
 
-    def _uninstrument(self, **kwargs: Any) -> None:
-        wrapper: Any = getattr(self._wrapped_in, self.function, None)
+    def uninstrument(self, **kwargs: Any) -> Any:
+        """Put the original ``train`` back, in the engine and where it was rebound."""
+        wrapper = getattr(sys.modules.get(self.module), self.function, None)
         for other in self._rebound:
             if getattr(other, self.function, None) is wrapper:
                 setattr(other, self.function, getattr(wrapper, "__wrapped__", wrapper))
         self._rebound = []
-        super()._uninstrument(**kwargs)
+        return super().uninstrument(**kwargs)
