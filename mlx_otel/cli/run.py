@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Run COMMAND (a Python console script, -m MODULE or a script, optionally after "
             "`python`) with mlx_otel's trainer instrumentors loaded: every mlx-lm, "
-            "mlx-lm-lora or mlx-guided-grpo run it starts is served for Prometheus."
+            "mlx-lm-lora, mlx-guided-grpo or mlx-vlm run it starts is served for Prometheus."
         ),
         usage="mlx-otel run [--metrics-port PORT] [--run-id ID] [--monitor-config FILE] "
         "[--metrics-linger SEC] -- COMMAND [ARGS...]",

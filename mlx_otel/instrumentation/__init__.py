@@ -22,6 +22,7 @@ from mlx_otel.instrumentation.guided_grpo import MlxGuidedGrpoInstrumentor
 from mlx_otel.instrumentation.lm import MlxLmInstrumentor
 from mlx_otel.instrumentation.lm_lora import MlxLmLoraInstrumentor
 from mlx_otel.instrumentation.tune import MlxTuneInstrumentor
+from mlx_otel.instrumentation.vlm import MlxVlmInstrumentor
 
 __all__ = [
     "INSTRUMENTORS",
@@ -29,6 +30,7 @@ __all__ = [
     "MlxLmInstrumentor",
     "MlxLmLoraInstrumentor",
     "MlxTuneInstrumentor",
+    "MlxVlmInstrumentor",
     "TrainerInstrumentor",
     "is_monitored",
     "working_set_supplied",
@@ -40,4 +42,5 @@ INSTRUMENTORS: dict[str, type[TrainerInstrumentor]] = {
     "mlx_lm_lora": MlxLmLoraInstrumentor,
     "mlx_guided_grpo": MlxGuidedGrpoInstrumentor,
     "mlx_tune": MlxTuneInstrumentor,
+    "mlx_vlm": MlxVlmInstrumentor,
 }
