@@ -332,19 +332,22 @@ METRICS: tuple[Metric, ...] = (
     Metric("run_finished", "mlx_otel.run.finished", "mlx_otel_run_finished", _G, "1",
            "1 once the run has ended cleanly (cleanup, with, end of training), else 0.",
            Source.EXPORTER, "exporter", read_from=None),  # served by the run's lifecycle
-    # Preference optimisation: mlx-lm-lora's dpo, cpo, orpo, online_dpo, xpo and
-    # ppo (and, for some, rlhf_reinforce) report these for each pair of a chosen and a rejected completion
-    # (mlx_otel.trainers maps their keys). "choice" is chosen or rejected.
+    # Preference optimisation: mlx-lm-lora's dpo, cpo, orpo, online_dpo, xpo, ppo,
+    # dsla and ftpo (and, for some, rlhf_reinforce) report these for each pair of a
+    # chosen and a rejected completion (mlx_otel.trainers maps their keys). "choice"
+    # is chosen or rejected.
     Metric("preference_reward", "mlx.train.preference_reward", "mlx_train_preference_reward",
            _G, "1", "Implicit reward of the chosen and of the rejected completions "
            "(beta times the policy's log-probability ratio to the reference), by choice.",
            Source.TRAINER, "preference", labels=("choice",)),
     Metric("preference_margin", "mlx.train.preference_margin", "mlx_train_preference_margin",
-           _G, "1", "Mean reward margin, chosen minus rejected; it grows while the policy "
-           "learns the preference.", Source.TRAINER, "preference"),
+           _G, "1", "Mean reward margin, chosen minus rejected (ftpo: the chosen minus the "
+           "rejected next-token logit); it grows while the policy learns the preference.",
+           Source.TRAINER, "preference"),
     Metric("preference_accuracy", "mlx.train.preference_accuracy",
            "mlx_train_preference_accuracy", _G, "1",
-           "Share of pairs whose chosen completion out-rewards the rejected one (0.5 is chance).",
+           "Share of pairs whose chosen completion out-rewards the rejected one (0.5 is chance; "
+           "ftpo: chosen tokens whose logit beats the rejected token's).",
            Source.TRAINER, "preference", grafana_unit="percentunit"),
     Metric("policy_logps", "mlx.train.policy_logps", "mlx_train_policy_logps", _G, "1",
            "Mean per-token log-probability the policy gives each choice's completions, by choice.",

@@ -66,7 +66,7 @@ _SCALARS = {
     "train_hit_max_tokens_ratio": "hit_max_tokens_ratio",
     "val_loss": "validation_loss",
     "val_time": "validation_duration",
-    # Preference optimisation (dpo, cpo, orpo, online_dpo, xpo, ppo) and rlhf_reinforce
+    # Preference optimisation (dpo, cpo, orpo, online_dpo, xpo, ppo, dsla) and rlhf_reinforce
     "train_margins": "preference_margin",
     "train_accuracies": "preference_accuracy",
     "val_margins": "validation_preference_margin",
@@ -78,6 +78,13 @@ _SCALARS = {
     "train_advantages_mean": "advantage_mean",  # ppo
     "train_advantages": "advantage_mean",  # rlhf_reinforce
     "train_ratios_mean": "importance_ratio_mean",  # ppo
+    "train_reward_mean": "reward_mean",  # klpo
+    "train_reward_std": "reward_std",
+    # ftpo: per chosen token, whether its logit beats the rejected token's, and by how much
+    "train_chosen_win": "preference_accuracy",
+    "train_mean_delta": "preference_margin",
+    "val_chosen_win": "validation_preference_accuracy",
+    "val_mean_delta": "validation_preference_margin",
 }
 #: Trainer keys that map onto a labelled catalogue metric: (key, label value).
 _LABELLED = {

@@ -317,7 +317,7 @@ def test_the_alertmanager_config_routes_by_severity_and_inhibits_warnings() -> N
         }
 
 
-# ---------------------------------------------------------------- RL health and throughput
+# ---------------------------------------------------------------- RL health, preference and throughput
 
 RL_CONTRACT_ALERTS = {
     "MLXNoLearningSignal",
@@ -327,6 +327,7 @@ RL_CONTRACT_ALERTS = {
     "MLXKLDivergenceExploding",
     "MLXTrainingAnomaly",
     "MLXThroughputDropped",
+    "MLXPreferenceNotLearning",
 }
 
 

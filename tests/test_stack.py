@@ -177,7 +177,7 @@ def test_promtool_accepts_the_written_config_and_its_rule_tests_pass(compose_sta
     output = promtool_ok("check", "config", "prometheus/prometheus.yml", cwd=compose_stack)
     assert f"SUCCESS: {len(rule_files())} rule files found" in output
     tests = sorted(str(p) for p in (compose_stack / "prometheus" / "tests").glob("*.yml"))
-    assert len(tests) == 7
+    assert len(tests) == 8
     promtool_ok("test", "rules", *tests, cwd=compose_stack)
 
 

@@ -148,7 +148,7 @@ def test_stack_init_writes_what_promtool_accepts(installed: Installed) -> None:
     output = installed.ok(promtool, "check", "config", str(stack / "prometheus" / "prometheus.yml"))
     assert "SUCCESS: 2 rule files found" in output
     tests = sorted(str(p) for p in (stack / "prometheus" / "tests").glob("*.yml"))
-    assert len(tests) == 7
+    assert len(tests) == 8
     installed.ok(promtool, "test", "rules", *tests)
     assert len(list((stack / "grafana" / "dashboards").glob("*.json"))) == 6
     assert (stack / "docker-compose.yml").exists() and (stack / "runbooks.md").exists()

@@ -84,7 +84,8 @@ def accuracy() -> common.Panel:
         unit=common.unit("preference_accuracy"),
         description=common.describe(
             "preference_accuracy", "validation_preference_accuracy",
-            "Stuck near 0.5 well after warm-up: the policy does not separate the pairs.",
+            "Stuck near 0.5 well after warm-up, the margin not growing: the policy does not "
+            "separate the pairs (MLXPreferenceNotLearning).",
             trainer_only=True,
         ),  # fmt: skip
         min_zero=True,
