@@ -49,10 +49,10 @@ def gather_columns(
     and messages of its own path.
     """
     groups: dict[tuple[str, ...], list[int]] = {}
-    for index, (_, values, _) in enumerate(rows):
-        if not _PLAIN.issuperset(map(type, values.values())):
+    for index, (_, step_values, _) in enumerate(rows):
+        if not _PLAIN.issuperset(map(type, step_values.values())):
             return None
-        groups.setdefault(tuple(values), []).append(index)
+        groups.setdefault(tuple(step_values), []).append(index)
     steps = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     stamps = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
     pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
