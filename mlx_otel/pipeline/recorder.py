@@ -284,9 +284,14 @@ class StepRecorder:
                 duration = None
             self._last_call = now
             samples = self.samples
+            # samples.add(), inlined while a buffer has room (the usual case).
+            bound = self._max_records
             if duration is not None:
                 values["step_time"] = duration
-                samples.add(samples.durations, duration, "step_duration")
+                if len(samples.durations) < bound:
+                    samples.durations.append(duration)
+                else:
+                    samples.add(samples.durations, duration, "step_duration")
             chunk = None
             if rewards is not MISSING:
                 # Copy now: the caller may reuse its list or buffer next step. A
@@ -295,7 +300,10 @@ class StepRecorder:
                 # full collection (which holds the interpreter) longer.
                 chunk = tuple(rewards) if rewards.__class__ is list else self._copy_samples(rewards)
                 if chunk is not None:
-                    samples.add(samples.rewards, chunk, "rewards")
+                    if len(samples.rewards) < bound:
+                        samples.rewards.append(chunk)
+                    else:
+                        samples.add(samples.rewards, chunk, "rewards")
                     if rl is None and self._group_size is not None:
                         rl = [None, None, None, None, None, None, None]  # groups by the config
             if timings:
@@ -310,11 +318,11 @@ class StepRecorder:
                 memory = self._profiler.end_step(reset_peak=self._reset_peak)
                 self.step_peak = memory[2]
             self.steps += 1
-            self._buffer(
-                self._records,
-                (step, time.time(), values, custom, chunk, duration, memory, labelled, rl),
-                "step_record",
-            )
+            record = (step, time.time(), values, custom, chunk, duration, memory, labelled, rl)
+            if len(self._records) < bound:  # _buffer(), inlined
+                self._records.append(record)
+            else:
+                self._buffer(self._records, record, "step_record")
         except Exception as exc:  # monitoring never kills training
             if self.strict:
                 raise
