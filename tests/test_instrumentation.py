@@ -43,7 +43,7 @@ from mlx_otel.instrumentation import (
 from mlx_otel.trainers import MlxLmCallback
 from tests import processes
 from tests.servers import REPO, PrometheusServer, ServerDied, free_port, wait_for
-from tests.tiny_model import build_model, write_jsonl, write_sum_data
+from tests.tiny_model import build_model, write_jsonl, write_preference_data, write_sum_data
 
 ITERS, REPORT = 4, 2
 #: mlx-lm-lora's modes that generate online and ask a judge (the tiny model itself).
@@ -234,11 +234,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("instrumented")
     build_model(root / "model")
     write_sum_data(root)
+    write_preference_data(root)
     sums = [(i % 7, (i * 3) % 5) for i in range(8)]
-    rows = [{"prompt": f"what is {a} plus {b} ?", "chosen": f"{a + b} </s>",
-             "rejected": f"{(a + b + 3) % 20} </s>"} for a, b in sums]  # fmt: skip
-    write_jsonl(root / "dpo" / "train.jsonl", rows)
-    write_jsonl(root / "dpo" / "valid.jsonl", rows[:4])
     # mlx-guided-grpo keeps only answers that think first.
     rows = [{"prompt": f"what is {a} plus {b} ?", "answer": f"<think> {a} plus {b} </think> {a + b}"}
             for a, b in sums]  # fmt: skip

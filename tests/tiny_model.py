@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["REWARD_FUNCTIONS", "build_model", "write_jsonl", "write_sum_data"]
+__all__ = ["REWARD_FUNCTIONS", "build_model", "write_jsonl", "write_preference_data", "write_sum_data"]
 
 #: The GRPO reward functions of ``rewards.py`` (``--reward-functions-file``).
 REWARD_FUNCTIONS = ("digit_reward", "length_reward")
@@ -85,3 +85,12 @@ def write_sum_data(root: Path) -> None:
                     [{"prompt": f"what is {a} plus {b} ?", "answer": str(a + b)}
                      for a, b in rows[:8]])  # fmt: skip
     (root / "rewards.py").write_text(_REWARDS_FILE)
+
+
+def write_preference_data(root: Path) -> None:
+    """Pairs of sums, the right answer chosen, a wrong one rejected (``root/dpo``)."""
+    sums = [(i % 7, (i * 3) % 5) for i in range(8)]
+    rows = [{"prompt": f"what is {a} plus {b} ?", "chosen": f"{a + b} </s>",
+             "rejected": f"{(a + b + 3) % 20} </s>"} for a, b in sums]  # fmt: skip
+    write_jsonl(root / "dpo" / "train.jsonl", rows)
+    write_jsonl(root / "dpo" / "valid.jsonl", rows[:4])

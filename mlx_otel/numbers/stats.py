@@ -175,13 +175,7 @@ class ComprehensiveStatsCollector:
         rejected: list[str] = []
         with self._lock:
             for step, _, stamp in rows:  # as _record_locked counts them, a row at a time
-                if self._max_step is None or step > self._max_step:
-                    self._max_step = step
-                    self._distinct_steps += 1
-                if self._first_timestamp is None or stamp < self._first_timestamp:
-                    self._first_timestamp = stamp
-                if self._last_timestamp is None or stamp > self._last_timestamp:
-                    self._last_timestamp = stamp
+                self._count_step_locked(step, stamp)
             for name, column in columns.items():
                 buffer = self._metrics.get(name)
                 if buffer is None:
@@ -228,6 +222,12 @@ class ComprehensiveStatsCollector:
         if step is None:
             step = 0 if buffer.last_step is None else buffer.last_step + 1
         buffer.last_step = step
+        self._count_step_locked(step, stamp)
+        if not math.isfinite(value):
+            buffer.non_finite += 1
+        buffer.append(value, step, stamp)
+
+    def _count_step_locked(self, step: int, stamp: float) -> None:
         # Count distinct steps as they rise: bounded memory (no set of all
         # steps), exact for the usual monotonic training loop.
         if self._max_step is None or step > self._max_step:
@@ -237,9 +237,6 @@ class ComprehensiveStatsCollector:
             self._first_timestamp = stamp
         if self._last_timestamp is None or stamp > self._last_timestamp:
             self._last_timestamp = stamp
-        if not math.isfinite(value):
-            buffer.non_finite += 1
-        buffer.append(value, step, stamp)
 
     # ------------------------------------------------------------------- reads
 
