@@ -160,8 +160,8 @@ class TrainingMonitor:
             ledger=self.errors,
             ending=ending,
             wandb_logger=self.wandb_logger,
-            # While the worker awaits a chart, it keeps the histograms folded.
-            while_waiting=self.recorder.fold,
+            # While the worker awaits a chart, it keeps draining and folding.
+            while_waiting=lambda: self._while_charts_render(),
         )
         self.statistics, self.charts = built.statistics, built.charts
         self.sinks: list[Sink] = built.all
@@ -247,6 +247,13 @@ class TrainingMonitor:
     def _record_due(self) -> bool:
         """Whether the periodic record is written: steps logged and the end not begun."""
         return bool(self.recorder.steps) and not self._end.begun
+
+    def _while_charts_render(self) -> None:
+        """What the worker does while a chart render is awaited: it keeps up with the
+        steps (the chart sink itself is left out), so a render of seconds drops none."""
+        if self.worker.on_worker_thread():
+            self.dispatcher.drain()  # a drain ends with the samples folded
+        self.recorder.fold()
 
     def _forward_gradients(self, record: GradientRecord) -> None:
         self.worker.submit("gradients", lambda: self.dispatcher.dispatch([record]))

@@ -67,7 +67,7 @@ def test_a_checkout_reads_the_shipped_files_from_the_repository() -> None:
     assert "prometheus/rules/mlx_otel_alerts.yml" in shipped
     assert "docker-compose.yml" in shipped and "docs/runbooks.md" in shipped
     assert not [name for name in shipped if name.endswith(".py")]  # dashboard sources stay out
-    assert len(shipped) == 25
+    assert len(shipped) == 26
 
 
 @pytest.mark.integration

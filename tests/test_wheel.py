@@ -103,7 +103,7 @@ def test_the_sdist_holds_the_top_level_files_and_the_wheel_built_from_it_ships_t
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = {name: archive.read(name) for name in archive.namelist()}
     shipped = shipped_files()
-    assert len(shipped) == 25
+    assert len(shipped) == 26
     for name in shipped:
         assert name in in_sdist, f"the sdist lacks {name}"
         assert in_wheel.get(f"mlx_otel/assets/{name}") == (REPO / name).read_bytes(), name

@@ -110,8 +110,9 @@ class ChartProcess:
         self._interrupt = threading.Event()
         #: Children left to finish a render on their own (their input is closed).
         self.finishing: list[subprocess.Popen[bytes]] = []
-        #: Called about every 0.1 s while a render is awaited (the caller's
-        #: thread is otherwise idle: the monitor folds its samples there).
+        #: Called about every 0.1 s while a render is awaited or its request
+        #: waits for the child to read (the caller's thread is otherwise idle:
+        #: the monitor drains its steps and folds its samples there).
         self.while_waiting: Callable[[], None] | None = None
 
     def cut_short(self) -> None:
@@ -212,6 +213,8 @@ class ChartProcess:
                 with contextlib.suppress(BlockingIOError):
                     view = view[os.write(fd, view[: 1 << 16]) :]
                 continue
+            if self.while_waiting is not None:  # the child is still importing: not reading
+                self.while_waiting()
             if process.poll() is not None:
                 raise EOFError("chart process exited")
             if self._stop(deadline, interruptible):

@@ -6,8 +6,11 @@ that fell behind (a flood of steps, a starved CPU) drains in batches of
 between them, so the served histograms stay current and their buffers do not
 overflow; a sink that wants the whole drain (``whole_drain``: charts render
 once per drain at most) gets it once, at the end. One sink failing is
-reported under its ``error_kind`` and never starves the others. The
-dispatcher does not know which sinks exist.
+reported under its ``error_kind`` and never starves the others. A drain
+may run inside a sink's ``handle`` (the chart sink drains while it awaits a
+render, so that a long render does not fill the queue): the sink whose
+``handle`` is under way is left out of that inner drain. The dispatcher does
+not know which sinks exist.
 
     dispatcher = Dispatcher(recorder, sinks, on_error=ledger.report_exception)
     worker.add_periodic("records", dispatcher.drain)
@@ -52,6 +55,7 @@ class Dispatcher:
         self._source = source
         self._on_error = on_error
         self._batch = batch
+        self._busy: list[Sink] = []  # sinks whose handle() is under way (a drain inside it)
 
     def drain(self) -> None:
         """Everything pending, to the batched sinks in batches, then to the whole-drain ones."""
@@ -73,7 +77,12 @@ class Dispatcher:
     def dispatch(self, batch: Sequence[Record], sinks: Sequence[Sink] | None = None) -> None:
         """``batch`` to ``sinks`` (default: every sink); a failing sink is reported."""
         for sink in self.sinks if sinks is None else sinks:
+            if any(sink is busy for busy in self._busy):
+                continue  # this drain runs inside its handle(): it has moved on
+            self._busy.append(sink)
             try:
                 sink.handle(batch)
             except Exception as exc:  # one sink failing must not starve the others
                 self._on_error(sink.error_kind, f"the {sink.name} sink", exc)
+            finally:
+                self._busy.pop()

@@ -73,6 +73,10 @@ class BackgroundWorker:
         self._wake.set()
         return future
 
+    def on_worker_thread(self) -> bool:
+        """Whether the caller is this worker's thread (running a task or periodic job)."""
+        return threading.current_thread() is self._thread
+
     def pending(self) -> int:
         """Tasks waiting to run."""
         return len(self._tasks)
