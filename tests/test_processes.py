@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration  # each test starts Python children
 
 WAITS_FOR_CTRL_C = """
 import sys, time
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: a Ctrl-C right after it is still caught
     time.sleep(60)
 except KeyboardInterrupt:
     print("KeyboardInterrupt", flush=True)
