@@ -27,6 +27,7 @@ process's exit, so that Prometheus scrapes a short run's last report).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import inspect
 import logging
 import os
@@ -48,7 +49,9 @@ from mlx_otel.errors import ConfigError
 from mlx_otel.instrumentation.device import working_set_supplied
 from mlx_otel.trainers import MlxLmCallback
 
-__all__ = ["LINGER_VARIABLE", "TrainerInstrumentor", "is_monitored", "linger_from_env"]
+__all__ = [
+    "LINGER_VARIABLE", "TrainerInstrumentor", "args_config", "is_monitored", "linger_from_env",
+]  # fmt: skip
 
 log = logging.getLogger("mlx_otel")
 
@@ -72,6 +75,20 @@ def linger_from_env() -> float:
                   LINGER_VARIABLE, text)  # fmt: skip
         return 0.0
     return value
+
+
+def args_config(args: Any) -> dict[str, Any]:
+    """A trainer's ``args`` as a dict: a dataclass's fields, an object's attributes, else empty.
+
+    >>> import argparse
+    >>> args_config(argparse.Namespace(iters=10)), args_config(None)
+    ({'iters': 10}, {})
+    """
+    if dataclasses.is_dataclass(args) and not isinstance(args, type):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+    if hasattr(args, "__dict__"):
+        return dict(vars(args))
+    return {}
 
 
 def is_monitored(callback: Any) -> bool:
@@ -115,8 +132,9 @@ class TrainerInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     # -- the trainer's side, per subclass ----------------------------------------
     def trainer_config(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The trainer's configuration (``iters``, ``steps_per_report``) from the call."""
-        return {}
+        """The trainer's configuration (``iters``, ``steps_per_report``) from the call:
+        its ``args`` (a dataclass or an ``argparse.Namespace``), as the trainers take it."""
+        return args_config(arguments.get("args"))
 
     def run_name(self, arguments: Mapping[str, Any]) -> str | None:
         """The trainer's own name for the run, if it has one."""

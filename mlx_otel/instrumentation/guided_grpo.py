@@ -14,9 +14,6 @@ supplied on MLX's Linux CPU build like mlx-lm-lora's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from mlx_otel.instrumentation.base import TrainerInstrumentor
 from mlx_otel.trainers import MlxLmLoraCallback
 
@@ -33,7 +30,3 @@ class MlxGuidedGrpoInstrumentor(TrainerInstrumentor):
     module = "mlx_grpo.train"
     function = "run"
     callback = MlxLmLoraCallback
-
-    def trainer_config(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
-        args = arguments.get("args")
-        return vars(args) if hasattr(args, "__dict__") else {}

@@ -14,10 +14,6 @@ has no run name: the run is ``MLX_OTEL_RUN_ID`` or a fresh id.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from typing import Any
-
 from mlx_otel.instrumentation.base import TrainerInstrumentor
 from mlx_otel.trainers import MlxLmCallback
 
@@ -34,11 +30,3 @@ class MlxLmInstrumentor(TrainerInstrumentor):
     module = "mlx_lm.tuner.trainer"
     function = "train"
     callback = MlxLmCallback
-
-    def trainer_config(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
-        args = arguments.get("args")
-        if args is None:  # train's default TrainingArgs()
-            return {}
-        if dataclasses.is_dataclass(args):
-            return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
-        return dict(vars(args))

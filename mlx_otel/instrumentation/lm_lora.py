@@ -15,9 +15,6 @@ mlx-lm-lora has no run name: the run is ``MLX_OTEL_RUN_ID`` or a fresh id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from mlx_otel.instrumentation.base import TrainerInstrumentor
 from mlx_otel.trainers import MlxLmLoraCallback
 
@@ -34,7 +31,3 @@ class MlxLmLoraInstrumentor(TrainerInstrumentor):
     module = "mlx_lm_lora.train"
     function = "run"
     callback = MlxLmLoraCallback
-
-    def trainer_config(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
-        args = arguments.get("args")
-        return vars(args) if hasattr(args, "__dict__") else {}

@@ -21,12 +21,11 @@ mlx-vlm's older loops (``mlx_vlm.trainer.vlm.sft.trainer.train``, the legacy
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from mlx_otel.instrumentation.base import TrainerInstrumentor
+from mlx_otel.instrumentation.base import TrainerInstrumentor, args_config
 from mlx_otel.trainers_vlm import ENGINE_MODULE, MlxVlmCallback
 
 __all__ = ["MlxVlmInstrumentor"]
@@ -46,12 +45,7 @@ class MlxVlmInstrumentor(TrainerInstrumentor):
     _rebound: list[Any] = []
 
     def trainer_config(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
-        args = arguments.get("args")
-        config: dict[str, Any] = {}
-        if dataclasses.is_dataclass(args) and not isinstance(args, type):
-            config = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
-        elif hasattr(args, "__dict__"):
-            config = dict(vars(args))
+        config = args_config(arguments.get("args"))
         if arguments.get("val_dataset") is None:
             config["steps_per_eval"] = None  # the engine validates only with a set
         return config
