@@ -161,7 +161,7 @@ class TrainingMonitor:
             ending=ending,
             wandb_logger=self.wandb_logger,
             # While the worker awaits a chart, it keeps draining and folding.
-            while_waiting=lambda: self._while_charts_render(),
+            while_waiting=self._while_charts_render,
         )
         self.statistics, self.charts = built.statistics, built.charts
         self.sinks: list[Sink] = built.all
@@ -251,9 +251,9 @@ class TrainingMonitor:
     def _while_charts_render(self) -> None:
         """What the worker does while a chart render is awaited: it keeps up with the
         steps (the chart sink itself is left out), so a render of seconds drops none."""
-        if self.worker.on_worker_thread():
-            self.dispatcher.drain()  # a drain ends with the samples folded
-        self.recorder.fold()
+        if self.worker.on_worker_thread():  # never beside the worker's own drain
+            self.dispatcher.drain()
+        self.recorder.fold()  # also when no step waited (the drain folds only between batches)
 
     def _forward_gradients(self, record: GradientRecord) -> None:
         self.worker.submit("gradients", lambda: self.dispatcher.dispatch([record]))

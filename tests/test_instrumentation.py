@@ -43,7 +43,7 @@ from mlx_otel.instrumentation import (
 from mlx_otel.trainers import MlxLmCallback
 from tests import processes
 from tests.servers import REPO, PrometheusServer, ServerDied, free_port, wait_for
-from tests.tiny_model import build_model, write_jsonl, write_preference_data, write_sum_data
+from tests.tiny_model import SUMS, build_model, write_jsonl, write_preference_data, write_sum_data
 
 ITERS, REPORT = 4, 2
 #: mlx-lm-lora's modes that generate online and ask a judge (the tiny model itself).
@@ -235,7 +235,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_model(root / "model")
     write_sum_data(root)
     write_preference_data(root)
-    sums = [(i % 7, (i * 3) % 5) for i in range(8)]
+    sums = SUMS[:8]
     # mlx-guided-grpo keeps only answers that think first.
     rows = [{"prompt": f"what is {a} plus {b} ?", "answer": f"<think> {a} plus {b} </think> {a + b}"}
             for a, b in sums]  # fmt: skip

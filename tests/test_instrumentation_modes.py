@@ -27,7 +27,7 @@ import pytest
 from tests import processes
 from tests.servers import PrometheusServer, ServerDied, free_port, wait_for
 from tests.test_instrumentation import ITERS, REPORT, RUN_TIMEOUT, _env, _last, _metadata
-from tests.tiny_model import build_model, write_jsonl, write_preference_data, write_sum_data
+from tests.tiny_model import SUMS, build_model, write_jsonl, write_preference_data, write_sum_data
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_model(root / "model")
     write_sum_data(root)
     write_preference_data(root)
-    sums = [(i % 7, (i * 3) % 5) for i in range(8)]
+    sums = SUMS[:8]
     # FTPO: a context, one rejected next token and the tokens preferred to it.
     rows = [{"context_with_chat_template": f"user : what is {a} plus {b} ? assistant :",
              "rejected_decoded": str((a + b + 3) % 20), "multi_chosen_decoded": [str(a + b)]}

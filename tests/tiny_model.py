@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["REWARD_FUNCTIONS", "build_model", "write_jsonl", "write_preference_data", "write_sum_data"]
+__all__ = ["REWARD_FUNCTIONS", "SUMS", "build_model", "write_jsonl", "write_preference_data",
+           "write_sum_data"]  # fmt: skip
+
+#: The sums every data set is made of: (a, b), "what is a plus b ?".
+SUMS = [(i % 7, (i * 3) % 5) for i in range(16)]
 
 #: The GRPO reward functions of ``rewards.py`` (``--reward-functions-file``).
 REWARD_FUNCTIONS = ("digit_reward", "length_reward")
@@ -77,8 +81,7 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
 
 def write_sum_data(root: Path) -> None:
     """Small SFT (``root/sft``) and GRPO (``root/grpo``) data sets of sums, and ``rewards.py``."""
-    sums = [(i % 7, (i * 3) % 5) for i in range(16)]
-    for name, rows in (("train", sums), ("valid", sums[:4])):
+    for name, rows in (("train", SUMS), ("valid", SUMS[:4])):
         write_jsonl(root / "sft" / f"{name}.jsonl",
                     [{"text": f"what is {a} plus {b} ? {a + b} </s>"} for a, b in rows])  # fmt: skip
         write_jsonl(root / "grpo" / f"{name}.jsonl",
@@ -89,8 +92,7 @@ def write_sum_data(root: Path) -> None:
 
 def write_preference_data(root: Path) -> None:
     """Pairs of sums, the right answer chosen, a wrong one rejected (``root/dpo``)."""
-    sums = [(i % 7, (i * 3) % 5) for i in range(8)]
     rows = [{"prompt": f"what is {a} plus {b} ?", "chosen": f"{a + b} </s>",
-             "rejected": f"{(a + b + 3) % 20} </s>"} for a, b in sums]  # fmt: skip
+             "rejected": f"{(a + b + 3) % 20} </s>"} for a, b in SUMS[:8]]  # fmt: skip
     write_jsonl(root / "dpo" / "train.jsonl", rows)
     write_jsonl(root / "dpo" / "valid.jsonl", rows[:4])

@@ -284,7 +284,9 @@ class StepRecorder:
                 duration = None
             self._last_call = now
             samples = self.samples
-            # samples.add(), inlined while a buffer has room (the usual case).
+            # samples.add() and _buffer(), inlined while a buffer has room (the
+            # usual case; 0.3 µs of a 5 µs step): the sample buffers were made
+            # with the same bound as the step records.
             bound = self._max_records
             if duration is not None:
                 values["step_time"] = duration

@@ -29,9 +29,8 @@ class StatisticsSink:
 
     name = "statistics"
     error_kind = "worker"
-    whole_drain = (
-        True  # the history is copied a metric at a time: the bigger the batch, the cheaper
-    )
+    # The history is copied a metric at a time: the bigger the batch, the cheaper.
+    whole_drain = True
 
     def __init__(
         self,

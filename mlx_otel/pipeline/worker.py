@@ -83,7 +83,7 @@ class BackgroundWorker:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until all tasks submitted so far ran and a periodic cycle completed."""
-        if threading.current_thread() is self._thread:
+        if self.on_worker_thread():
             return True
         with self._idle:
             target = self._generation + 2  # a full cycle that began after this call
