@@ -210,7 +210,7 @@ else:
     SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=rows,
                args=SFTConfig(dataset_text_field="text", max_seq_length=64,
                               adapter_path="sft/adapters", **common)).train()
-print("script trained", mode)
+print("script trained", mode, flush=True)
 """
 
 
@@ -260,6 +260,9 @@ def _until_served(prom: Any, run: str, process: subprocess.Popen[Any], log: Path
         return bool(prom.query_values(f'mlx_train_step{{run_id="{run}"}} == {ITERS}'))
 
     wait_for(ended, timeout=RUN_TIMEOUT, interval=1.0, what=f"the last report of {run}")
+    # The linger begins once the script is done (its last line): end the linger, not the training.
+    wait_for(lambda: "script trained" in log.read_text(errors="replace"), timeout=RUN_TIMEOUT,
+             interval=0.2, what=f"the end of {run}'s script")  # fmt: skip
     process.send_signal(signal.SIGTERM)  # ends the linger
     # mlx-otel run returns the script's status; under the launcher, the monitor's SIGTERM
     # handler ends the run's linger and then lets the signal end the process.
