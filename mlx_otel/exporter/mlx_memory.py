@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from types import TracebackType
 
 import mlx.core as mx
@@ -334,6 +335,29 @@ class MemoryProfiler:
             self._snapshots.append(snapshot)
             self._version += 1
         return snapshot
+
+    def add_readings(self, readings: Sequence[tuple[int | None, float, float, float, float]]) -> None:
+        """:meth:`add_reading` of many ``(step, timestamp, active, cache, peak bytes)``
+        readings at once, oldest first (the worker's batch): one lock, one limit read.
+
+        Example::
+
+            profiler.add_readings([(3, time.time(), 2**20, 0, 2**21)])
+        """
+        if not readings:
+            return
+        limit = to_mb(mx.get_memory_limit())
+        snapshots = [
+            MemorySnapshot(
+                step=step, timestamp=stamp, mlx_allocated_mb=to_mb(active),
+                mlx_cache_mb=to_mb(cache), mlx_peak_mb=to_mb(peak), mlx_limit_mb=limit,
+                process_rss_mb=NAN, system_available_mb=NAN, system_total_mb=NAN,
+            )  # fmt: skip
+            for step, stamp, active, cache, peak in readings[-self.history_capacity :]
+        ]
+        with self._lock:
+            self._snapshots.extend(snapshots)
+            self._version += 1
 
     @property
     def history_capacity(self) -> int:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -112,6 +112,35 @@ class RobustZScore:
         self._since += 1
         return score
 
+    def update_many(self, values: Sequence[float]) -> list[float | None]:
+        """:meth:`update` of each value in turn (the same scores), cheaper per value.
+
+        Between two recomputations of the reference every value is scored
+        against the same median and scale, so a run of finite values is
+        scored in one pass.
+        """
+        scores: list[float | None] = []
+        i, count = 0, len(values)
+        while i < count:
+            if not self._scale:  # still learning the series: one value at a time
+                scores.append(self.update(values[i]))
+                i += 1
+                continue
+            if self._since >= self._due:
+                self._refresh()
+            run = values[i : i + self._due - self._since]
+            # A finite sum means finite values (a sum overflowing to inf takes
+            # the value-by-value path, which gives the same scores).
+            if math.isfinite(sum(run)):
+                median, scale = self._median, self._scale
+                scores.extend([(value - median) / scale for value in run])
+                self._history.extend(run)
+                self._since += len(run)
+            else:  # a NaN or inf inside: it scores inf and stays out of the reference
+                scores.extend([self.update(value) for value in run])
+            i += len(run)
+        return scores
+
     def _refresh(self) -> None:
         count = len(self._history)
         if count <= _SORT_BELOW:
@@ -158,6 +187,59 @@ class AnomalyDetector:
         self.threshold = threshold
         self._scores = {name: RobustZScore(window) for name in metrics}
         self.counts: dict[str, int] = {}
+
+    def observe_many(
+        self, rows: Sequence[Mapping[str, float]]
+    ) -> tuple[list[dict[str, float] | None], list[dict[str, int] | None]]:
+        """:meth:`observe` of each row in turn: (each row's scores, the counts after it).
+
+        Both are None for a row without scores. A row's counts are a copy of
+        :attr:`counts` as it stood after that row; rows between two changes
+        share one copy (read them, do not change them).
+        """
+        count = len(rows)
+        scored: list[dict[str, float] | None] = [None] * count
+        threshold = self.threshold
+        # For each metric: where it is first seen, and the rows where it crosses.
+        firsts: list[tuple[int, int, str]] = []
+        crossings: dict[int, list[str]] = {}
+        for order, (name, detector) in enumerate(self._scores.items()):
+            where = [i for i, row in enumerate(rows) if row.get(name) is not None]
+            if not where:
+                continue
+            scores = detector.update_many([rows[i][name] for i in where])
+            if name not in self.counts:
+                firsts.append((where[0], order, name))
+            for i, score in zip(where, scores, strict=True):
+                if score is None:
+                    continue
+                row_scores = scored[i]
+                if row_scores is None:
+                    row_scores = scored[i] = {}
+                row_scores[name] = score
+                if abs(score) > threshold:
+                    crossings.setdefault(i, []).append(name)
+        # The counts after each row: they change where a metric is first seen
+        # or crosses the threshold; the rows in between share one copy.
+        changes: dict[int, list[tuple[str, int]]] = {}
+        for first, _, name in sorted(firsts):
+            changes.setdefault(first, []).append((name, 0))
+        for i, names in crossings.items():
+            changes.setdefault(i, []).extend((name, 1) for name in names)
+        counts = self.counts
+        snapshot: dict[str, int] | None = None
+        after: list[dict[str, int] | None] = [None] * count
+        for i in range(count):
+            change = changes.get(i)
+            if change is not None:
+                for name, add in change:
+                    counts[name] = counts.get(name, 0) + add
+                snapshot = None
+            if scored[i] is not None:
+                if snapshot is None:
+                    snapshot = dict(counts)
+                after[i] = snapshot
+        return scored, after
 
     def observe(self, values: Mapping[str, float]) -> dict[str, float]:
         """Score the watched metrics among ``values``; count those beyond the threshold."""

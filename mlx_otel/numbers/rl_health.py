@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from mlx_otel.records import to_number
+
 __all__ = ["OUTCOMES", "RLHealth", "rl_health"]
 
 #: The outcomes of a group without reward spread.
@@ -168,6 +170,10 @@ def _numbers(values: Any) -> np.ndarray | None:
         array = np.asarray(values)
     except (TypeError, ValueError, OverflowError):
         return None
+    if array.dtype.kind == "O" and array.ndim <= 1:
+        # Ints beyond int64 (10**30 tokens is a number, if an odd one): one by one.
+        numbers = [to_number(value) for value in array.ravel()]
+        return None if None in numbers else np.array(numbers, dtype=np.float64)
     if array.dtype.kind not in "biuf":
         return None
     return array.astype(np.float64, copy=False).ravel()

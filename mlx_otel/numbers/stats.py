@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlx_otel.numbers.columns import gather_columns
+from mlx_otel.numbers.columns import Columns
 from mlx_otel.numbers.describe import describe, moving_averages, validate_window
 from mlx_otel.numbers.history import MetricBuffer, MetricHistory, histories_frame
 from mlx_otel.tables import json_safe, write_json, write_metrics_csv
@@ -169,14 +169,22 @@ class ComprehensiveStatsCollector:
         metric at a time (:mod:`mlx_otel.numbers.columns`), about ten times
         cheaper than value by value; otherwise the rows go one by one.
         """
-        columns = gather_columns(rows) if rows else None
-        if columns is None:
+        columns = Columns([row[0] for row in rows], [row[2] for row in rows])
+        if not rows or not columns.add([row[1] for row in rows]):
             return [name for row in rows for name in self.record_step(*row)]
+        return self.record_columns(columns)
+
+    def record_columns(self, columns: Columns) -> list[str]:
+        """A batch of steps gathered a metric at a time (:class:`~mlx_otel.numbers.columns.Columns`,
+        every value a number); returns the names refused (beyond ``max_metrics``).
+
+        Its rows count as steps as :meth:`record_step` counts them, in order.
+        """
         rejected: list[str] = []
+        gathered = columns.result()
         with self._lock:
-            for step, _, stamp in rows:  # as _record_locked counts them, a row at a time
-                self._count_step_locked(step, stamp)
-            for name, column in columns.items():
+            self._count_steps_locked(columns.steps, columns.timestamps)
+            for name, column in gathered.items():
                 buffer = self._metrics.get(name)
                 if buffer is None:
                     if not name or len(self._metrics) >= self.max_metrics:
@@ -237,6 +245,29 @@ class ComprehensiveStatsCollector:
             self._first_timestamp = stamp
         if self._last_timestamp is None or stamp > self._last_timestamp:
             self._last_timestamp = stamp
+
+    def _count_steps_locked(self, steps: np.ndarray, stamps: np.ndarray) -> None:
+        """:meth:`_count_step_locked` of each row in turn, with NumPy."""
+        if not steps.size:
+            return
+        # A row counts when its step exceeds every step before it (the
+        # history's highest included): a new running maximum.
+        highest = np.maximum.accumulate(steps)
+        before = np.empty_like(highest)
+        before[1:] = highest[:-1]
+        if self._max_step is None:
+            rising = int(np.count_nonzero(steps[1:] > before[1:])) + 1
+        else:
+            before[0] = self._max_step
+            rising = int(np.count_nonzero(steps > np.maximum(before, self._max_step)))
+        self._distinct_steps += rising
+        top = int(highest[-1])
+        self._max_step = top if self._max_step is None else max(self._max_step, top)
+        first, last = float(stamps.min()), float(stamps.max())
+        if self._first_timestamp is None or first < self._first_timestamp:
+            self._first_timestamp = first
+        if self._last_timestamp is None or last > self._last_timestamp:
+            self._last_timestamp = last
 
     # ------------------------------------------------------------------- reads
 

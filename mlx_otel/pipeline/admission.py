@@ -47,6 +47,9 @@ class Admission:
         self.labels: dict[str, dict[str, str]] = {}
         #: The keywords admitted as custom metrics (the training thread's fast check).
         self.admitted_custom: frozenset[str] = frozenset()
+        #: Whether an admitted keyword's name was changed (``"My Metric!"`` -> ``my_metric``):
+        #: until then a step's custom values keep their keywords.
+        self.renamed = False
 
     def custom_name(self, key: str) -> str:
         """The sanitised name of a new custom metric, or "" if refused."""
@@ -65,6 +68,7 @@ class Admission:
         else:
             stored = name
             self.admitted_custom = self.admitted_custom | {key}
+            self.renamed = self.renamed or name != key
         self.custom_names[key] = stored
         return stored
 

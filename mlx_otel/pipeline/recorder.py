@@ -240,7 +240,7 @@ class StepRecorder:
             labelled: Mapping[str, Mapping[str, float]] = _NO_LABELS
             if custom and not (
                 custom.keys() <= self.admission.admitted_custom
-                and set(map(type, custom.values())) <= _PLAIN_NUMBERS
+                and _PLAIN_NUMBERS.issuperset(map(type, custom.values()))
             ):
                 # RL keywords are never admitted as custom names, so a step
                 # that has them comes here: a scalar-only step never pops them.
@@ -553,9 +553,12 @@ class StepRecorder:
         latest["step"] = fields[0]
         latest["step_timestamp"] = fields[1]
         if fields[3]:
-            names = self.admission.custom_names
-            for key, value in fields[3].items():
-                custom[names[key]] = value
+            if self.admission.renamed:
+                names = self.admission.custom_names
+                for key, value in fields[3].items():
+                    custom[names[key]] = value
+            else:
+                custom.update(fields[3])
         for key, series in fields[7].items():
             labelled.setdefault(key, {}).update(series)
         if derived is not None:
@@ -616,46 +619,54 @@ class StepRecorder:
         records = self._records
         batch = []
         names = self.admission.custom_names
+        renamed = self.admission.renamed
         count = len(records) if limit is None else min(limit, len(records))
         with self._latest_lock:
-            for _ in range(count):
-                fields = records.popleft()
-                # What the step's completions give and its spike scores, labelled
-                # values beside the step's own ones.
+            taken = [records.popleft() for _ in range(count)]
+            # What each step's completions give, labelled values beside the step's own.
+            extras: list[dict[str, Mapping[str, float]]] = []
+            for fields in taken:
                 extra: dict[str, Mapping[str, float]] = {}
                 if fields[8] is not None and (derived := self._derive(fields)) is not None:
                     fields[2].update(derived[0])  # popped: this dict is the record's alone
                     extra.update(derived[1])
-                self._score(fields[2], extra)
-                self._apply(self._latest, self._latest_custom, self._latest_labelled, fields,
+                extras.append(extra)
+            self._score(taken, extras)
+            latest, latest_custom, latest_labelled = (
+                self._latest, self._latest_custom, self._latest_labelled)  # fmt: skip
+            for fields, extra in zip(taken, extras, strict=True):
+                self._apply(latest, latest_custom, latest_labelled, fields,
                             (_NO_VALUES, extra) if extra else None)  # fmt: skip
                 step, stamp, values, custom, rewards, duration, memory, labelled, _ = fields
                 if extra:
                     labelled = {**labelled, **extra}
-                if custom:
-                    custom = {names[key]: float(value) for key, value in custom.items()}
+                if custom and renamed:  # values are floats already (see record())
+                    custom = {names[key]: value for key, value in custom.items()}
                 batch.append(
                     StepRecord(
                         step, stamp, values, custom, rewards, duration,
                         None if memory is None else MemoryReading(*memory), labelled,
                     )  # fmt: skip
                 )
+            counts = self._completions.anomalies.counts
+            if counts:  # served from a metric's first value, scored or not yet
+                latest_labelled["anomalies"] = dict(counts)
         return batch
 
-    def _score(self, values: Mapping[str, float], extra: dict[str, Mapping[str, float]]) -> None:
-        """Score a drained step's values; its scores and the counts go into ``extra``.
+    def _score(
+        self, taken: list[tuple[Any, ...]], extras: list[dict[str, Mapping[str, float]]]
+    ) -> None:
+        """Score drained steps' values; each step's scores and the counts go into its extra.
 
         The counts are served from a metric's first value (a counter starts
         at 0); a step's record carries them once it has scores (after the
         first few steps), so short runs keep their columns.
         """
-        detector = self._completions.anomalies
-        scores = detector.observe(values)
-        if scores:
-            extra["anomaly_score"] = scores
-            extra["anomalies"] = dict(detector.counts)
-        elif len(detector.counts) != len(self._latest_labelled.get("anomalies", ())):
-            self._latest_labelled["anomalies"] = dict(detector.counts)  # a metric first seen
+        scores, counts = self._completions.anomalies.observe_many([f[2] for f in taken])
+        for extra, step_scores, step_counts in zip(extras, scores, counts, strict=True):
+            if step_scores is not None and step_counts is not None:
+                extra["anomaly_score"] = step_scores
+                extra["anomalies"] = step_counts
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""

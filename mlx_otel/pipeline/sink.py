@@ -30,7 +30,7 @@ from typing import Protocol
 from mlx_otel.catalog import by_key, custom_key
 from mlx_otel.records import GradientRecord, StepRecord
 
-__all__ = ["Record", "RunEnding", "Sink", "seconds_left", "step_values"]
+__all__ = ["MEMORY_COLUMNS", "Record", "RunEnding", "Sink", "seconds_left", "step_values"]
 
 Record = StepRecord | GradientRecord
 
@@ -68,7 +68,7 @@ def seconds_left(deadline: float, *, floor: float = 0.0) -> float:
 
 
 #: The statistics names of the memory reading taken at each step.
-_MEMORY_FIELDS = ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
+MEMORY_COLUMNS = ("mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
 
 
 #: Column names already made, by (catalogue key, label) and by custom name: a
@@ -98,6 +98,6 @@ def step_values(record: StepRecord, *, memory: bool) -> dict[str, float]:
                 _CUSTOM_COLUMNS[name] = column
         values[column] = value
     if memory and record.memory is not None:
-        for field, reading in zip(_MEMORY_FIELDS, record.memory, strict=True):
+        for field, reading in zip(MEMORY_COLUMNS, record.memory, strict=True):
             values[field] = reading / 2**20
     return values

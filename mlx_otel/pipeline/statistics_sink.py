@@ -9,17 +9,19 @@ closing it has nothing to wait for.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlx_otel.catalog import by_key, custom_key
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
+from mlx_otel.numbers.columns import Columns
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
-from mlx_otel.pipeline.sink import Record, step_values
-from mlx_otel.records import GradientRecord, MemoryReading, StepRecord, to_numbers
+from mlx_otel.pipeline.sink import MEMORY_COLUMNS, Record, step_values
+from mlx_otel.records import GradientRecord, StepRecord, to_numbers
 
 __all__ = ["StatisticsSink"]
 
@@ -52,37 +54,59 @@ class StatisticsSink:
         self._ledger = ledger
 
     def handle(self, batch: Sequence[Record]) -> None:
-        rows: list[tuple[int, dict[str, float], float]] = []
-        rewarded: list[Any] = []
-        readings: list[tuple[StepRecord, MemoryReading]] = []
+        steps: list[StepRecord] = []
         for record in batch:
             if isinstance(record, GradientRecord):
                 self.layer_norms = dict(record.per_layer)
-                continue
-            if record.memory is not None:
-                readings.append((record, record.memory))
-            rows.append((record.step, step_values(record, memory=self.log_memory),
-                         record.timestamp))  # fmt: skip
-            if record.rewards is not None:
-                rewarded.append(record.rewards)
-            self.last_step = record.step
+            else:
+                steps.append(record)
+        if not steps:
+            return
+        self.last_step = steps[-1].step
         non_finite = self.stats.non_finite_total
-        for name in self.stats.record_steps(rows):
+        for name in self._record(steps):
             self._ledger.report("invalid_value", name, f"statistics rejected {name!r}")
         if self.stats.non_finite_total > non_finite:
             self._ledger.report(
                 "non_finite", "statistics", "NaN/inf values are left out of statistics"
             )
+        rewarded = [record.rewards for record in steps if record.rewards is not None]
         self._keep_recent(rewarded)
-        # The profiler keeps the newest readings only: a flood's older ones would be pushed out.
-        for record, memory in readings[-self.profiler.history_capacity :]:
-            self.profiler.add_reading(
-                step=record.step,
-                timestamp=record.timestamp,
-                active_bytes=memory.active_bytes,
-                cache_bytes=memory.cache_bytes,
-                peak_bytes=memory.peak_bytes,
-            )
+        # The profiler keeps the newest readings only (add_readings leaves out the rest).
+        self.profiler.add_readings(
+            [(r.step, r.timestamp, *r.memory) for r in steps if r.memory is not None]
+        )
+
+    def _record(self, steps: list[StepRecord]) -> list[str]:
+        """The steps' values into the statistics, a metric at a time (the names refused).
+
+        Each part of a record (its values, custom values, each labelled
+        metric, the memory reading) is gathered on its own, so that a
+        column's name is made once per batch rather than once per value;
+        values that are not numbers send the batch value by value.
+        """
+        columns = Columns([r.step for r in steps], [r.timestamp for r in steps])
+        labelled: dict[str, tuple[list[int], list[Mapping[str, float]]]] = {}
+        for index, record in enumerate(steps):
+            for key, series in record.labelled.items():
+                rows, found = labelled.setdefault(key, ([], []))
+                rows.append(index)
+                found.append(series)
+        plain = (  # in the order step_values() merges them
+            columns.add([r.values for r in steps])
+            and all(columns.add(found, rows, by_key(key).column)
+                    for key, (rows, found) in labelled.items())  # fmt: skip
+            and columns.add([r.custom for r in steps], rename=custom_key)
+        )
+        if plain and self.log_memory:
+            rows = [index for index, record in enumerate(steps) if record.memory is not None]
+            if rows:
+                memory = np.array([steps[index].memory for index in rows], dtype=np.float64)
+                columns.add_matrix(MEMORY_COLUMNS, np.asarray(rows, np.intp), memory / 2**20)
+        if plain:
+            return self.stats.record_columns(columns)
+        rows_by_step = [(r.step, step_values(r, memory=self.log_memory), r.timestamp) for r in steps]
+        return self.stats.record_steps(rows_by_step)
 
     def _keep_recent(self, rewarded: list[Any]) -> None:
         """The finite rewards of the newest steps, up to what ``recent_rewards`` holds."""
