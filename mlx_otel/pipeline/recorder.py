@@ -6,8 +6,9 @@ the step duration to bounded buffers and queues one plain tuple for the
 background worker. :meth:`StepRecorder.record_report` takes a trainer
 integration's :class:`~mlx_otel.records.TrainerReport` the same way.
 Everything slow happens elsewhere: :meth:`fold` records buffered samples into
-histograms (before each scrape and on the worker), and :meth:`drain` turns
-queued tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
+histograms (before each scrape and on the worker), and the
+:class:`~mlx_otel.pipeline.step_queue.StepQueue` (:meth:`drain`) turns queued
+tuples into :class:`~mlx_otel.records.StepRecord` batches for the sinks.
 A GRPO step's per-completion lists are only copied here; the
 :class:`~mlx_otel.pipeline.completions.CompletionLog` judges them once, when
 the step is first served or drained, and scores spikes as the worker drains.
@@ -21,7 +22,6 @@ declared once, in :data:`~mlx_otel.pipeline.step_arguments.STEP_ARGUMENTS`.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -34,13 +34,13 @@ from mlx_otel.config.settings import RLSection
 from mlx_otel.errors import ErrorLedger
 from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.pipeline.admission import Admission
-from mlx_otel.pipeline.completions import CompletionLog, Derived
+from mlx_otel.pipeline.completions import CompletionLog
 from mlx_otel.pipeline.completions import copy as copy_completions
 from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.pipeline.step_arguments import MISSING
+from mlx_otel.pipeline.step_queue import StepQueue
 from mlx_otel.records import (
     Completions,
-    MemoryReading,
     StepRecord,
     TrainerReport,
     to_numbers,
@@ -68,10 +68,6 @@ _REPORTABLE = {
 #: as a mapping of label values to numbers), as a trainer report carries them.
 _TRAINER_KEYWORDS = {k: m for k, m in _REPORTABLE.items() if m.source is Source.TRAINER}
 _NO_LABELS: Mapping[str, Mapping[str, float]] = {}
-_NO_VALUES: Mapping[str, float] = {}
-#: Labelled values of a step's RL health: each replaces the last step's whole
-#: (a label absent from this step, e.g. no wrong answers, is not served stale).
-_RL_LABELLED = ("zero_std_groups_ratio", "completion_length_mean")
 
 
 class StepRecorder:
@@ -108,20 +104,6 @@ class StepRecorder:
         #: Custom names and label values admitted so far; the refusal of the rest.
         self.admission = Admission(ledger=ledger, max_custom=max_custom, strict=strict)
         self.samples = SampleBuffers(ledger=ledger, max_samples=max_records)
-        # Plain tuples in StepRecord's field order: a NamedTuple costs 0.3 µs
-        # more to build on the training thread; drain() makes StepRecords.
-        self._records: deque[tuple[Any, ...]] = deque()
-        # Latest values applied from drained records, and the scrape's view
-        # (those plus the steps not drained yet), rebuilt before each scrape.
-        self._latest_lock = threading.Lock()
-        self._latest: dict[str, float] = {}
-        if started is not None:  # the last step's time before the first step
-            self._latest["step_timestamp"] = started
-        self._latest_custom: dict[str, float] = {}
-        self._latest_labelled: dict[str, dict[str, float]] = {}
-        self.view: dict[str, float] = {}
-        self.custom_view: dict[str, float] = {}
-        self.labelled_view: dict[str, dict[str, float]] = {}
         # Labelled values stored outside steps (the layers' gradient norms).
         self._series: dict[str, Mapping[str, float]] = {}
         # Completions: copied on the training thread, judged once off it.
@@ -130,6 +112,11 @@ class StepRecorder:
             reject=lambda key, value, kind, reason: self.admission.reject(key, value, kind, reason),
         )  # fmt: skip
         self._group_size = self._completions.group_size
+        #: The steps queued for the worker and the latest values they give.
+        self.queue = StepQueue(admission=self.admission, completions=self._completions,
+                               started=started)  # fmt: skip
+        # Plain tuples in StepRecord's field order (see StepQueue), appended here.
+        self._records = self.queue.records
 
     @property
     def strict(self) -> bool:
@@ -539,69 +526,29 @@ class StepRecorder:
             self.admission.reject("rewards", samples, "invalid_value")
         return array
 
-    # -- off the training thread -------------------------------------------------
-    def _apply(
-        self,
-        latest: dict[str, float],
-        custom: dict[str, float],
-        labelled: dict[str, dict[str, float]],
-        fields: Any,
-        derived: tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]] | None = None,
-    ) -> None:
-        """Fold one queued step (and what its completions gave) into latest-values mappings."""
-        latest.update(fields[2])
-        latest["step"] = fields[0]
-        latest["step_timestamp"] = fields[1]
-        if fields[3]:
-            if self.admission.renamed:
-                names = self.admission.custom_names
-                for key, value in fields[3].items():
-                    custom[names[key]] = value
-            else:
-                custom.update(fields[3])
-        for key, series in fields[7].items():
-            labelled.setdefault(key, {}).update(series)
-        if derived is not None:
-            latest.update(derived[0])
-            for key, series in derived[1].items():
-                if key in _RL_LABELLED:
-                    labelled[key] = dict(series)
-                else:
-                    labelled.setdefault(key, {}).update(series)
-
-    def _derive(self, fields: Any) -> Derived | None:
-        """What a queued step's completions give (computed once; see CompletionLog.derive)."""
-        return self._completions.derive(fields[4], fields[8])
-
-    @staticmethod
-    def _derives(fields: Any) -> bool:
-        """Whether a queued step has completions (or rewards grouped by the config)."""
-        return fields[8] is not None
-
+    # -- off the training thread: the queue's side ---------------------------------
     def refresh_view(self) -> None:
-        """Latest values for a scrape: what was drained plus the steps still queued.
+        """Latest values for a scrape (see :meth:`StepQueue.refresh_view`)."""
+        self.queue.refresh_view()
 
-        Of the queued steps, only the last one with completions has its RL
-        health computed (it is the one served); anomaly scores wait for the
-        worker, which computes them once per step.
-        """
-        with self._latest_lock:
-            view = dict(self._latest)
-            custom = dict(self._latest_custom)
-            labelled = {k: dict(v) for k, v in self._latest_labelled.items()}
-            queued = list(self._records)
-            last = next((i for i in range(len(queued) - 1, -1, -1) if self._derives(queued[i])), -1)
-            for i, fields in enumerate(queued):
-                derived = self._derive(fields) if i == last else None
-                self._apply(view, custom, labelled, fields, derived)
-        self.view = view
-        self.custom_view = custom
-        self.labelled_view = labelled
+    @property
+    def view(self) -> dict[str, float]:
+        """The latest unlabelled values a scrape reads, by catalogue key."""
+        return self.queue.view
+
+    @property
+    def custom_view(self) -> dict[str, float]:
+        """The latest custom values a scrape reads, by sanitised name."""
+        return self.queue.custom_view
+
+    @property
+    def labelled_view(self) -> dict[str, dict[str, float]]:
+        """The latest labelled values a scrape reads: key -> label value -> number."""
+        return self.queue.labelled_view
 
     def set_latest(self, key: str, value: float) -> None:
         """Store a value that does not come from a step (the global gradient norm)."""
-        with self._latest_lock:
-            self._latest[key] = value
+        self.queue.set_latest(key, value)
 
     @property
     def pending(self) -> int:
@@ -609,64 +556,8 @@ class StepRecorder:
         return len(self._records)
 
     def drain(self, limit: int | None = None) -> list[StepRecord]:
-        """Queued steps as records (at most ``limit``); custom values under their
-        sanitised names.
-
-        Only the steps queued when the call began are taken: while training
-        logs as fast as the worker drains, an open-ended loop would never end
-        and its batch would grow without bound.
-        """
-        records = self._records
-        batch = []
-        names = self.admission.custom_names
-        renamed = self.admission.renamed
-        count = len(records) if limit is None else min(limit, len(records))
-        with self._latest_lock:
-            taken = [records.popleft() for _ in range(count)]
-            # What each step's completions give, labelled values beside the step's own.
-            extras: list[dict[str, Mapping[str, float]]] = []
-            for fields in taken:
-                extra: dict[str, Mapping[str, float]] = {}
-                if fields[8] is not None and (derived := self._derive(fields)) is not None:
-                    fields[2].update(derived[0])  # popped: this dict is the record's alone
-                    extra.update(derived[1])
-                extras.append(extra)
-            self._score(taken, extras)
-            latest, latest_custom, latest_labelled = (
-                self._latest, self._latest_custom, self._latest_labelled)  # fmt: skip
-            for fields, extra in zip(taken, extras, strict=True):
-                self._apply(latest, latest_custom, latest_labelled, fields,
-                            (_NO_VALUES, extra) if extra else None)  # fmt: skip
-                step, stamp, values, custom, rewards, duration, memory, labelled, _ = fields
-                if extra:
-                    labelled = {**labelled, **extra}
-                if custom and renamed:  # values are floats already (see record())
-                    custom = {names[key]: value for key, value in custom.items()}
-                batch.append(
-                    StepRecord(
-                        step, stamp, values, custom, rewards, duration,
-                        None if memory is None else MemoryReading(*memory), labelled,
-                    )  # fmt: skip
-                )
-            counts = self._completions.anomalies.counts
-            if counts:  # served from a metric's first value, scored or not yet
-                latest_labelled["anomalies"] = dict(counts)
-        return batch
-
-    def _score(
-        self, taken: list[tuple[Any, ...]], extras: list[dict[str, Mapping[str, float]]]
-    ) -> None:
-        """Score drained steps' values; each step's scores and the counts go into its extra.
-
-        The counts are served from a metric's first value (a counter starts
-        at 0); a step's record carries them once it has scores (after the
-        first few steps), so short runs keep their columns.
-        """
-        scores, counts = self._completions.anomalies.observe_many([f[2] for f in taken])
-        for extra, step_scores, step_counts in zip(extras, scores, counts, strict=True):
-            if step_scores is not None and step_counts is not None:
-                extra["anomaly_score"] = step_scores
-                extra["anomalies"] = step_counts
+        """Queued steps as records (see :meth:`StepQueue.drain`)."""
+        return self.queue.drain(limit)
 
     def fold(self) -> None:
         """Fold buffered samples into the histograms (see :class:`SampleBuffers`)."""
