@@ -141,17 +141,35 @@ class SampleBuffers:
         ``buffer``; returns chunks taken. ``counted``: count what is left out."""
         record = self._record.get("rewards" if buffer is self.rewards else "completion_lengths")
         pieces = []
+        copies: list[tuple[Any, ...]] = []  # lists the training thread copied, unchecked
         size = taken = invalid = 0
         while taken < limit and buffer and size < _FOLD_CHUNK:
             taken += 1
-            # A list is copied unchecked on the training thread: text,
-            # None or huge ints inside are found here.
-            chunk = to_numbers(buffer.popleft())
+            chunk = buffer.popleft()
+            if chunk.__class__ is tuple:
+                copies.append(chunk)
+                size += len(chunk)
+                continue
+            chunk = to_numbers(chunk)
             if chunk is None:
                 invalid += 1
                 continue
             pieces.append(chunk)
             size += chunk.size
+        if copies:
+            # A histogram does not care about order: the copies of lists of one
+            # length (the usual GRPO step) convert in one call. Text, None or
+            # huge ints inside are found here, a copy at a time.
+            together = _as_one_array(copies)
+            if together is not None:
+                pieces.append(together)
+            else:
+                for copy in copies:
+                    chunk = to_numbers(copy)
+                    if chunk is None:
+                        invalid += 1
+                    else:
+                        pieces.append(chunk)
         non_finite = 0
         if pieces and record is not None:
             values = np.concatenate(pieces)
@@ -174,3 +192,16 @@ class SampleBuffers:
             )
             if invalid > 1:
                 self._ledger.count("invalid_value", invalid - 1)
+
+
+def _as_one_array(copies: list[tuple[Any, ...]]) -> np.ndarray | None:
+    """Tuples of the same length as one flat float64 array, or None (ragged, not numbers)."""
+    if len(set(map(len, copies))) != 1:
+        return None
+    try:
+        array = np.array(copies)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if array.dtype.kind not in "biuf":
+        return None
+    return array.astype(np.float64, copy=False).ravel()
