@@ -20,6 +20,7 @@ from mlx_otel.exporter.mlx_memory import MemoryProfiler
 from mlx_otel.numbers.anomaly import AnomalyDetector, RobustZScore
 from mlx_otel.numbers.columns import Columns
 from mlx_otel.numbers.stats import ComprehensiveStatsCollector
+from mlx_otel.pipeline.samples import SampleBuffers
 from mlx_otel.pipeline.sink import step_values
 from mlx_otel.pipeline.statistics_sink import StatisticsSink
 from mlx_otel.records import MemoryReading, StepRecord
@@ -162,3 +163,25 @@ def test_readings_added_together_are_the_readings_added_one_by_one() -> None:
     many.add_readings([])
     assert many.snapshots() == one.snapshots()
     assert [s.step for s in many.snapshots()] == list(range(max(0, 10 - many.history_capacity), 10))
+
+
+@pytest.mark.parametrize("bad", [None, "0.5", 10**400, {"a": 1.0}])
+def test_copies_of_one_length_fold_together_and_a_bad_one_alone(bad: object) -> None:
+    ledger = ErrorLedger()
+    samples = SampleBuffers(ledger=ledger, max_samples=1_000)
+    folded: list[np.ndarray] = []
+    samples.fold_into({"rewards": folded.append})
+    good = [tuple(float(i + j) for j in range(4)) for i in range(50)]
+    for chunk in good[:20]:
+        samples.add(samples.rewards, chunk, "rewards")
+    samples.add(samples.rewards, (0.5, bad, 0.25, 1.0), "rewards")  # a copied list, unchecked
+    samples.add(samples.rewards, np.array([7.0, math.nan]), "rewards")  # an array, not a copy
+    for chunk in good[20:]:
+        samples.add(samples.rewards, chunk, "rewards")
+    samples.fold()
+    values = np.concatenate(folded)
+    expected = [v for chunk in good for v in chunk] + [7.0]
+    assert sorted(values.tolist()) == sorted(expected)  # a histogram's order does not matter
+    assert ledger.counts().get("invalid_value") == 1  # the bad copy, named once
+    assert ledger.counts().get("non_finite") == 1
+    assert not samples.rewards
