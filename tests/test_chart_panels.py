@@ -94,7 +94,9 @@ def test_a_nan_loss_is_still_counted(tmp_path: Path) -> None:
     dashboard = _texts(charts.create_dashboard(data, filename="d.svg", steps=steps))
     curves = _texts(charts.plot_training_curves(data, filename="c.svg", steps=steps))
     assert "Loss · 2 non-finite" in dashboard
-    assert [t for t in curves if "non-finite" in t] == ["loss (last 0.01667) · 2 non-finite skipped"]
+    assert [t for t in curves if "non-finite" in t] == [
+        "loss (last 0.01667) · 2 non-finite skipped"
+    ]
 
 
 def test_the_dashboard_groups_series_by_what_they_are(tmp_path: Path) -> None:
