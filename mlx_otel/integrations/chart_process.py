@@ -37,20 +37,22 @@ _HEADER = struct.Struct("!Q")
 
 
 def chart_inputs(histories: list[Any], arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The data frame and chart arguments of a run's statistics histories.
+    """The metric series and chart arguments of a run's statistics histories.
 
+    Each metric keeps its own steps (``arguments["steps"]``): a metric logged
+    on some steps only (validation, spike scores) is drawn at those steps,
+    not padded with NaN that the charts would count as non-finite values.
     Runs where the charts render (the chart process), so that the training
-    process never builds a DataFrame for a chart.
+    process never builds the charts' inputs.
     """
-    from mlx_otel.numbers.history import histories_frame
+    import numpy as np
 
-    frame = histories_frame(histories)
-    # Keep "step" so charts plot against real steps, not row numbers; the
-    # memory chart takes the memory columns of this frame.
-    data = frame.drop(columns=[c for c in ("timestamp", "run_id") if c in frame])
+    data = {history.name: history.values for history in histories}
     arguments = dict(arguments)
+    arguments["steps"] = {history.name: history.steps for history in histories}
     for tokens in ("thinking_tokens", "answer_tokens"):
-        arguments[tokens] = frame[tokens].dropna().tolist() if tokens in frame else None
+        values = data.get(tokens)
+        arguments[tokens] = None if values is None else values[~np.isnan(values)].tolist()
     return data, arguments
 
 

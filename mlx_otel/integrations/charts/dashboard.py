@@ -1,16 +1,19 @@
 """The dashboard: one figure with a panel per kind of metric, for a glance at a checkpoint.
 
-Known metrics get their own panel in a fixed order (loss, reward, gradient
-norm, learning rate); memory series share one panel, as do token series,
-each line in its own style so equal series stay visible; the remaining
-metrics follow, one panel each, up to ``max_dashboard_panels``.
+Known kinds get their own panel in a fixed order (losses, rewards, gradient
+norm, learning rate, memory in MiB, token counts, spike scores, anomalous
+steps, step phases; see :mod:`~mlx_otel.integrations.charts.panels`), each
+line in its own style so equal series stay visible; the remaining metrics
+follow, one panel each, up to ``max_dashboard_panels``. Each metric is drawn
+at its own steps when ``steps`` maps names to steps, so a metric logged
+every tenth step is not counted as nine missing values out of ten.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from mlx_otel.catalog import is_memory_field
 from mlx_otel.config.visualization import ChartStyle
 from mlx_otel.integrations.charts.figure import (
     chart_path,
@@ -30,46 +34,18 @@ from mlx_otel.integrations.charts.figure import (
     styled_figure,
 )
 from mlx_otel.integrations.charts.inputs import (
-    axis_label,
     require_finite,
     series_map,
     short_number,
     step_suffix,
     x_values,
 )
-from mlx_otel.integrations.charts.memory import MEMORY_UNIT
+from mlx_otel.integrations.charts.memory import in_mib
+from mlx_otel.integrations.charts.panels import dashboard_panels, panel_unit
 
 __all__ = ["create_dashboard", "dashboard_panel", "dashboard_panels"]
 
 logger = logging.getLogger("mlx_otel.integrations.charts")
-
-
-def _base(name: str) -> str:
-    # "train/loss" and "loss" are the same kind of metric.
-    return name.rsplit("/", 1)[-1].lower()
-
-
-_GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("Loss", lambda n: _base(n) == "loss"),
-    ("Reward", lambda n: _base(n) in {"reward", "reward_mean", "mean_reward"}),
-    ("Gradient norm", lambda n: _base(n) in {"grad_norm", "gradient_norm"}),
-    ("Learning rate", lambda n: _base(n) in {"learning_rate", "lr"}),
-    (f"Memory [{MEMORY_UNIT}]", lambda n: "memory" in _base(n) or _base(n).endswith("_mb")),
-    ("Tokens", lambda n: "tokens" in _base(n)),
-)
-
-
-def dashboard_panels(names: list[str]) -> list[tuple[str, list[str]]]:
-    """(panel title, metric names) in the dashboard's order."""
-    panels: list[tuple[str, list[str]]] = []
-    used: set[str] = set()
-    for title, matches in _GROUPS:
-        members = [name for name in names if name not in used and matches(name)]
-        if members:
-            panels.append((title, members))
-            used.update(members)
-    panels.extend((name, [name]) for name in names if name not in used)
-    return panels
 
 
 def dashboard_panel(
@@ -95,6 +71,8 @@ def dashboard_panel(
     drawn: dict[str, np.ndarray] = {}
     for index, (name, colour) in enumerate(zip(names, palette, strict=True)):
         values = series[name]
+        if is_memory_field(name):  # in MiB, as on the memory chart
+            values = in_mib(name, values)
         x = x_values(name, values.size, steps, shared_x)
         label = name
         if not single:
@@ -125,7 +103,12 @@ def dashboard_panel(
         title += f" · {skipped} non-finite"
     ax.set_title(title)
     ax.set_xlabel("step")
-    ax.set_ylabel(axis_label(names[0]) if single else title.split(" (")[0])
+    unit = panel_unit(names[0])
+    if single:
+        ax.set_ylabel(f"{names[0]} [{unit}]" if unit else names[0])
+    else:
+        label = title.split(" (")[0]
+        ax.set_ylabel(f"{label} [{unit}]" if unit and "[" not in label else label)
 
 
 def create_dashboard(
@@ -142,7 +125,7 @@ def create_dashboard(
     panels = dashboard_panels(list(series))
     limit = style.max_dashboard_panels
     if len(panels) > limit:
-        dropped = [name for _, names in panels[limit:] for name in names]
+        dropped = [name for panel in panels[limit:] for name in panel.names]
         logger.info("charts: dashboard shows %d panels; left out %s", limit, dropped)
         panels = panels[:limit]
     columns = 1 if len(panels) == 1 else min(3, len(panels))
@@ -152,9 +135,9 @@ def create_dashboard(
     colour_of = dict(zip(series, colours(style, len(series)), strict=True))
     with styled_figure(style, path, figsize) as figure:
         axes = figure.subplots(rows, columns, squeeze=False).ravel()
-        for ax, (title, names) in zip(axes, panels, strict=False):
+        for ax, panel in zip(axes, panels, strict=False):
             dashboard_panel(
-                ax, style, title, names, series, steps=steps, shared_x=shared_x,
+                ax, style, panel.title, panel.names, series, steps=steps, shared_x=shared_x,
                 colour_of=colour_of,
             )  # fmt: skip
         for ax in axes[len(panels) :]:

@@ -25,7 +25,7 @@ from mlx_otel.integrations.charts.distributions import (
     plot_token_distribution,
 )
 from mlx_otel.integrations.charts.gradients import plot_gradient_flow
-from mlx_otel.integrations.charts.inputs import NotEnoughData
+from mlx_otel.integrations.charts.inputs import NotEnoughData, aligned_frame
 from mlx_otel.integrations.charts.memory import memory_columns, plot_memory_usage
 
 __all__ = ["ChartBatch", "ChartGenerator"]
@@ -245,7 +245,7 @@ class ChartGenerator:
         threshold_mb: float | None = None,
         filename: str | Path | None = None,
         step: int | None = None,
-        steps: Sequence[float] | None = None,
+        steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
     ) -> Path:
         """Memory series (e.g. active/cache/peak, in MiB) over steps, with the threshold.
 
@@ -270,11 +270,14 @@ class ChartGenerator:
         step: int | None = None,
         steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
     ) -> Path:
-        """Multi-panel overview: loss, reward, grad norm, LR, memory, tokens, others.
+        """Multi-panel overview: losses, rewards, grad norm, LR, memory, tokens, others.
 
-        Known metrics get their own panel in that order (memory series and
-        token series share one panel each); the remaining metrics follow, up
-        to ``max_dashboard_panels``. Writes ``dashboard_step_{step}.png``.
+        Known kinds get their own panel in that order, then spike scores
+        (``anomaly_score/*``), anomalous steps (``anomalies/*``) and step
+        phases (``timing/*``, seconds); series of different units never share
+        a panel, and memory is drawn in MiB. The remaining metrics follow, up
+        to ``max_dashboard_panels``. ``steps`` gives x values, shared or per
+        metric. Writes ``dashboard_step_{step}.png``.
 
         Example::
 
@@ -298,11 +301,16 @@ class ChartGenerator:
         memory: Mapping[str, Sequence[float]] | pd.DataFrame | None = None,
         memory_threshold_mb: float | None = None,
         tokens_per: str = "sample",
+        steps: Mapping[str, Sequence[float]] | None = None,
     ) -> ChartBatch:
         """Render every chart that the given data allows; never raises for bad data.
 
-        ``data`` is the metric history (typically
-        ``ComprehensiveStatsCollector.to_dataframe()``). The training curves and
+        ``data`` is the metric history: ``{name: values}`` with ``steps``
+        giving each metric's own steps (a metric logged every tenth step is
+        drawn at those steps, and only its NaN/inf values are counted as
+        non-finite), or a DataFrame aligned by step such as
+        ``ComprehensiveStatsCollector.to_dataframe()`` (where a step a metric
+        was not logged at reads as NaN). The training curves and
         the correlation matrix show its :func:`headline_metrics` (at most
         :data:`HEADLINE_LIMIT`; every column stays in the CSV/JSON exports): a
         GRPO run reports sixty values a step, and sixty panels are neither
@@ -332,9 +340,20 @@ class ChartGenerator:
                 batch.errors[kind] = error
 
         headline = headline_metrics(data)
-        attempt("training_curves", lambda: self.plot_training_curves(headline, step=step))
-        attempt("dashboard", lambda: self.create_dashboard(data, step=step))
-        attempt("correlation_matrix", lambda: self.plot_correlation_matrix(headline))
+        attempt(
+            "training_curves",
+            lambda: self.plot_training_curves(headline, step=step, steps=steps),
+        )
+        attempt("dashboard", lambda: self.create_dashboard(data, step=step, steps=steps))
+        attempt(
+            "correlation_matrix",
+            # Correlation compares metrics step by step: align them first.
+            lambda: self.plot_correlation_matrix(
+                aligned_frame(headline, steps)
+                if steps is not None and isinstance(headline, Mapping)
+                else headline
+            ),
+        )
         if rewards is not None:
             attempt("reward_dist", lambda: self.plot_reward_distribution(rewards, step=step))
         if thinking_tokens is not None or answer_tokens is not None:
@@ -354,6 +373,11 @@ class ChartGenerator:
         if memory is not None:
             attempt(
                 "memory",
-                lambda: self.plot_memory_usage(memory, threshold_mb=memory_threshold_mb, step=step),
+                lambda: self.plot_memory_usage(
+                    memory,
+                    threshold_mb=memory_threshold_mb,
+                    step=step,
+                    steps=steps if isinstance(memory, Mapping) else None,
+                ),
             )
         return batch

@@ -10,23 +10,27 @@ batch skips quietly instead of reporting it as a failure.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlx_otel.catalog import display_unit
+from mlx_otel.catalog import METRICS, Metric, by_key, display_unit
 from mlx_otel.records import to_numbers
 
 __all__ = [
     "NotEnoughData",
+    "aligned_frame",
     "axis_label",
+    "catalogued",
     "require_finite",
     "series_map",
     "short_number",
     "step_suffix",
     "to_float_array",
+    "unit_of",
     "x_values",
 ]
 
@@ -102,9 +106,60 @@ def x_values(name: str, length: int, steps: Any, shared: np.ndarray | None) -> n
     return x
 
 
+def aligned_frame(series: Mapping[str, Any], steps: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per step, one column per metric (NaN where a metric has no value),
+    from each metric's values at its own ``steps``; a step logged twice keeps
+    its last value. For what compares metrics step by step (correlation)."""
+    columns: dict[str, pd.Series] = {}
+    for name, raw in series.items():
+        values = to_float_array(raw, f"data[{name!r}]")
+        index = pd.Index(x_values(name, values.size, steps, None), name="step")
+        keep = ~index.duplicated(keep="last")
+        columns[str(name)] = pd.Series(values[keep], index=index[keep])
+    if not columns:
+        raise ValueError("data: is empty; expected e.g. {'loss': [0.5, 0.4, ...]}")
+    frame = pd.concat(columns, axis=1).sort_index()
+    return frame.reset_index()
+
+
+def catalogued(name: str) -> Metric | None:
+    """The catalogue's metric of a column: ``loss``, or ``anomaly_score`` for the
+    labelled column ``anomaly_score/loss``, or the labelled metric whose WandB
+    section is the prefix (``timing/reward`` is a phase duration); else None."""
+    family, slash, _ = name.partition("/")
+    for key in (name, family) if slash else (name,):
+        try:
+            return by_key(key)
+        except KeyError:
+            continue
+    if slash:
+        for metric in METRICS:
+            if metric.labels and metric.wandb_group == family:
+                return metric
+    return None
+
+
+#: How an OpenTelemetry unit reads on a chart axis ({token} is a count of tokens).
+_UNITS = {"By": "bytes", "1": ""}
+
+
+def unit_of(name: str) -> str:
+    """The unit of a column on a chart axis ('' when it has none).
+
+    >>> unit_of("timing/reward"), unit_of("tokens_per_second"), unit_of("mlx_active_mb")
+    ('s', 'tokens/s', 'MiB')
+    """
+    metric = catalogued(name)
+    if metric is None or metric.key == "custom":
+        unit = display_unit(name.rsplit("/", 1)[-1] if metric is not None else name)
+    else:
+        unit = _UNITS.get(metric.unit, metric.unit)
+    return re.sub(r"\{(\w+)\}", r"\1s", unit)
+
+
 def axis_label(name: str) -> str:
-    """``name [unit]`` with the catalogue's display unit (MiB for memory)."""
-    unit = display_unit(name)
+    """``name [unit]`` with the catalogue's unit (MiB for memory)."""
+    unit = unit_of(name)
     return f"{name} [{unit}]" if unit else name
 
 

@@ -29,7 +29,7 @@ from mlx_otel.integrations.charts.figure import (
 )
 from mlx_otel.integrations.charts.inputs import require_finite, series_map, step_suffix, x_values
 
-__all__ = ["MEMORY_UNIT", "draw_memory", "memory_columns", "plot_memory_usage"]
+__all__ = ["MEMORY_UNIT", "draw_memory", "in_mib", "memory_columns", "plot_memory_usage"]
 
 #: The one memory unit of the charts (the catalogue's display unit of ``*_mb``).
 MEMORY_UNIT = "MiB"
@@ -50,7 +50,9 @@ def memory_columns(data: Any) -> pd.DataFrame | dict[str, Any] | None:
     return None
 
 
-def _in_mib(name: str, values: np.ndarray) -> np.ndarray:
+def in_mib(name: str, values: np.ndarray) -> np.ndarray:
+    """The values of memory series ``name`` in MiB: series in bytes (``*_bytes``,
+    ``trainer_peak_memory``) converted, those in MiB as given."""
     return values / _MIB if display_unit(name) == "bytes" else values
 
 
@@ -63,7 +65,7 @@ def draw_memory(
     series: Mapping[str, np.ndarray],
     palette: Sequence[Any],
     *,
-    steps: Sequence[float] | None = None,
+    steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
     shared_x: np.ndarray | None = None,
     threshold: float | None = None,
 ) -> tuple[str, float, int]:
@@ -75,7 +77,7 @@ def draw_memory(
     peak_name, peak_value = "", -math.inf
     drawn: dict[str, np.ndarray] = {}
     for index, ((name, raw), colour) in enumerate(zip(series.items(), palette, strict=True)):
-        values = _in_mib(name, raw)
+        values = in_mib(name, raw)
         x = x_values(name, values.size, steps, shared_x)
         finite = np.isfinite(values) & np.isfinite(x)
         skipped += int(values.size - finite.sum())
@@ -114,7 +116,7 @@ def plot_memory_usage(
     threshold_mb: float | None = None,
     filename: str | Path | None = None,
     step: int | None = None,
-    steps: Sequence[float] | None = None,
+    steps: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
     """Memory lines with the threshold; see :meth:`ChartGenerator.plot_memory_usage`."""
     series, shared_x = series_map(memory, "memory")
