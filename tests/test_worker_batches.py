@@ -162,6 +162,8 @@ def test_readings_added_together_are_the_readings_added_one_by_one() -> None:
     many.add_readings(readings)
     many.add_readings([])
     assert many.snapshots() == one.snapshots()
+    assert many.latest == one.latest and many.latest is not None
+    assert many.leak_report() == one.leak_report()
     assert [s.step for s in many.snapshots()] == list(range(max(0, 10 - many.history_capacity), 10))
 
 

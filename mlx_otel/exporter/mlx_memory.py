@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 import mlx.core as mx
 import psutil
@@ -157,7 +158,10 @@ class MemoryProfiler:
         self.min_leak_slope_mb_per_step = float(min_leak_slope_mb_per_step)
         self.min_leak_r_squared = float(min_leak_r_squared)
         # The history outlives the leak window so charts can show a longer curve.
-        self._snapshots: deque[MemorySnapshot] = deque(
+        # Snapshots, or readings added by the worker as (step, timestamp, active,
+        # cache, peak bytes, limit MB) tuples: made snapshots when read (a flood
+        # adds thousands a second, most of which are never read).
+        self._snapshots: deque[MemorySnapshot | tuple[Any, ...]] = deque(
             maxlen=max(int(history_size), self.leak_detection_window)
         )
         self._lock = threading.Lock()
@@ -347,16 +351,9 @@ class MemoryProfiler:
         if not readings:
             return
         limit = to_mb(mx.get_memory_limit())
-        snapshots = [
-            MemorySnapshot(
-                step=step, timestamp=stamp, mlx_allocated_mb=to_mb(active),
-                mlx_cache_mb=to_mb(cache), mlx_peak_mb=to_mb(peak), mlx_limit_mb=limit,
-                process_rss_mb=NAN, system_available_mb=NAN, system_total_mb=NAN,
-            )  # fmt: skip
-            for step, stamp, active, cache, peak in readings[-self.history_capacity :]
-        ]
+        kept = readings[-self.history_capacity :]
         with self._lock:
-            self._snapshots.extend(snapshots)
+            self._snapshots.extend([(*reading, limit) for reading in kept])
             self._version += 1
 
     @property
@@ -368,12 +365,13 @@ class MemoryProfiler:
     def latest(self) -> MemorySnapshot | None:
         """The last stored snapshot, or None before the first one."""
         snapshots = self._snapshots
-        return snapshots[-1] if snapshots else None
+        return _snapshot(snapshots[-1]) if snapshots else None
 
     def snapshots(self) -> list[MemorySnapshot]:
         """A copy of the stored history, oldest first."""
         with self._lock:
-            return list(self._snapshots)
+            stored = list(self._snapshots)
+        return [_snapshot(item) for item in stored]
 
     @property
     def alert_threshold_bytes(self) -> float:
@@ -416,7 +414,8 @@ class MemoryProfiler:
             version = self._version
             if self._leak_cache is not None and self._leak_cache[0] == version:
                 return self._leak_cache[1]
-            window = list(self._snapshots)[-self.leak_detection_window :]
+            window = [_snapshot(item) for item in
+                      list(self._snapshots)[-self.leak_detection_window :]]  # fmt: skip
         report = judge_leak(
             window,
             min_snapshots=self.min_leak_snapshots,
@@ -560,3 +559,15 @@ class MemoryMonitor:
             # Measuring must never replace the block's own exception or stop training.
             logger.warning("could not record memory of block %r", self.name, exc_info=True)
         self._watermark = None
+
+
+def _snapshot(item: MemorySnapshot | tuple[Any, ...]) -> MemorySnapshot:
+    """A stored snapshot, or the snapshot of a reading stored by :meth:`MemoryProfiler.add_readings`."""
+    if isinstance(item, MemorySnapshot):
+        return item
+    step, stamp, active, cache, peak, limit = item
+    return MemorySnapshot(
+        step=step, timestamp=stamp, mlx_allocated_mb=to_mb(active), mlx_cache_mb=to_mb(cache),
+        mlx_peak_mb=to_mb(peak), mlx_limit_mb=limit, process_rss_mb=NAN,
+        system_available_mb=NAN, system_total_mb=NAN,
+    )  # fmt: skip
