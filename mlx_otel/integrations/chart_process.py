@@ -34,6 +34,15 @@ from typing import IO, Any
 __all__ = ["ChartProcess", "ChartsCutShort", "render_checkpoint_charts"]
 
 _HEADER = struct.Struct("!Q")
+#: The child's program. It lowers its priority before anything else: importing
+#: this package (MLX, OpenTelemetry) costs half a second of CPU, and training
+#: runs beside it on a machine of few cores.
+_CHILD = (
+    "import os\n"
+    "if hasattr(os, 'nice'): os.nice(19)\n"
+    "from mlx_otel.integrations.chart_process import main\n"
+    "main()\n"
+)
 
 
 def chart_inputs(histories: list[Any], arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -145,7 +154,7 @@ class ChartProcess:
             path = os.environ.get("PYTHONPATH")
             env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
             self._process = subprocess.Popen(
-                [sys.executable, "-c", "from mlx_otel.integrations.chart_process import main; main()"],
+                [sys.executable, "-c", _CHILD],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -276,7 +285,8 @@ class ChartProcess:
 def main() -> None:
     """The child's loop: read a request, render, reply; exit when stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    # Charts can wait; training cannot: leave the CPU to it first.
+    # Charts can wait; training cannot: leave the CPU to it first (the program
+    # started by ChartProcess has done so already; niceness stops at 19).
     if hasattr(os, "nice"):
         os.nice(19)
     import mlx_otel.integrations.charts  # noqa: F401 - import matplotlib/seaborn before the first request
