@@ -48,6 +48,9 @@ def _run(tmp_path: Path, *, nan_loss_at: tuple[int, ...] = (), steps: int = 60):
             "tokens_per_second": 900.0 + rng.random(),
             "trained_tokens": 150.0 * (step + 1),
             "hit_max_tokens_ratio": 0.1,
+            "generated_tokens/mean": 5.0 + rng.random(),  # per completion, not per step
+            "generated_tokens/max": 8.0,
+            "completion_length_mean/correct": 4.0 + rng.random(),
         }
         if step % 10 == 0:
             values["validation_loss"] = 1.2 / (1 + step)
@@ -108,7 +111,9 @@ def test_the_dashboard_groups_series_by_what_they_are(tmp_path: Path) -> None:
     assert panels["Anomalous steps (cumulative)"] == ["anomalies/loss"]
     assert panels["Step phases"] == ["timing/reward", "timing/generate"]
     assert panels["Memory [MiB]"] == ["trainer_peak_memory", "mlx_active_mb"]
-    assert panels["Tokens"] == ["thinking_tokens"]
+    assert panels["Tokens"] == ["thinking_tokens"]  # per step: hundreds of tokens
+    assert panels["Completion length"] == [  # per completion: a few tokens, an axis of their own
+        "generated_tokens/mean", "generated_tokens/max", "completion_length_mean/correct"]
     # A throughput, a cumulative count and a ratio are panels of their own.
     for name in ("tokens_per_second", "trained_tokens", "hit_max_tokens_ratio"):
         assert panels[name] == [name]

@@ -60,6 +60,16 @@ def _is_reward(name: str) -> bool:
     return leaf in {"reward", "reward_mean", "mean_reward"} or leaf.endswith("_reward")
 
 
+#: Labelled metrics of a completion's length (tokens per completion, by
+#: statistic or outcome): tens of tokens, beside per-step totals of hundreds.
+_COMPLETION_LENGTHS = frozenset({"generated_tokens", "completion_length_mean"})
+
+
+def _is_completion_length(name: str) -> bool:
+    family, slash, _ = name.partition("/")
+    return bool(slash) and family in _COMPLETION_LENGTHS
+
+
 def _is_token_count(name: str) -> bool:
     # Tokens per step or per sample; a cumulative count (a counter) climbs
     # out of their range and gets a panel of its own.
@@ -74,6 +84,7 @@ _GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("Gradient norm", lambda n: _leaf(n) in {"grad_norm", "gradient_norm"}),
     ("Learning rate", lambda n: _leaf(n) in {"learning_rate", "lr"}),
     (f"Memory [{MEMORY_UNIT}]", is_memory_field),
+    ("Completion length", _is_completion_length),
     ("Tokens", _is_token_count),
     *((title, lambda n, t=title: _family(n) == t) for title in _FAMILIES.values()),
 )
