@@ -324,17 +324,8 @@ class MemoryProfiler:
             profiler.add_reading(step=3, timestamp=time.time(), active_bytes=2**20,
                                  cache_bytes=0, peak_bytes=2**21)
         """
-        snapshot = MemorySnapshot(
-            step=step,
-            timestamp=timestamp,
-            mlx_allocated_mb=to_mb(active_bytes),
-            mlx_cache_mb=to_mb(cache_bytes),
-            mlx_peak_mb=to_mb(peak_bytes),
-            mlx_limit_mb=to_mb(mx.get_memory_limit()),
-            process_rss_mb=NAN,
-            system_available_mb=NAN,
-            system_total_mb=NAN,
-        )
+        limit = to_mb(mx.get_memory_limit())
+        snapshot = _snapshot((step, timestamp, active_bytes, cache_bytes, peak_bytes, limit))
         with self._lock:
             self._snapshots.append(snapshot)
             self._version += 1

@@ -157,10 +157,10 @@ class SampleBuffers:
             pieces.append(chunk)
             size += chunk.size
         if copies:
-            # A histogram does not care about order: the copies of lists of one
-            # length (the usual GRPO step) convert in one call. Text, None or
-            # huge ints inside are found here, a copy at a time.
-            together = _as_one_array(copies)
+            # A histogram does not care about order: the copies convert together
+            # (one NumPy call when they have one length, the usual GRPO step).
+            # Text, None or huge ints inside are found here, a copy at a time.
+            together = to_numbers(copies)
             if together is not None:
                 pieces.append(together)
             else:
@@ -193,15 +193,3 @@ class SampleBuffers:
             if invalid > 1:
                 self._ledger.count("invalid_value", invalid - 1)
 
-
-def _as_one_array(copies: list[tuple[Any, ...]]) -> np.ndarray | None:
-    """Tuples of the same length as one flat float64 array, or None (ragged, not numbers)."""
-    if len(set(map(len, copies))) != 1:
-        return None
-    try:
-        array = np.array(copies)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if array.dtype.kind not in "biuf":
-        return None
-    return array.astype(np.float64, copy=False).ravel()
